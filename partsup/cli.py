@@ -1,0 +1,102 @@
+"""Command-line interface: ``main(argv) -> int``. Thin: parsing, then calls into the library.
+
+Subcommands are registered by plugins through ``partsup_register_commands`` (the core's own are
+in :mod:`partsup.builtin`). Errors derived from :class:`partsup.errors.PartsupError` print one
+line and exit 2; ``--debug`` shows the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Protocol as TypingProtocol, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+import partsup
+from partsup.errors import PartsupError
+from partsup.plugins import Registries, make_plugin_manager
+
+
+class Command(TypingProtocol):
+    """A CLI subcommand. ``help`` is its one-line summary."""
+
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace, ctx: "Context") -> int: ...
+
+
+@dataclass
+class Context:
+    """What a command gets: the run's registries (and plugin manager) and a console."""
+
+    registries: Registries
+    console: Console = field(default_factory=Console)
+    err: Console = field(default_factory=lambda: Console(stderr=True))
+    debug: bool = False
+    plugin_modules: list[str] = field(default_factory=list)
+
+    @property
+    def pm(self) -> Any:
+        return self.registries.pm
+
+
+def _pre_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--plugin", action="append", default=[])
+    p.add_argument("--debug", action="store_true")
+    return p
+
+
+def build_parser(registries: Registries) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="partsup",
+        description="Partially supervised segmentation-based detection (PartMitosis).")
+    parser.add_argument("--version", action="version", version=f"partsup {partsup.__version__}")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import an extra plugin module (repeatable)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for entry in registries.commands.entries():
+        cmd = entry.factory() if isinstance(entry.factory, type) else entry.factory
+        sp = sub.add_parser(entry.name, help=entry.summary or getattr(cmd, "help", ""),
+                            description=getattr(cmd, "help", None))
+        cmd.add_arguments(sp)
+        sp.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 a task failed, 2 bad input)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre, _ = _pre_parser().parse_known_args(argv)
+    err = Console(stderr=True)
+    try:
+        registries = Registries.from_pm(make_plugin_manager(pre.plugin))
+        parser = build_parser(registries)
+        args = parser.parse_args(argv)
+        if getattr(args, "_command", None) is None:
+            parser.print_help()
+            return 0
+        ctx = Context(registries=registries, err=err, debug=args.debug,
+                      plugin_modules=list(pre.plugin))
+        return int(args._command.run(args, ctx) or 0)
+    except PartsupError as exc:
+        if pre.debug:
+            raise
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        return 130
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    console_main()

@@ -1,0 +1,170 @@
+"""Plugin manager construction and the registries plugins fill.
+
+No global plugin manager: :func:`make_plugin_manager` builds one per run (tests get a fresh one).
+Plugins come from, in order: the core's own defaults (:mod:`partsup.builtin`), the ``partsup``
+entry-point group (bundled plugins and third-party packages), modules named in a recipe's
+``plugins:`` list, and ``--plugin`` on the command line. ``PARTSUP_DISABLE_PLUGINS=a,b`` blocks
+entry points or modules by name.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pluggy
+
+from partsup import hookspecs
+from partsup.errors import PluginError
+from partsup.registry import Registry
+
+hookimpl = pluggy.HookimplMarker("partsup")
+
+#: registry attribute -> (hook name, kind shown to users)
+KINDS: dict[str, tuple[str, str]] = {
+    "backbones": ("partsup_register_backbones", "backbone"),
+    "weight_transfers": ("partsup_register_weight_transfers", "weight transfer"),
+    "label_makers": ("partsup_register_label_makers", "weak label"),
+    "losses": ("partsup_register_losses", "loss"),
+    "datasets": ("partsup_register_datasets", "dataset"),
+    "filters": ("partsup_register_filters", "filter/scorer"),
+    "protocols": ("partsup_register_protocols", "protocol"),
+    "writers": ("partsup_register_writers", "writer"),
+    "optimizers": ("partsup_register_optimizers", "optimizer"),
+    "commands": ("partsup_register_commands", "command"),
+}
+
+
+def disabled_from_env() -> set[str]:
+    raw = os.environ.get("PARTSUP_DISABLE_PLUGINS", "")
+    return {p.strip() for p in raw.split(",") if p.strip()}
+
+
+class PartsupPluginManager(pluggy.PluginManager):
+    """A pluggy manager that remembers which distribution each entry-point plugin came from."""
+
+    def __init__(self, project_name: str) -> None:
+        super().__init__(project_name)
+        self.distributions: dict[str, str] = {}
+
+
+def make_plugin_manager(modules: Iterable[str] = (), *, entry_points: bool = True,
+                        disabled: Iterable[str] | None = None,
+                        objects: Iterable[Any] = ()) -> pluggy.PluginManager:
+    """Build a fresh plugin manager.
+
+    Args:
+        modules: extra plugin modules to import by dotted name (recipe ``plugins:``, ``--plugin``).
+        entry_points: load the ``partsup`` entry-point group (bundled and third-party plugins).
+        disabled: names to block (entry-point names or module names); defaults to the
+            ``PARTSUP_DISABLE_PLUGINS`` environment variable.
+        objects: already-imported plugin objects to register (handy in tests).
+    """
+    pm = PartsupPluginManager("partsup")
+    pm.add_hookspecs(hookspecs)
+    blocked = disabled_from_env() if disabled is None else set(disabled)
+    for name in blocked:
+        pm.set_blocked(name)
+    from partsup import builtin
+    pm.register(builtin, name="partsup.builtin")
+    if entry_points:
+        _load_entry_points(pm, blocked)
+    for mod in modules:
+        add_module(pm, mod, blocked)
+    for obj in objects:
+        pm.register(obj)
+    return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
+    for ep in sorted(md.entry_points(group="partsup"), key=lambda e: e.name):
+        if ep.name in blocked or ep.value in blocked or pm.has_plugin(ep.name):
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            dist = ep.dist.name if ep.dist else "?"
+            raise PluginError(f"plugin {ep.name!r} ({ep.value}, from {dist}) failed to import: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if plugin in blocked:
+            continue
+        pm.register(plugin, name=ep.name)
+        if ep.dist is not None:
+            pm.distributions[ep.name] = ep.dist.name
+
+
+def add_module(pm: pluggy.PluginManager, dotted: str, blocked: set[str] | None = None) -> None:
+    """Import ``dotted`` and register it as a plugin (no-op if blocked or already present)."""
+    blocked = disabled_from_env() if blocked is None else blocked
+    if dotted in blocked or pm.has_plugin(dotted):
+        return
+    try:
+        module = importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        if exc.name and dotted.startswith(exc.name):
+            raise PluginError(f"plugin module {dotted!r} not found (is its package installed, "
+                              f"or on PYTHONPATH?)") from exc
+        raise PluginError(f"plugin module {dotted!r} failed to import: {exc}") from exc
+    except Exception as exc:
+        raise PluginError(f"plugin module {dotted!r} failed to import: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    if any(p is module for p in pm.get_plugins()):
+        return
+    pm.register(module, name=dotted)
+
+
+def provider_name(pm: pluggy.PluginManager, plugin: Any) -> str:
+    """Human name of a plugin: ``entry-point-name (distribution)`` or its module name."""
+    name = pm.get_name(plugin) or getattr(plugin, "__name__", repr(plugin))
+    dist = getattr(pm, "distributions", {}).get(name)
+    return f"{name} ({dist})" if dist else name
+
+
+@dataclass
+class Registries:
+    """Every registry, filled by calling the registration hooks of one plugin manager."""
+
+    pm: pluggy.PluginManager
+    backbones: Registry = field(default_factory=lambda: Registry("backbone"))
+    weight_transfers: Registry = field(default_factory=lambda: Registry("weight transfer"))
+    label_makers: Registry = field(default_factory=lambda: Registry("weak label"))
+    losses: Registry = field(default_factory=lambda: Registry("loss"))
+    datasets: Registry = field(default_factory=lambda: Registry("dataset"))
+    filters: Registry = field(default_factory=lambda: Registry("filter/scorer"))
+    protocols: Registry = field(default_factory=lambda: Registry("protocol"))
+    writers: Registry = field(default_factory=lambda: Registry("writer"))
+    optimizers: Registry = field(default_factory=lambda: Registry("optimizer"))
+    commands: Registry = field(default_factory=lambda: Registry("command"))
+
+    @classmethod
+    def from_pm(cls, pm: pluggy.PluginManager) -> "Registries":
+        regs = cls(pm)
+        for attr, (hook_name, _kind) in KINDS.items():
+            registry: Registry = getattr(regs, attr)
+            caller = getattr(pm.hook, hook_name)
+            # Call each implementation with its own register callback, so every entry
+            # records its provider. Order: pluggy's (last registered first).
+            for impl in reversed(caller.get_hookimpls()):
+                provider = provider_name(pm, impl.plugin)
+
+                def register(name: str, factory: Any = None, summary: str | None = None,
+                             _p: str = provider, _r: Registry = registry) -> Any:
+                    return _r.register(name, factory, provider=_p, summary=summary)
+                try:
+                    impl.function(register=register)
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(f"plugin {provider} raised in {hook_name}: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+        return regs
+
+    def all(self) -> dict[str, Registry]:
+        return {attr: getattr(self, attr) for attr in KINDS}
+
+
+def load(modules: Iterable[str] = (), **kw: Any) -> Registries:
+    """Shortcut: a fresh plugin manager and its filled registries."""
+    return Registries.from_pm(make_plugin_manager(modules, **kw))

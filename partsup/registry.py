@@ -1,0 +1,203 @@
+"""Registries: a dict of named factories plus a decorator.
+
+A duplicate name is an error naming both providers; an unknown name is an error listing the
+known names and the closest match. Factories take keyword arguments; :meth:`Registry.check_kwargs`
+validates a recipe's keyword arguments against the factory's signature before anything is built.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from partsup.errors import PluginError, RecipeError
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component."""
+
+    name: str
+    factory: Callable[..., Any]
+    provider: str
+    summary: str
+
+
+def closest(name: str, known: list[str] | tuple[str, ...]) -> str | None:
+    """The known name closest to ``name``, or None if nothing is close."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
+    return match[0] if match else None
+
+
+def first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+class Registry:
+    """Named factories of one kind (e.g. ``backbone``).
+
+    >>> reg = Registry("backbone")
+    >>> @reg.register("tiny")
+    ... def make_tiny(width: int = 8): ...
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    # -- filling -------------------------------------------------------------------------------
+    def register(self, name: str, factory: Callable[..., Any] | None = None, *,
+                 provider: str = "<direct>", summary: str | None = None):
+        """Register ``factory`` under ``name``; usable directly or as a decorator."""
+        if factory is None:
+            def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+                self.register(name, fn, provider=provider, summary=summary)
+                return fn
+            return deco
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"{provider} registered a {self.kind} with an invalid name {name!r}")
+        if not callable(factory):
+            raise PluginError(f"{provider} registered {self.kind} {name!r} with a non-callable factory")
+        if name in self._entries:
+            other = self._entries[name].provider
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice: by {other} and by {provider}; "
+                f"block one with PARTSUP_DISABLE_PLUGINS or rename it")
+        self._entries[name] = Entry(name, factory, provider,
+                                    summary if summary is not None else first_doc_line(factory))
+        return factory
+
+    # -- reading -------------------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        return [self._entries[n] for n in self.names()]
+
+    def entry(self, name: str, where: str = "") -> Entry:
+        """The entry for ``name``; an unknown name raises a RecipeError listing the known ones."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            hint = closest(str(name), self.names())
+            at = f"{where}: " if where else ""
+            did = f" Did you mean {hint!r}?" if hint else ""
+            known = ", ".join(self.names()) or "(none registered)"
+            raise RecipeError(f"{at}unknown {self.kind} {name!r}.{did} Known: {known}") from None
+
+    def get(self, name: str, where: str = "") -> Callable[..., Any]:
+        return self.entry(name, where).factory
+
+    def check_kwargs(self, name: str, kwargs: dict[str, Any], where: str = "",
+                     supplied: tuple[str, ...] = ()) -> None:
+        """Validate recipe keyword arguments against the factory signature.
+
+        ``supplied`` names arguments the caller passes itself (e.g. ``d_in`` for a weight
+        transfer); they are neither required from nor allowed in the recipe.
+        """
+        factory = self.get(name, where)
+        try:
+            sig = inspect.signature(factory)
+        except (TypeError, ValueError):
+            return
+        params = sig.parameters
+        var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        accepted = [n for n, p in params.items()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in supplied]
+        at = f"{where}: " if where else ""
+        for key, value in kwargs.items():
+            if key in supplied:
+                raise RecipeError(f"{at}{self.kind} {name!r} gets {key!r} from partsup; remove it")
+            if key not in accepted:
+                if var_kw:
+                    continue
+                hint = closest(key, accepted)
+                did = f" Did you mean {hint!r}?" if hint else ""
+                raise RecipeError(f"{at}unknown key {key!r} for {self.kind} {name!r}.{did} "
+                                  f"Expected one of: {', '.join(accepted) or '(no options)'}")
+            _check_type(value, _annotation(factory, key), f"{where}.{key}" if where else key)
+        for n in accepted:
+            p = params[n]
+            if p.default is p.empty and n not in kwargs:
+                raise RecipeError(f"{at}missing required value {n!r} for {self.kind} {name!r}")
+
+    def build(self, name: str, where: str = "", supplied: dict[str, Any] | None = None,
+              **kwargs: Any) -> Any:
+        """Validate and call the factory: ``factory(**supplied, **kwargs)``."""
+        supplied = supplied or {}
+        self.check_kwargs(name, kwargs, where, tuple(supplied))
+        return self.get(name, where)(**supplied, **kwargs)
+
+
+def _annotation(factory: Callable[..., Any], key: str) -> Any:
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # unresolved forward references: skip type checks
+        return Any
+    return hints.get(key, Any)
+
+
+_SIMPLE = {int: "an integer", float: "a number", str: "a string", bool: "true/false",
+           list: "a list", dict: "a mapping", tuple: "a list"}
+
+
+def _check_type(value: Any, ann: Any, path: str) -> None:
+    """Check ``value`` against a (simple) annotation; raise RecipeError naming ``path``."""
+    if ann is Any or ann is inspect.Parameter.empty:
+        return
+    if not type_matches(value, ann):
+        raise RecipeError(f"{path}: expected {describe_type(ann)}, got {value!r} "
+                          f"({type(value).__name__})")
+
+
+def type_matches(value: Any, ann: Any) -> bool:
+    """Whether ``value`` (as read from YAML) fits annotation ``ann``; unknown kinds pass."""
+    if ann is Any:
+        return True
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", object)):
+        return any(type_matches(value, a) for a in typing.get_args(ann))
+    if origin is typing.Literal:
+        return value in typing.get_args(ann)
+    if origin in (list, tuple, typing.Sequence):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    if ann is type(None):
+        return value is None
+    if ann is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ann is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann is tuple:
+        return isinstance(value, (list, tuple))
+    if isinstance(ann, type):
+        if ann in _SIMPLE or ann in (list, dict):
+            return isinstance(value, ann)
+        return True  # rich objects (e.g. np.ndarray) are not recipe values
+    return True
+
+
+def describe_type(ann: Any) -> str:
+    origin = typing.get_origin(ann)
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", object)):
+        return " or ".join(describe_type(a) for a in typing.get_args(ann))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
+    if origin in (list, tuple, typing.Sequence):
+        return "a list"
+    if ann is type(None):
+        return "null"
+    return _SIMPLE.get(ann, getattr(ann, "__name__", str(ann)))

@@ -1,0 +1,1 @@
+"""FCN-32s backbone plugin (PartMitosis / SegMitos backbone)."""

@@ -1,0 +1,1 @@
+"""Mitosis datasets (icpr2012, icpr2014, amida13, midog, ami-br) and evaluation protocols."""

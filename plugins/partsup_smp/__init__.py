@@ -1,0 +1,1 @@
+"""segmentation-models-pytorch / timm backbones plugin."""
