@@ -1,0 +1,4 @@
+"""(in progress)"""
+from __future__ import annotations
+
+DATASETS: dict = {}
