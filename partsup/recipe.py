@@ -18,7 +18,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from partsup.errors import RecipeError
+from partsup.errors import PartsupError, RecipeError
 from partsup.registry import closest
 
 _NONE = type(None)
@@ -347,3 +347,30 @@ def save_resolved(recipe: dict[str, Any], run_dir: str | Path) -> Path:
     tmp.write_text(yaml.safe_dump(recipe, sort_keys=False))
     os.replace(tmp, dest)
     return dest
+
+
+def load_run(path: str | Path, overrides: Iterable[str] = (), modules: Iterable[str] = (),
+             env: dict[str, str] | None = None) -> tuple[dict[str, Any], Any]:
+    """Read a recipe, build the run's plugin manager (including the recipe's ``plugins:`` and
+    ``modules`` from ``--plugin``), and validate the recipe against its registries.
+
+    Returns ``(resolved_recipe, registries)``.
+    """
+    from partsup.plugins import Registries, make_plugin_manager
+
+    raw = read_yaml(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(raw, keys, value, str(path))
+    extra = raw.get("plugins") or []
+    if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
+        raise RecipeError(f"{path}: plugins: expected a list of module names, got {extra!r}")
+    registries = Registries.from_pm(make_plugin_manager([*modules, *extra]))
+    recipe = load_recipe(path, registries=registries, data=raw, env=env)
+    try:
+        registries.pm.hook.partsup_configure(recipe=recipe)
+    except PartsupError:
+        raise
+    except Exception as exc:
+        raise RecipeError(f"{path}: a plugin rejected the recipe: {type(exc).__name__}: {exc}") from exc
+    return recipe, registries
