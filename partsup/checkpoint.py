@@ -1,0 +1,221 @@
+"""Checkpoints: one ``torch.save``'d dict, written atomically, read with ``weights_only=True``.
+
+Payload keys (format ``partsup-checkpoint/1``):
+
+- ``format``: the string :data:`FORMAT`.
+- ``recipe``: the resolved recipe (plain dict, as :func:`partsup.recipe.load_recipe` returns).
+- ``model``: the :class:`partsup.model.PartialModel` state dict.
+- ``normalization``: the input normalisation of the weights (``{"mean", "std", "scale", "bgr"}``).
+- ``detect``: calibrated detection parameters (``w, s1, a1, sigma, area_unit``) or None.
+- training state (absent or None in exported models): ``optimizer``, ``scheduler`` (state dicts),
+  ``iteration`` (int, iterations done), ``rng`` (see :func:`rng_state`), ``sampler``
+  (the sampler position, a dict), ``best`` (``{"metric": float | None, "iteration": int}``),
+  ``stage`` (``"weak"`` / ``"strong"`` / ``"joint"``).
+
+Everything in a payload is a tensor, a number, a string, None, or a list/tuple/dict of those, so
+that :func:`torch.load` with ``weights_only=True`` reads it back (no pickled code).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from partsup.errors import CheckpointError
+
+#: the format tag of this version of the checkpoint layout
+FORMAT = "partsup-checkpoint/1"
+_FAMILY = "partsup-checkpoint/"
+
+
+def _os_reason(exc: OSError) -> str:
+    if exc.errno == errno.ENOSPC:
+        return "no space left on device"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if exc.errno == errno.EROFS:
+        return "read-only file system"
+    if exc.errno == errno.EDQUOT:
+        return "disk quota exceeded"
+    return exc.strerror or str(exc)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename).
+
+    A reader never sees a half-written file: either the old checkpoint or the new one.
+    ``payload["format"]`` is set to :data:`FORMAT` when missing.
+
+    Raises:
+        CheckpointError: the folder cannot be created or written (permission, read-only file
+            system, full disk); the message names the path and the reason, and any temporary
+            file is removed.
+    """
+    path = Path(path)
+    payload = dict(payload)
+    payload.setdefault("format", FORMAT)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CheckpointError(f"cannot create checkpoint folder {path.parent}: "
+                              f"{_os_reason(exc)}") from exc
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(payload, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        tmp = None
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {_os_reason(exc)}") from exc
+    except RuntimeError as exc:  # torch wraps some write failures (e.g. ENOSPC) in RuntimeError
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc}".splitlines()[0]) from exc
+    finally:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a partsup checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+
+    Raises:
+        CheckpointError: missing file, a file that is not a torch file, or a torch file that is
+            not a partsup checkpoint (e.g. a bare state dict), each naming the path.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refused an object: not ours
+        first = (str(exc).strip().splitlines() or ["?"])[0]
+        raise CheckpointError(f"{path} is not a partsup checkpoint (it holds objects other "
+                              f"than tensors: {first[:160]})") from exc
+    except Exception as exc:  # zip / EOF / legacy-format errors: not a torch file at all
+        raise CheckpointError(f"{path} is not a readable torch checkpoint file "
+                              f"(truncated, or another kind of file; {type(exc).__name__})") from exc
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith(_FAMILY):
+        raise CheckpointError(f"{path} is not a partsup checkpoint (no {FORMAT!r} format tag; "
+                              f"a bare state dict or another tool's file?)")
+    if fmt != FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {fmt!r} is not supported by this "
+                              f"version of partsup (expected {FORMAT!r})")
+    for key in ("recipe", "model"):
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: checkpoint lacks {key!r}")
+    return ckpt
+
+
+def _without_weight_files(section: dict[str, Any]) -> dict[str, Any]:
+    """The model section with pretrained-weight file options cleared.
+
+    The checkpoint's state dict replaces every weight anyway, and the original weight files
+    (e.g. Pascal-VOC FCN-32s) need not exist where the checkpoint is used.
+    """
+    import copy
+    section = copy.deepcopy(section)
+    backbone = section.get("backbone")
+    if isinstance(backbone, dict):
+        for key in ("weights", "encoder_weights"):
+            if key in backbone:
+                backbone[key] = None
+    return section
+
+
+def load_model(path: str | Path, registries: Any, device: str | torch.device = "cpu"
+               ) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Build the model a checkpoint describes and load its weights.
+
+    Args:
+        path: a checkpoint written by ``partsup train`` (or :func:`save_checkpoint`).
+        registries: a :class:`partsup.plugins.Registries` with the backbone and transfer used.
+        device: where to put the model.
+
+    Returns:
+        ``(model, checkpoint)``; the model is in eval mode on ``device``.
+
+    Raises:
+        CheckpointError: unreadable file, or a state dict that does not fit the built model
+            (names the first missing / unexpected / mis-shaped key).
+    """
+    from partsup.model import build_model
+
+    ckpt = load_checkpoint(path)
+    try:
+        section = ckpt["recipe"]["model"]
+    except (KeyError, TypeError):
+        raise CheckpointError(f"{path}: checkpoint recipe has no 'model' section") from None
+    model = build_model(_without_weight_files(section), registries)
+    load_state(model, ckpt["model"], str(path))
+    model.to(device)
+    model.eval()
+    return model, ckpt
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """``model.load_state_dict(state)`` with strict checks reported as one CheckpointError."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[0]!r}" + (f" (+{len(missing) - 1} more)"
+                                                      if len(missing) > 1 else ""))
+        if unexpected:
+            parts.append(f"unexpected {unexpected[0]!r}" + (f" (+{len(unexpected) - 1} more)"
+                                                            if len(unexpected) > 1 else ""))
+        raise CheckpointError(f"{where}: weights do not fit the model: {'; '.join(parts)}")
+    for key, value in state.items():
+        if tuple(own[key].shape) != tuple(value.shape):
+            raise CheckpointError(f"{where}: weight {key!r} has shape {tuple(value.shape)}, "
+                                  f"the model expects {tuple(own[key].shape)}")
+    model.load_state_dict(state, strict=True)
+
+
+def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Path:
+    """Replace ``checkpoint["detect"]`` with ``params`` (plain numbers/strings), atomically."""
+    ckpt = load_checkpoint(path)
+    ckpt["detect"] = None if params is None else dict(params)
+    return save_checkpoint(path, ckpt)
+
+
+# -- random number generator states (only weights_only-safe types) -----------------------------
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy (legacy global) and torch (CPU and CUDA) RNG states."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
