@@ -97,7 +97,7 @@ SCHEMA: dict[str, Any] = {
     },
     "train": {
         "schedule": F(str, default="end2end", choices=("end2end", "stagewise")),
-        "optimizer": Component("optimizers", supplied=("model",),
+        "optimizer": Component("optimizers", supplied=("model", "iterations"),
                                default={"name": "adamw", "lr": 1.0e-3}),
         "iterations": F(int, default=1000),
         "weak_iterations": F(int, _NONE, default=None,
