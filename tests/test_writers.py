@@ -1,0 +1,168 @@
+"""Writers: every format is read back; GeoJSON shape; MIDOG mm units; counts."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from partsup.counts import HPF_AREA_MM2, ImageCount, area_mm2, summarize
+from partsup.errors import DataError
+from partsup.types import Detection
+from partsup.writers import SUFFIXES, WRITERS, format_of, read_detections
+
+DETS = [Detection(10.25, 20.5, 0.91, 300.0), Detection(1999.0, 5.0, 0.55, 120.5),
+        Detection(0.0, 1499.6, 0.5, 1.0)]
+INFO = {"image": "case1/tile", "width": 2000, "height": 1500, "mpp": 0.25}
+XYS = np.array([[d.x, d.y, d.score] for d in DETS])
+
+# the challenge formats store integer pixels; the others keep sub-pixel positions
+TOL = {"csv": 0.01, "geojson": 1e-9, "midog": 1e-9, "tupac": 0.5, "mitos-atypia": 0.5}
+
+
+def test_builtin_writers_registered(registries):
+    for name in WRITERS:
+        assert name in registries.writers
+        assert registries.writers.entry(name).provider == "partsup.builtin"
+    suffixes = [SUFFIXES[n] for n in WRITERS]
+    assert len(set(suffixes)) == len(suffixes)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_each_format_reads_back(tmp_path, name):
+    writer = WRITERS[name]()
+    path = tmp_path / f"tile{writer.suffix}"
+    writer.write(path, DETS, INFO)
+    assert format_of(path) in (name, "json")
+    got = read_detections(path, mpp=INFO["mpp"])          # format guessed from the name
+    explicit = read_detections(path, name, mpp=INFO["mpp"])
+    np.testing.assert_array_equal(got, explicit)
+    assert got.shape == (3, 3) and got.dtype == np.float64
+    np.testing.assert_allclose(got[:, :2], XYS[:, :2], atol=TOL[name])
+    if name == "tupac":
+        np.testing.assert_array_equal(got[:, 2], 1.0)  # no score column in the TUPAC layout
+    else:
+        np.testing.assert_allclose(got[:, 2], XYS[:, 2], atol=1e-6)
+
+
+def test_every_registered_writer_writes(registries, tmp_path):
+    for name in registries.writers.names():
+        writer = registries.writers.build(name)
+        path = tmp_path / name / f"img{writer.suffix}"
+        writer.write(path, DETS, INFO)  # the contract returns nothing; a Path is allowed
+        assert path.is_file(), name
+        if name in WRITERS:
+            assert len(read_detections(path, name, mpp=0.25)) == len(DETS)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_empty_detections_read_back_empty(tmp_path, name):
+    writer = WRITERS[name]()
+    path = writer.write(tmp_path / f"e{writer.suffix}", [], INFO)
+    assert read_detections(path, mpp=0.25).shape == (0, 3)
+
+
+def test_csv_header_and_area(tmp_path):
+    path = WRITERS["csv"]().write(tmp_path / "a.csv", DETS, INFO)
+    lines = path.read_text().splitlines()
+    assert lines[0] == "x,y,score,area"
+    assert lines[2].split(",") == ["1999.0", "5.0", "0.55", "120.5"]
+
+
+def test_tupac_is_row_col_without_header(tmp_path):
+    path = WRITERS["tupac"]().write(tmp_path / "t.tupac.csv", DETS, INFO)
+    assert path.read_text().splitlines() == ["20,10", "5,1999", "1500,0"]
+    scored = WRITERS["tupac"](score=True).write(tmp_path / "s.tupac.csv", DETS, INFO)
+    np.testing.assert_allclose(read_detections(scored)[:, 2], XYS[:, 2], atol=1e-6)
+
+
+def test_mitos_atypia_is_x_y_confidence(tmp_path):
+    path = WRITERS["mitos-atypia"]().write(tmp_path / "A03_00Aa_mitosis.csv", DETS, INFO)
+    assert path.read_text().splitlines()[0] == "10,20,0.910000"
+
+
+def test_geojson_is_qupath_point_detections(tmp_path):
+    path = WRITERS["geojson"]().write(tmp_path / "g.geojson", DETS, INFO)
+    doc = json.loads(path.read_text())
+    assert doc["type"] == "FeatureCollection" and len(doc["features"]) == 3
+    ids = set()
+    for feat, det in zip(doc["features"], DETS):
+        # GeoJSON (RFC 7946) Feature with a Point geometry: one position [x, y]
+        assert feat["type"] == "Feature"
+        assert feat["geometry"]["type"] == "Point"
+        coords = feat["geometry"]["coordinates"]
+        assert len(coords) == 2 and all(isinstance(c, float) for c in coords)
+        assert coords == [det.x, det.y]
+        props = feat["properties"]
+        # QuPath 0.4+: objectType, classification {name, color[3]}, measurements name -> number
+        assert props["objectType"] == "detection"
+        assert props["classification"]["name"] == "Mitosis"
+        color = props["classification"]["color"]
+        assert len(color) == 3 and all(isinstance(c, int) and 0 <= c <= 255 for c in color)
+        assert isinstance(props["measurements"], dict)
+        assert props["measurements"]["score"] == det.score
+        assert all(isinstance(v, float) for v in props["measurements"].values())
+        ids.add(feat["id"])
+    assert len(ids) == 3
+    again = WRITERS["geojson"]().write(tmp_path / "g2.geojson", DETS, INFO)
+    assert again.read_text() == path.read_text()  # deterministic
+
+
+def test_geojson_reads_qupath03_measurement_list(tmp_path):
+    doc = {"type": "FeatureCollection", "features": [{
+        "type": "Feature", "geometry": {"type": "Point", "coordinates": [3, 4]},
+        "properties": {"measurements": [{"name": "score", "value": 0.7}]}}]}
+    path = tmp_path / "old.geojson"
+    path.write_text(json.dumps(doc))
+    np.testing.assert_allclose(read_detections(path), [[3, 4, 0.7]])
+
+
+def test_midog_points_are_in_mm(tmp_path):
+    path = WRITERS["midog"]().write(tmp_path / "m.midog.json", DETS, INFO)
+    doc = json.loads(path.read_text())
+    assert doc["type"] == "Multiple points" and "partsup" not in doc
+    p0 = doc["points"][0]
+    assert p0["name"] == "mitotic figure" and p0["probability"] == pytest.approx(0.91)
+    assert p0["point"] == pytest.approx([10.25 * 0.25 / 1000, 20.5 * 0.25 / 1000, 0.0])
+    with pytest.raises(DataError, match="mpp"):
+        read_detections(path)  # mm -> px needs the mpp
+    meta = WRITERS["midog"](metadata=True).write(tmp_path / "k.midog.json", DETS, INFO)
+    np.testing.assert_allclose(read_detections(meta)[:, :2], XYS[:, :2], atol=1e-9)
+    with pytest.raises(DataError, match="mpp"):
+        WRITERS["midog"]().write(tmp_path / "x.midog.json", DETS, {"image": "x"})
+
+
+def test_read_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("x,y,score,area\n1,2,oops,4\n")
+    with pytest.raises(DataError, match=r"bad\.csv, line 2"):
+        read_detections(bad)
+    with pytest.raises(DataError, match="not found"):
+        read_detections(tmp_path / "missing.csv")
+    odd = tmp_path / "odd.txt"
+    odd.write_text("1,2\n")
+    with pytest.raises(DataError, match="odd.txt"):
+        read_detections(odd)
+    np.testing.assert_allclose(read_detections(odd, "tupac"), [[2, 1, 1]])
+    broken = tmp_path / "broken.geojson"
+    broken.write_text("{not json")
+    with pytest.raises(DataError, match="broken.geojson"):
+        read_detections(broken)
+
+
+def test_counts_per_image_and_per_hpf():
+    # ICPR 2012 HPF: 2084 px at 0.2456 um/px = 512 um square = 0.262 mm^2
+    hpf = ImageCount("a", 5, 2084, 2084, 0.2456)
+    assert hpf.area_mm2 == pytest.approx(0.26198, rel=1e-4)
+    assert hpf.per_mm2 == pytest.approx(5 / 0.26198, rel=1e-4)
+    pooled = summarize([hpf, ImageCount("b", 1, 2084, 2084, 0.2456)])
+    assert pooled.total == 6 and pooled.n_images == 2
+    assert pooled.per_10_images == pytest.approx(30.0)
+    assert pooled.per_10_hpf == pytest.approx(6 / (2 * 0.26198) * 2.37, rel=1e-4)
+    assert HPF_AREA_MM2 == 0.237
+    # a 7000x5000 MIDOG region at 0.25 um/px is 2.1875 mm^2, about 9.2 standard HPFs
+    assert area_mm2(7000, 5000, 0.25) == pytest.approx(2.1875)
+    assert math.isnan(summarize([]).per_10_images)
+    with pytest.raises(ValueError):
+        area_mm2(10, 10, 0)
