@@ -1,0 +1,280 @@
+"""Plugin manager, hooks, blocking, and one-line errors for bad plugins."""
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from partsup import hookspecs
+from partsup.cli import main
+from partsup.errors import PluginError, RecipeError
+from partsup.plugins import KINDS, Registries, hookimpl, load, make_plugin_manager
+from partsup.types import Blobs
+
+REPO = Path(__file__).resolve().parents[1]
+HOOK_NAMES = sorted(n for n, _ in inspect.getmembers(hookspecs, inspect.isfunction)
+                    if n.startswith("partsup_"))
+
+
+class AllHooks:
+    """Implements every hook, recording each call, so every hook is exercised here."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def _reg(self, hook: str, register) -> None:
+        self.calls.append(hook)
+        register(f"t_{hook.removeprefix('partsup_register_')}", lambda **kw: kw)
+
+    @hookimpl
+    def partsup_register_backbones(self, register):
+        self._reg("partsup_register_backbones", register)
+
+    @hookimpl
+    def partsup_register_weight_transfers(self, register):
+        self._reg("partsup_register_weight_transfers", register)
+
+    @hookimpl
+    def partsup_register_label_makers(self, register):
+        self._reg("partsup_register_label_makers", register)
+
+    @hookimpl
+    def partsup_register_losses(self, register):
+        self._reg("partsup_register_losses", register)
+
+    @hookimpl
+    def partsup_register_datasets(self, register):
+        self._reg("partsup_register_datasets", register)
+
+    @hookimpl
+    def partsup_register_filters(self, register):
+        self._reg("partsup_register_filters", register)
+
+    @hookimpl
+    def partsup_register_protocols(self, register):
+        self._reg("partsup_register_protocols", register)
+
+    @hookimpl
+    def partsup_register_writers(self, register):
+        self._reg("partsup_register_writers", register)
+
+    @hookimpl
+    def partsup_register_optimizers(self, register):
+        self._reg("partsup_register_optimizers", register)
+
+    @hookimpl
+    def partsup_register_commands(self, register):
+        self.calls.append("partsup_register_commands")
+
+        class Hello:
+            name = "hello"
+            help = "say hello (test command)"
+
+            def add_arguments(self, parser):
+                parser.add_argument("--who", default="world")
+
+            def run(self, args, ctx):
+                ctx.console.print(f"hello {args.who}")
+                return 0
+        register("hello", Hello)
+
+    @hookimpl
+    def partsup_fuse(self, weak, strong, params):
+        self.calls.append("partsup_fuse")
+        if params.get("mode") == "max":
+            return np.maximum(weak, strong)
+        return None
+
+    @hookimpl
+    def partsup_filter_candidates(self, blobs, mpp, params):
+        self.calls.append("partsup_filter_candidates")
+        return np.asarray(blobs.score) > 0.2
+
+    @hookimpl
+    def partsup_configure(self, recipe):
+        self.calls.append("partsup_configure")
+        if recipe.get("name") == "forbidden":
+            raise ValueError("name 'forbidden' is reserved")
+
+
+def test_every_hook_is_documented_and_exercised():
+    docs = (REPO / "docs" / "plugins.md").read_text()
+    for name in HOOK_NAMES:
+        assert f"### `{name}" in docs, f"hook {name} has no heading in docs/plugins.md"
+        assert hasattr(AllHooks, name), f"hook {name} is not exercised by AllHooks in this test"
+    assert set(h for h, _k in KINDS.values()) <= set(HOOK_NAMES)
+
+
+def test_all_hooks_called_and_semantics():
+    plugin = AllHooks()
+    regs = Registries.from_pm(make_plugin_manager(objects=[plugin], entry_points=False))
+    for attr, (hook, _kind) in KINDS.items():
+        assert hook in plugin.calls
+        reg = getattr(regs, attr)
+        if attr != "commands":
+            assert f"t_{hook.removeprefix('partsup_register_')}" in reg
+    weak, strong = np.full((2, 2), 0.8, np.float32), np.full((2, 2), 0.2, np.float32)
+    # first result wins; the core default (trylast) runs when plugins abstain
+    fused = regs.pm.hook.partsup_fuse(weak=weak, strong=strong, params={"w": 0.25})
+    np.testing.assert_allclose(fused, 0.25 * 0.8 + 0.75 * 0.2)
+    fused = regs.pm.hook.partsup_fuse(weak=weak, strong=strong, params={"mode": "max"})
+    np.testing.assert_allclose(fused, 0.8)
+    # all results combined
+    blobs = Blobs(x=np.zeros(3), y=np.zeros(3), score=np.array([0.1, 0.5, 0.9]), area=np.ones(3))
+    masks = [m for m in regs.pm.hook.partsup_filter_candidates(blobs=blobs, mpp=0.25, params={})
+             if m is not None]
+    assert np.logical_and.reduce(masks).tolist() == [False, True, True]
+    regs.pm.hook.partsup_configure(recipe={"name": "ok"})
+    assert "partsup_configure" in plugin.calls
+
+
+def test_fresh_manager_per_run():
+    a, b = make_plugin_manager(entry_points=False), make_plugin_manager(entry_points=False)
+    assert a is not b
+    a.register(AllHooks(), name="only-in-a")
+    assert b.get_plugin("only-in-a") is None
+
+
+def test_bundled_plugins_via_entry_points(registries):
+    names = {registries.pm.get_name(p) for p in registries.pm.get_plugins()}
+    assert {"fcn32s", "smp", "concentric", "mitosis", "partsup.builtin"} <= names
+    assert "plugins" in registries.commands
+
+
+def test_disable_plugins_env(monkeypatch):
+    monkeypatch.setenv("PARTSUP_DISABLE_PLUGINS", "smp, fcn32s")
+    pm = make_plugin_manager()
+    names = {pm.get_name(p) for p in pm.get_plugins()}
+    assert "smp" not in names and "fcn32s" not in names and "mitosis" in names
+
+
+def test_duplicate_name_across_plugins_names_both():
+    class One:
+        @hookimpl
+        def partsup_register_backbones(self, register):
+            register("twin", lambda: None)
+
+    class Two(One):
+        pass
+    pm = make_plugin_manager(entry_points=False)
+    pm.register(One(), name="plugin-one")
+    pm.register(Two(), name="plugin-two")
+    with pytest.raises(PluginError) as exc:
+        Registries.from_pm(pm)
+    assert "plugin-one" in str(exc.value) and "plugin-two" in str(exc.value)
+
+
+def test_plugin_raising_in_hook_is_named():
+    class Broken:
+        @hookimpl
+        def partsup_register_losses(self, register):
+            raise RuntimeError("boom")
+    pm = make_plugin_manager(entry_points=False)
+    pm.register(Broken(), name="broken-plugin")
+    with pytest.raises(PluginError, match=r"broken-plugin raised in partsup_register_losses: RuntimeError: boom"):
+        Registries.from_pm(pm)
+
+
+def _write_module(tmp_path: Path, name: str, text: str) -> None:
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+
+
+def run_cli(argv, capsys):
+    code = main(argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_version_help_plugins(capsys):
+    code, out, _ = run_cli(["plugins"], capsys)
+    assert code == 0
+    for kind in ("command",):
+        assert kind in out
+    assert "partsup.builtin" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert "partsup 0." in capsys.readouterr().out
+    code, out, _ = run_cli([], capsys)
+    assert code == 0 and "plugins" in out
+
+
+@pytest.mark.parametrize("module_text, expected", [
+    (None, "plugin module 'no_such_plugin_mod' not found"),
+    ("raise ImportError('missing dependency foo')\n", "failed to import"),
+    ("raise ValueError('bad config')\n", "failed to import: ValueError: bad config"),
+])
+def test_cli_bad_plugin_one_line_exit_2(tmp_path, monkeypatch, capsys, module_text, expected):
+    name = "no_such_plugin_mod"
+    if module_text is not None:
+        name = "raising_plugin_mod"
+        _write_module(tmp_path, name, module_text)
+        monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run_cli(["--plugin", name, "plugins"], capsys)
+    assert code == 2
+    assert expected in err and name in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_duplicate_registration_exit_2(tmp_path, monkeypatch, capsys):
+    for name in ("dup_a", "dup_b"):
+        _write_module(tmp_path, name, """
+            from partsup.plugins import hookimpl
+            @hookimpl
+            def partsup_register_backbones(register):
+                register("same_name", lambda: None)
+            """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run_cli(["--plugin", "dup_a", "--plugin", "dup_b", "plugins"], capsys)
+    assert code == 2 and "dup_a" in err and "dup_b" in err and "same_name" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_cli_debug_shows_traceback(capsys):
+    with pytest.raises(PluginError):
+        main(["--debug", "--plugin", "no_such_plugin_mod", "plugins"])
+
+
+def test_cli_plugin_adds_command(tmp_path, monkeypatch, capsys):
+    _write_module(tmp_path, "cmd_plugin", """
+        from partsup.plugins import hookimpl
+        class Greet:
+            name = "greet"
+            help = "greet someone"
+            def add_arguments(self, parser):
+                parser.add_argument("who")
+            def run(self, args, ctx):
+                ctx.console.print("greetings, " + args.who)
+                return 0
+        @hookimpl
+        def partsup_register_commands(register):
+            register("greet", Greet)
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, _ = run_cli(["--plugin", "cmd_plugin", "greet", "ann"], capsys)
+    assert code == 0 and "greetings, ann" in out
+
+
+def test_configure_hook_can_reject_recipe(tmp_path):
+    from partsup.recipe import load_run
+    _write_module(tmp_path, "guard_plugin", """
+        from partsup.plugins import hookimpl
+        @hookimpl
+        def partsup_configure(recipe):
+            if recipe["train"]["iterations"] > 10**6:
+                raise ValueError("too many iterations for this site")
+        """)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        p = tmp_path / "r.yaml"
+        p.write_text("name: t\nplugins: [guard_plugin]\nmodel: {backbone: {name: smp}}\n"
+                     "train: {iterations: 2000000}\n")
+        with pytest.raises(RecipeError, match="rejected the recipe: ValueError: too many iterations"):
+            load_run(p)
+    finally:
+        sys.path.remove(str(tmp_path))
