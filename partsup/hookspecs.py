@@ -20,7 +20,7 @@ Register = Callable[..., Any]
 
 @hookspec
 def partsup_register_backbones(register: Register) -> None:
-    """Register backbones: ``name -> factory(num_classes=2, **kw) -> Branch`` (see partsup.model)."""
+    """Register backbones: ``name -> factory(**kw) -> Branch`` with 2 classes (see partsup.model)."""
 
 
 @hookspec
