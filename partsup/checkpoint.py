@@ -120,22 +120,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def _without_weight_files(section: dict[str, Any]) -> dict[str, Any]:
-    """The model section with pretrained-weight file options cleared.
-
-    The checkpoint's state dict replaces every weight anyway, and the original weight files
-    (e.g. Pascal-VOC FCN-32s) need not exist where the checkpoint is used.
-    """
-    import copy
-    section = copy.deepcopy(section)
-    backbone = section.get("backbone")
-    if isinstance(backbone, dict):
-        for key in ("weights", "encoder_weights"):
-            if key in backbone:
-                backbone[key] = None
-    return section
-
-
 def load_model(path: str | Path, registries: Any, device: str | torch.device = "cpu"
                ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the model a checkpoint describes and load its weights.
@@ -159,7 +143,9 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
         section = ckpt["recipe"]["model"]
     except (KeyError, TypeError):
         raise CheckpointError(f"{path}: checkpoint recipe has no 'model' section") from None
-    model = build_model(_without_weight_files(section), registries)
+    # weight files named by the recipe (e.g. Pascal-VOC FCN-32s) need not exist here: the
+    # checkpoint's state dict replaces every weight
+    model = build_model(section, registries, skip_weights=True)
     load_state(model, ckpt["model"], str(path))
     model.to(device)
     model.eval()
