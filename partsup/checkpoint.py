@@ -136,7 +136,7 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
         CheckpointError: unreadable file, or a state dict that does not fit the built model
             (names the first missing / unexpected / mis-shaped key).
     """
-    from partsup.model import build_model
+    from partsup.model import build_model, load_strict
 
     ckpt = load_checkpoint(path)
     try:
@@ -146,31 +146,10 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
     # weight files named by the recipe (e.g. Pascal-VOC FCN-32s) need not exist here: the
     # checkpoint's state dict replaces every weight
     model = build_model(section, registries, skip_weights=True)
-    load_state(model, ckpt["model"], str(path))
+    load_strict(model, ckpt["model"], str(path))
     model.to(device)
     model.eval()
     return model, ckpt
-
-
-def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """``model.load_state_dict(state)`` with strict checks reported as one CheckpointError."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[0]!r}" + (f" (+{len(missing) - 1} more)"
-                                                      if len(missing) > 1 else ""))
-        if unexpected:
-            parts.append(f"unexpected {unexpected[0]!r}" + (f" (+{len(unexpected) - 1} more)"
-                                                            if len(unexpected) > 1 else ""))
-        raise CheckpointError(f"{where}: weights do not fit the model: {'; '.join(parts)}")
-    for key, value in state.items():
-        if tuple(own[key].shape) != tuple(value.shape):
-            raise CheckpointError(f"{where}: weight {key!r} has shape {tuple(value.shape)}, "
-                                  f"the model expects {tuple(own[key].shape)}")
-    model.load_state_dict(state, strict=True)
 
 
 def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Path:
