@@ -147,6 +147,10 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
     # checkpoint's state dict replaces every weight
     model = build_model(section, registries, skip_weights=True)
     load_strict(model, ckpt["model"], str(path))
+    if isinstance(ckpt.get("normalization"), dict):
+        # the input normalisation the trained weights expect (built without weight files, a
+        # backbone may otherwise fall back to another default)
+        model.normalization = ckpt["normalization"]
     model.to(device)
     model.eval()
     return model, ckpt
