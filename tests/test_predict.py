@@ -1,0 +1,214 @@
+"""``partsup predict`` end to end with a tiny hand-set model (dark disks = mitoses)."""
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from partsup.cli import main
+from partsup.commands.predict import collect_inputs, tiff_mpp, write_overlay
+from partsup.errors import DataError
+from partsup.types import Detection
+from partsup.writers import read_detections
+
+# A backbone plugin whose "features" are darkness (1 - mean RGB in [0, 1]) and whose semantic
+# layer is set so that p(mitosis) = sigmoid(20 * darkness - 12): dark disks light up.
+PLUGIN = textwrap.dedent('''
+    import torch
+    from torch import nn
+    from partsup.model import Branch
+    from partsup.plugins import hookimpl
+
+    class Dark(Branch):
+        feature_channels = 1
+
+        def __init__(self):
+            super().__init__()
+            self.normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                                  "scale": 1, "bgr": False}
+            self.semantic = nn.Conv2d(1, 2, 1)
+
+        def features(self, x):
+            return 1.0 - x.mean(dim=1, keepdim=True)
+
+        def head(self, logits, size):
+            return logits[..., : size[0], : size[1]]
+
+    @hookimpl
+    def partsup_register_backbones(register):
+        register("dark_test", Dark)
+''')
+
+CENTRES = [(150.0, 120.0), (900.0, 400.0), (1720.0, 1310.0)]  # x, y
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "partsup_dark_test.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    return "partsup_dark_test"
+
+
+@pytest.fixture
+def checkpoint(tmp_path, plugin):
+    from partsup.checkpoint import save_checkpoint
+    from partsup.model import build_model
+    from partsup.plugins import load
+    section = {"backbone": {"name": "dark_test"}, "mode": "weak_only"}
+    model = build_model(section, load([plugin], disabled=()))
+    with torch.no_grad():
+        model.weak.semantic.weight.copy_(torch.tensor([[[[0.0]]], [[[20.0]]]]))
+        model.weak.semantic.bias.copy_(torch.tensor([0.0, -12.0]))
+    recipe = {"name": "dark", "model": section,
+              "detect": {"w": 1.0, "sigma": 1.0, "a1": 100, "s1": 0.5, "area_unit": "px",
+                         "filters": [], "tile": 512, "overlap": 64, "batch_tiles": 2}}
+    path = tmp_path / "dark.pt"
+    save_checkpoint(path, {"recipe": recipe, "model": model.state_dict(),
+                           "normalization": model.normalization,
+                           "detect": {"w": 1.0, "s1": 0.6, "a1": 150, "sigma": 1.0,
+                                      "area_unit": "px"}})
+    return path
+
+
+def he_like(h: int, w: int, centres=CENTRES, radius: int = 12) -> np.ndarray:
+    """Pale pink background with a few small dark nuclei (too small to pass a1) and dark disks."""
+    rng = np.random.default_rng(0)
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = (235, 200, 220)
+    yy, xx = np.ogrid[:h, :w]
+    for cx, cy in rng.uniform(0, 1, (20, 2)) * (w, h):  # tiny dark specks: area < a1
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 <= 9] = (40, 20, 60)
+    for cx, cy in centres:
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius ** 2] = (40, 20, 60)
+    return img
+
+
+def save(path, img):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path)
+    return path
+
+
+def run(args, plugin):
+    return main(["--plugin", plugin, "predict", *map(str, args)])
+
+
+def test_big_image_all_formats(tmp_path, plugin, checkpoint, capsys):
+    img = save(tmp_path / "in" / "roi.png", he_like(1500, 2000))
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    rc = run([img, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.25", "--device", "cpu",
+              "--format", "csv,geojson,tupac,mitos-atypia,midog"], plugin)
+    assert rc == 0
+    assert time.perf_counter() - t0 < 20
+    expected = np.array(CENTRES)
+    for suffix in (".csv", ".geojson", ".tupac.csv", "_mitosis.csv", ".midog.json"):
+        got = read_detections(out / f"roi{suffix}", mpp=0.25)
+        assert got.shape == (3, 3), suffix
+        order = np.argsort(got[:, 0])
+        np.testing.assert_allclose(got[order, :2], expected, atol=1.0, err_msg=suffix)
+    geo = json.loads((out / "roi.geojson").read_text())
+    assert {f["properties"]["classification"]["name"] for f in geo["features"]} == {"Mitosis"}
+    overlay = Image.open(out / "roi.overlay.png")
+    assert overlay.size == (2000, 1500)
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert rows[0]["status"] == "ok" and rows[0]["count"] == "3"
+    area = 2000 * 1500 * (0.25 / 1000) ** 2
+    assert float(rows[0]["per_mm2"]) == pytest.approx(3 / area, rel=1e-3)
+    text = capsys.readouterr().out
+    assert "roi" in text and "per 10 HPFs" in text
+
+
+def test_corrupt_file_among_good_ones(tmp_path, plugin, checkpoint, capsys):
+    folder = tmp_path / "hpfs"
+    save(folder / "a.png", he_like(300, 400, centres=[(100.0, 100.0)]))
+    save(folder / "sub" / "c.tif", he_like(300, 400, centres=[(50.0, 60.0), (300.0, 200.0)]))
+    (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    (folder / "notes.txt").write_text("ignored: not an image")
+    out = tmp_path / "out"
+    rc = run([folder, tmp_path / "missing.png", "--checkpoint", checkpoint, "--out", out,
+              "--recursive", "--format", "csv", "--no-overlay"], plugin)
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "b.png" in err and "missing.png" in err
+    assert read_detections(out / "a.csv").shape == (1, 3)
+    assert read_detections(out / "sub" / "c.csv").shape == (2, 3)
+    assert not (out / "b.csv").exists() and not list(out.rglob("*.png"))
+    rows = {r["id"]: r for r in csv.DictReader((out / "summary.csv").open())}
+    assert rows["b"]["status"] == "failed" and "b.png" in rows["b"]["error"]
+    assert rows["missing"]["status"] == "failed"
+    assert rows["a"]["status"] == rows["sub/c"]["status"] == "ok"
+
+
+def test_all_good_exit_zero_and_counts_per_hpf(tmp_path, plugin, checkpoint, capsys):
+    folder = tmp_path / "hpfs"
+    save(folder / "a.png", he_like(300, 400, centres=[(100.0, 100.0)]))
+    save(folder / "b.bmp", he_like(300, 400, centres=[(100.0, 100.0), (300.0, 200.0)]))
+    rc = run([folder, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--format", "csv",
+              "--device", "auto"], plugin)
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "3 mitoses in 2 image(s)" in out
+    assert "15.0 (each image = 1 HPF)" in out
+    assert "0.25 um/px assumed" in out  # no --mpp and PNG/BMP record none
+
+
+def test_user_errors_exit_2(tmp_path, plugin, checkpoint, capsys):
+    img = save(tmp_path / "a.png", he_like(64, 64, centres=[]))
+    assert run([img, "--checkpoint", checkpoint, "--format", "csv,qupath"], plugin) == 2
+    assert "unknown writer 'qupath'" in capsys.readouterr().err
+    assert run([tmp_path / "empty_dir_missing", "--checkpoint", tmp_path / "nope.pt"], plugin) == 2
+    (tmp_path / "empty").mkdir()
+    assert run([tmp_path / "empty", "--checkpoint", checkpoint], plugin) == 2
+    assert "no images" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run([img, "--checkpoint", checkpoint, "--device", "cuda"], plugin) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(tmp_path, plugin, checkpoint):
+    img = save(tmp_path / "a.png", he_like(700, 900, centres=[(100.0, 100.0), (600.0, 500.0)]))
+    for dev in ("cpu", "cuda"):
+        assert run([img, "--checkpoint", checkpoint, "--out", tmp_path / dev, "--device", dev,
+                    "--format", "csv"], plugin) == 0
+    np.testing.assert_allclose(read_detections(tmp_path / "cuda" / "a.csv")[:, :2],
+                               read_detections(tmp_path / "cpu" / "a.csv")[:, :2], atol=1.0)
+
+
+def test_collect_inputs(tmp_path):
+    save(tmp_path / "d" / "x.png", np.zeros((4, 4, 3), np.uint8))
+    save(tmp_path / "d" / "deep" / "y.JPG", np.zeros((4, 4, 3), np.uint8))
+    items, missing = collect_inputs([tmp_path / "d", tmp_path / "nope.tif"])
+    assert [i.id for i in items] == ["x"] and [m.id for m in missing] == ["nope"]
+    items, _ = collect_inputs([tmp_path / "d"], recursive=True)
+    assert sorted(i.id for i in items) == ["deep/y", "x"]
+    save(tmp_path / "e" / "x.png", np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(DataError, match="x.png"):
+        collect_inputs([tmp_path / "d", tmp_path / "e"])
+
+
+def test_tiff_mpp_from_resolution(tmp_path):
+    import tifffile
+    path = tmp_path / "r.tif"
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), resolution=(40000, 40000),
+                     resolutionunit="CENTIMETER")  # 40000 px/cm = 0.25 um/px
+    assert tiff_mpp(path) == pytest.approx(0.25)
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), resolution=(72, 72),
+                     resolutionunit="INCH")  # 352 um/px: a screen default, not a scan
+    assert tiff_mpp(path) is None
+
+
+def test_overlay_downsamples_big_images(tmp_path):
+    img = np.full((5000, 7000, 3), 230, np.uint8)
+    path = write_overlay(tmp_path / "o.png", img, [Detection(3500, 2500, 0.9, 300)])
+    small = np.asarray(Image.open(path))
+    assert max(small.shape[:2]) <= 2048
+    assert (small != 230).any()  # the circle is drawn
