@@ -1,0 +1,408 @@
+"""Image reading and the shared machinery of dataset readers.
+
+Images: :func:`read_image` decodes ``.tif/.tiff/.bmp/.png/.jpg/.jpeg`` into ``(H, W, 3)`` uint8 RGB
+(grayscale is repeated, alpha dropped, 16-bit scaled down, float in [0, 1] scaled up);
+:func:`image_size` reads only the header when the format allows. Unreadable files raise
+:class:`partsup.errors.DataError` naming the file.
+
+Readers: :class:`Reader` is the base of every dataset reader (core ``folder`` and the mitosis
+plugin's). A subclass fills ``self.records`` (one :class:`Record` per image: path, points, hard
+negatives, um/px, size when known) while parsing annotations; images are decoded only in
+``reader[i]``. :class:`Problems` turns bad input into a DataError (``strict``) or a warning.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, Sequence
+
+import numpy as np
+
+from partsup.errors import DataError
+from partsup.types import Sample
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".bmp", ".png", ".jpg", ".jpeg")
+_TIFF = (".tif", ".tiff")
+
+
+class DataWarning(UserWarning):
+    """Bad input skipped by a reader in non-strict mode (the message names the file and line)."""
+
+
+# -- images -----------------------------------------------------------------------------------
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Decode an image file into ``(H, W, 3)`` uint8 RGB.
+
+    Grayscale ``(H, W)`` or ``(H, W, 1)`` is repeated to 3 channels; RGBA/extra channels are
+    dropped; uint16 is scaled by 1/257 (0..65535 -> 0..255); float images with max <= 1 are
+    scaled by 255; channel-first TIFFs ``(3, H, W)`` are transposed; multi-page TIFFs give the
+    first page. Raises DataError naming the file when it is missing, unreadable or corrupt.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: image file not found")
+    try:
+        arr = _decode(p)
+    except DataError:
+        raise
+    except Exception as exc:  # decoder errors vary by library and format
+        raise DataError(f"{p}: cannot read image ({type(exc).__name__}: {exc})") from exc
+    return to_rgb_uint8(arr, p)
+
+
+def _decode(p: Path) -> np.ndarray:
+    if p.suffix.lower() in _TIFF:
+        import tifffile
+        try:
+            with tifffile.TiffFile(p) as tif:
+                return tif.pages[0].asarray()
+        except tifffile.TiffFileError:
+            pass  # some TIFF variants are only readable by Pillow; try it below
+    from PIL import Image
+    with Image.open(p) as im:
+        im.load()
+        if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+            im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
+        return np.asarray(im)
+
+
+def to_rgb_uint8(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
+    """Bring a decoded array to ``(H, W, 3)`` uint8 RGB (see :func:`read_image` for the rules)."""
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[2] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] < 1 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise DataError(f"{path}: unsupported image shape {a.shape} (expected H x W [x C])")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    elif a.shape[2] == 2:  # gray + alpha
+        a = np.repeat(a[:, :, :1], 3, axis=2)
+    else:
+        a = a[:, :, :3]
+    return _to_uint8(a, path)
+
+
+def _to_uint8(a: np.ndarray, path: str | Path) -> np.ndarray:
+    if a.dtype == np.uint8:
+        return np.ascontiguousarray(a)
+    if a.dtype == np.bool_:
+        return a.astype(np.uint8) * 255
+    if a.dtype == np.uint16:
+        return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.floating):
+        f = a.astype(np.float32)
+        if np.nanmax(f) <= 1.0:
+            f = f * 255.0
+        return np.clip(np.nan_to_num(f) + 0.5, 0, 255).astype(np.uint8)
+    if np.issubdtype(a.dtype, np.integer):
+        return np.clip(a, 0, 255).astype(np.uint8)
+    raise DataError(f"{path}: unsupported pixel type {a.dtype}")
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(H, W)`` of an image, from its header where possible (TIFF, BMP, PNG, JPEG).
+
+    Raises DataError naming the file when it is missing or its header cannot be read.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: image file not found")
+    try:
+        if p.suffix.lower() in _TIFF:
+            import tifffile
+            try:
+                with tifffile.TiffFile(p) as tif:
+                    page = tif.pages[0]
+                    return _hw_from_shape(tuple(page.shape), p)
+            except tifffile.TiffFileError:
+                pass
+        from PIL import Image
+        with Image.open(p) as im:
+            w, h = im.size
+            return int(h), int(w)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{p}: cannot read image header ({type(exc).__name__}: {exc})") from exc
+
+
+def _hw_from_shape(shape: tuple[int, ...], p: Path) -> tuple[int, int]:
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    if len(shape) == 3:
+        if shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+            return shape[1], shape[2]
+        return shape[0], shape[1]
+    raise DataError(f"{p}: unsupported image shape {shape}")
+
+
+def find_image(folder: Path, stem: str, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> Path | None:
+    """The file ``folder/stem.<suffix>`` for the first suffix that exists (any case), or None."""
+    for suf in suffixes:
+        for cand in (folder / f"{stem}{suf}", folder / f"{stem}{suf.upper()}"):
+            if cand.is_file():
+                return cand
+    return None
+
+
+def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES,
+                recursive: bool = False) -> list[Path]:
+    """Image files in ``folder`` (sorted by path), matching ``suffixes`` case-insensitively."""
+    it = folder.rglob("*") if recursive else folder.glob("*")
+    return sorted(p for p in it if p.is_file() and p.suffix.lower() in suffixes)
+
+
+# -- reader machinery -------------------------------------------------------------------------
+
+class Problems:
+    """Reports bad input: raises DataError when ``strict``, else warns (:class:`DataWarning`).
+
+    ``report`` returns normally only in non-strict mode, so callers skip the bad item after it.
+    """
+
+    def __init__(self, reader: str, strict: bool) -> None:
+        self.reader = reader
+        self.strict = strict
+        self.skipped: list[str] = []
+
+    def report(self, message: str) -> None:
+        if self.strict:
+            raise DataError(f"{self.reader}: {message}")
+        self.skipped.append(message)
+        warnings.warn(f"{self.reader}: {message} (skipped; strict=False)", DataWarning,
+                      stacklevel=3)
+
+
+@dataclass
+class Record:
+    """Annotations of one image, parsed without decoding the image.
+
+    Attributes:
+        id: stable identifier, e.g. ``case/tile``.
+        group: slide / case / patient for leakage-free splits.
+        image_path: the image file (may be absent for readers whose annotations carry the size).
+        points: ``(N, 2)`` float32 x, y mitosis centroids in pixels.
+        hard_negatives: ``(M, 2)`` float32 x, y of labelled non-mitoses.
+        mpp: micrometres per pixel.
+        size: ``(H, W)`` when known without decoding (header or annotation file), else None.
+        extra: reader-specific data (e.g. mask pixel lists, a mask file path).
+    """
+
+    id: str
+    group: str
+    image_path: Path
+    points: np.ndarray
+    hard_negatives: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    mpp: float = 0.25
+    size: tuple[int, int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def as_points(rows: Sequence[Sequence[float]]) -> np.ndarray:
+    """List of (x, y) -> ``(N, 2)`` float32 array (``(0, 2)`` when empty)."""
+    return np.asarray(rows, np.float32).reshape(-1, 2)
+
+
+class Reader(Sequence[Sample]):
+    """Base dataset reader: a lazy sequence of :class:`partsup.types.Sample`.
+
+    Subclasses set ``LAYOUT`` (shown by ``partsup datasets`` and in missing-root errors) and
+    ``NAME``, and implement :meth:`scan` which appends :class:`Record` objects to
+    ``self.records`` using ``self.problems`` for bad input. Cheap accessors (:meth:`points`,
+    :meth:`hard_negatives`, :meth:`image_path`, :meth:`size`) never decode images.
+    """
+
+    NAME: ClassVar[str] = "reader"
+    LAYOUT: ClassVar[str] = ""
+    SPLITS: ClassVar[tuple[str, ...]] = ("train", "val", "test", "all")
+
+    def __init__(self, root: str | Path, split: str = "train", strict: bool = True) -> None:
+        self.root = Path(root).expanduser()
+        self.split = split
+        self.strict = strict
+        self.problems = Problems(self.NAME, strict)
+        if split not in self.SPLITS:
+            raise DataError(f"{self.NAME}: unknown split {split!r}; expected one of "
+                            f"{', '.join(self.SPLITS)}")
+        if not self.root.exists():
+            raise DataError(f"{self.NAME}: dataset root {self.root} not found. "
+                            f"Expected layout:\n{self.LAYOUT}")
+        self.records: list[Record] = []
+
+    # -- subclass hooks ---------------------------------------------------------------------
+    def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray | None:
+        """The ``(H, W)`` uint8 strong mask of ``record`` (1 = object), or None (no masks)."""
+        return None
+
+    # -- sequence -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        if isinstance(i, slice):
+            raise TypeError(f"{self.NAME}: slicing is not supported; index one sample at a time")
+        rec = self.records[i]
+        image = read_image(rec.image_path)
+        h, w = image.shape[:2]
+        if rec.size is not None and rec.size != (h, w):
+            raise DataError(f"{rec.image_path}: image is {h}x{w} (HxW) but its annotations "
+                            f"say {rec.size[0]}x{rec.size[1]}")
+        return Sample(image=image, points=rec.points.copy(),
+                      mask=self.load_mask(rec, (h, w)),
+                      hard_negatives=rec.hard_negatives.copy(), mpp=rec.mpp,
+                      id=rec.id, group=rec.group)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
+                f"images={len(self)}, points={self.num_points()})")
+
+    # -- cheap accessors (no image decoding) --------------------------------------------------
+    def points(self, i: int) -> np.ndarray:
+        """``(N, 2)`` float32 x, y mitosis centroids of image ``i`` (pixels)."""
+        return self.records[i].points
+
+    def hard_negatives(self, i: int) -> np.ndarray:
+        """``(M, 2)`` float32 x, y labelled non-mitoses of image ``i`` (pixels)."""
+        return self.records[i].hard_negatives
+
+    def image_path(self, i: int) -> Path:
+        return self.records[i].image_path
+
+    def size(self, i: int) -> tuple[int, int] | None:
+        """``(H, W)`` of image ``i`` if known without decoding, else None."""
+        return self.records[i].size
+
+    def mpp(self, i: int) -> float:
+        return self.records[i].mpp
+
+    @property
+    def ids(self) -> list[str]:
+        return [r.id for r in self.records]
+
+    @property
+    def groups(self) -> list[str]:
+        return [r.group for r in self.records]
+
+    def num_points(self) -> int:
+        return int(sum(len(r.points) for r in self.records))
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+    def header_size(self, path: Path) -> tuple[int, int] | None:
+        """Image size from its header; a missing or unreadable image is reported (None)."""
+        try:
+            return image_size(path)
+        except DataError as exc:
+            self.problems.report(str(exc))
+            return None
+
+    def check_inside(self, xy: tuple[float, float], size: tuple[int, int] | None,
+                     where: str) -> bool:
+        """Whether point ``xy`` lies in ``[0, W] x [0, H]``; reports it (``where``) if not."""
+        if size is None:
+            return True
+        x, y = xy
+        h, w = size
+        if 0 <= x <= w and 0 <= y <= h and np.isfinite(x) and np.isfinite(y):
+            return True
+        self.problems.report(f"{where}: point x={x:g}, y={y:g} lies outside the {h}x{w} "
+                             f"(HxW) image")
+        return False
+
+    def missing_folder(self, path: Path, what: str) -> DataError:
+        return DataError(f"{self.NAME}: {what} {path} not found. Expected layout:\n{self.LAYOUT}")
+
+
+def read_csv_rows(path: Path, problems: Problems, min_fields: int,
+                  parse: Callable[[list[str]], Any] | None = None,
+                  allow_empty: bool = False) -> list[tuple[int, Any]] | None:
+    """Read a header-less CSV: ``[(line_number, parse(fields)), ...]``.
+
+    Blank lines are skipped. A line with fewer than ``min_fields`` fields or that ``parse``
+    rejects (ValueError) is reported as malformed (file and line); in non-strict mode it is
+    skipped. A file without any data line is reported unless ``allow_empty``. Returns None when
+    the file cannot be read (after reporting it).
+    """
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.report(f"{path}: cannot read label file ({type(exc).__name__}: {exc})")
+        return None
+    rows: list[tuple[int, Any]] = []
+    for lineno, fields in enumerate(csv.reader(text.splitlines()), start=1):
+        fields = [f.strip() for f in fields]
+        if not fields or all(not f for f in fields):
+            continue
+        try:
+            if len(fields) < min_fields:
+                raise ValueError(f"expected at least {min_fields} comma-separated values")
+            rows.append((lineno, parse(fields) if parse else fields))
+        except ValueError as exc:
+            problems.report(f"{path}:{lineno}: malformed line {','.join(fields)[:80]!r} ({exc})")
+    if not rows and not allow_empty and not text.strip():
+        problems.report(f"{path}: empty label file (no annotation lines)")
+    return rows
+
+
+def floats(fields: Sequence[str], n: int | None = None) -> list[float]:
+    """Parse the first ``n`` fields (all when None) as finite floats; ValueError otherwise."""
+    vals = [float(f) for f in (fields if n is None else fields[:n])]
+    if not all(np.isfinite(vals)):
+        raise ValueError("non-finite number")
+    return vals
+
+
+def group_split(names: Sequence[str], split: str, val: Sequence[str], test: Sequence[str],
+                norm: Callable[[str], str] = str) -> list[str]:
+    """Select group names for ``split``: val / test lists, train = the rest, all = every one."""
+    val_n = {norm(v) for v in val}
+    test_n = {norm(t) for t in test}
+    if split == "all":
+        return list(names)
+    if split == "val":
+        return [n for n in names if norm(n) in val_n]
+    if split == "test":
+        return [n for n in names if norm(n) in test_n]
+    return [n for n in names if norm(n) not in val_n and norm(n) not in test_n]
+
+
+def mask_from_path(path: Path) -> np.ndarray:
+    """Read a mask image: ``(H, W)`` uint8, 1 where any channel is non-zero."""
+    try:
+        from PIL import Image
+        with Image.open(path) as im:
+            a = np.asarray(im)
+    except FileNotFoundError:
+        raise DataError(f"{path}: mask file not found") from None
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read mask ({type(exc).__name__}: {exc})") from exc
+    if a.ndim == 3:
+        a = a[:, :, :3].max(axis=2) if a.shape[2] >= 3 else a[:, :, 0]
+    return (a > 0).astype(np.uint8)
+
+
+def mask_centroids(mask: np.ndarray) -> np.ndarray:
+    """Centroids ``(K, 2)`` float32 x, y of the 8-connected components of a binary mask."""
+    from scipy import ndimage
+    labels, n = ndimage.label(mask > 0, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return np.zeros((0, 2), np.float32)
+    cy_cx = ndimage.center_of_mass(np.ones_like(labels), labels, index=np.arange(1, n + 1))
+    return np.asarray([(cx, cy) for cy, cx in cy_cx], np.float32).reshape(-1, 2)
+
+
+def log_summary(reader: Reader) -> None:
+    n_skip = len(reader.problems.skipped)
+    log.info("%s %s: %d images, %d points%s", reader.NAME, reader.split, len(reader),
+             reader.num_points(), f", {n_skip} problems skipped" if n_skip else "")
