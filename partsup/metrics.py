@@ -1,4 +1,153 @@
-"""(in progress)"""
+"""Scoring detections against ground truth: the greedy one-to-one matcher, counts, protocols.
+
+The matcher follows the MIDOG reference rule (facts.md, "Evaluation protocols"): ground-truth
+points are taken **in list order**; each takes its **nearest unused** detection whose centroid
+lies within the radius (distance ``<=`` radius, inclusive). Matched detections are true
+positives, unused detections false positives, unmatched ground truth false negatives. It is
+one-to-one: two detections on one mitosis give one TP and one FP. Counts are summed over images
+before precision, recall and F1 are computed (micro average). Hard negatives are never ground
+truth: callers pass only ``Sample.points`` as ``gt``.
+
+Generic protocols live here (``pixels``, ``microns``); dataset protocols (icpr2012, amida13,
+midog, ...) are registered by the mitosis plugin.
+"""
 from __future__ import annotations
 
-PROTOCOLS: dict = {}
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from partsup.types import Protocol
+
+
+@dataclass(frozen=True)
+class Counts:
+    """True positives, false positives and false negatives (summable with ``+``)."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    @property
+    def precision(self) -> float:
+        """TP / (TP + FP); 0.0 when there are no detections."""
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        """TP / (TP + FN); 0.0 when there is no ground truth."""
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        """2TP / (2TP + FP + FN) (= 2PR / (P + R)); 0.0 when all counts are zero."""
+        den = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / den if den else 0.0
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision,
+                "recall": self.recall, "f1": self.f1}
+
+    @staticmethod
+    def total(items: Iterable["Counts"]) -> "Counts":
+        out = Counts()
+        for c in items:
+            out = out + c
+        return out
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    """The outcome of matching one image.
+
+    Attributes:
+        gt_match: ``(N,)`` int64, index of the detection each ground-truth point took, or -1.
+        det_tp: ``(K,)`` bool, True where the detection is a true positive.
+        radius_px: the radius used, pixels.
+    """
+
+    gt_match: np.ndarray
+    det_tp: np.ndarray
+    radius_px: float
+
+    @property
+    def counts(self) -> Counts:
+        tp = int(self.det_tp.sum())
+        return Counts(tp=tp, fp=int(len(self.det_tp) - tp), fn=int((self.gt_match < 0).sum()))
+
+    @property
+    def tp(self) -> int:
+        return self.counts.tp
+
+    @property
+    def fp(self) -> int:
+        return self.counts.fp
+
+    @property
+    def fn(self) -> int:
+        return self.counts.fn
+
+
+def _xy(a: Any) -> np.ndarray:
+    return np.asarray(a, np.float64).reshape(-1, 2)
+
+
+def match(gt: Any, det: Any, scores: Any = None, radius_px: float = 30.0) -> MatchResult:
+    """Greedy one-to-one matching of detections to ground truth.
+
+    Args:
+        gt: ``(N, 2)`` ground-truth centroids x, y in pixels, in the dataset's order.
+        det: ``(K, 2)`` detection centroids x, y in pixels.
+        scores: optional ``(K,)`` detection scores; only used to break exact distance ties
+            (the higher score wins; then the lower index).
+        radius_px: match radius in pixels; a distance equal to it still matches.
+
+    Returns:
+        A :class:`MatchResult`.
+    """
+    g, d = _xy(gt), _xy(det)
+    gt_match = np.full(len(g), -1, np.int64)
+    det_tp = np.zeros(len(d), bool)
+    if len(g) and len(d):
+        dist = np.sqrt(((g[:, None, :] - d[None, :, :]) ** 2).sum(-1))  # (N, K)
+        s = np.zeros(len(d)) if scores is None else np.asarray(scores, np.float64).reshape(-1)
+        if len(s) != len(d):
+            raise ValueError(f"match: {len(s)} scores for {len(d)} detections")
+        tie_order = np.lexsort((np.arange(len(d)), -s))  # best score first, then index
+        for i in range(len(g)):
+            row = dist[i, tie_order]
+            ok = (row <= radius_px) & ~det_tp[tie_order]
+            if not ok.any():
+                continue
+            cand = np.where(ok)[0]
+            j = tie_order[cand[np.argmin(row[cand])]]  # argmin keeps the first of equal minima
+            gt_match[i] = j
+            det_tp[j] = True
+    return MatchResult(gt_match=gt_match, det_tp=det_tp, radius_px=float(radius_px))
+
+
+# -- generic protocols -----------------------------------------------------------------------
+
+def pixels(radius_px: float = 30.0) -> Protocol:
+    """A fixed radius in pixels, whatever the image's um/px."""
+    return Protocol(name="pixels", radius_um=0.0, radius_px=float(radius_px),
+                    description=f"match within {radius_px:g} px (inclusive), greedy one-to-one")
+
+
+def microns(radius_um: float = 8.0) -> Protocol:
+    """A radius in micrometres, converted with each image's um/px."""
+    return Protocol(name="microns", radius_um=float(radius_um),
+                    description=f"match within {radius_um:g} um (inclusive), greedy one-to-one")
+
+
+PROTOCOLS: dict[str, Callable[..., Protocol]] = {"pixels": pixels, "microns": microns}
+
+
+def protocol_dict(protocol: Protocol) -> dict[str, Any]:
+    """A JSON-ready description of ``protocol``."""
+    return {"name": protocol.name, "radius_um": protocol.radius_um,
+            "radius_px": protocol.radius_px, "description": protocol.description}

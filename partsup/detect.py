@@ -1,0 +1,383 @@
+"""From an image to detections: tiled inference, fusion, smoothing, Otsu, blobs, filters.
+
+Pipeline (paper section III.D; facts.md "Post-processing")::
+
+    image (H, W, 3) uint8 --infer_maps--> P_weak, P_strong (H, W) float32
+      --partsup_fuse--> S = w * P_weak + (1 - w) * P_strong
+      --find_blobs--> Gaussian smoothing (sigma px) -> Otsu over the whole map, strict ``>``
+                      -> 8-connected blobs (score = mean probability, prob-weighted centroid)
+      --filter_blobs--> area > a1 (px or um^2) AND score > s1 AND named filters AND hook
+      --> list[Detection]
+
+Coordinates are pixels, x = column, y = row.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy import ndimage
+from skimage.filters import threshold_otsu
+from skimage.measure import label as label_image
+
+from partsup.errors import RecipeError
+from partsup.filters import FILTERS
+from partsup.types import Blobs, Detection
+
+#: tile sides smaller than the tile size are padded up to a multiple of this (most backbones
+#: need a multiple of 32: five stride-2 stages)
+PAD_MULTIPLE = 32
+#: blending weight of the outermost overlap/4 pixels of a tile edge inside the image
+EDGE_WEIGHT = 1e-6
+
+
+@dataclass
+class DetectParams:
+    """Detection parameters: the recipe's ``detect:`` section (see ``partsup.recipe.SCHEMA``).
+
+    Attributes:
+        w: fusion weight of the weak map, ``S = w * P_weak + (1 - w) * P_strong``.
+        sigma: Gaussian smoothing sigma, pixels (0 = none).
+        a1: keep blobs with ``area > a1`` (``area_unit``: ``"px"`` or ``"um2"``).
+        s1: keep blobs with mean probability ``> s1``.
+        area_unit: unit of ``a1``.
+        filters: extra named filters, ``[{"name": ..., **kwargs}, ...]``.
+        tile, overlap: inference tile side and overlap, pixels.
+        batch_tiles: tiles per forward pass.
+    """
+
+    w: float = 0.5
+    sigma: float = 1.0
+    a1: float = 0.0
+    s1: float = 0.5
+    area_unit: Literal["px", "um2"] = "px"
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    tile: int = 512
+    overlap: int = 64
+    batch_tiles: int = 4
+
+    def __post_init__(self) -> None:
+        if self.area_unit not in ("px", "um2"):
+            raise RecipeError(f"detect.area_unit: expected 'px' or 'um2', got {self.area_unit!r}")
+        if self.tile < 1 or self.overlap < 0 or self.overlap >= self.tile:
+            raise RecipeError(f"detect: need tile > overlap >= 0, got tile={self.tile}, "
+                              f"overlap={self.overlap}")
+        if self.batch_tiles < 1:
+            raise RecipeError(f"detect.batch_tiles: must be >= 1, got {self.batch_tiles}")
+
+    @classmethod
+    def from_dict(cls, section: dict[str, Any] | None, **overrides: Any) -> "DetectParams":
+        """Build from a recipe ``detect:`` section (or a checkpoint's ``detect``) plus overrides.
+
+        Unknown keys raise :class:`RecipeError`; missing keys take the defaults.
+        """
+        values = dict(section or {})
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise RecipeError(f"detect: unknown key(s) {', '.join(unknown)}; "
+                              f"expected {', '.join(sorted(names))}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (numbers, strings, lists) fit for YAML, JSON and checkpoints."""
+        return dataclasses.asdict(self)
+
+
+# -- tiled inference -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Axis:
+    """Tiling of one image axis: tile ``side``, blending ``overlap`` and the tile ``starts``."""
+
+    length: int
+    side: int
+    overlap: int
+    starts: tuple[int, ...]
+
+    @classmethod
+    def plan(cls, length: int, tile: int, overlap: int, multiple: int = PAD_MULTIPLE) -> "_Axis":
+        """Tiles of side ``tile`` inside ``[0, length)``, the last one ending at ``length``.
+
+        An axis shorter than ``tile`` is covered by tiles of the largest multiple of
+        ``multiple`` that fits (so no padding is needed and the result matches larger tiles);
+        an axis shorter than ``multiple`` gets one tile, padded by reflection.
+        """
+        side = tile if length >= tile else (length // multiple * multiple or length)
+        ov = min(overlap, side // 2)
+        if length <= side:
+            starts = [0]
+        else:
+            starts = list(range(0, length - side, side - ov)) + [length - side]
+        return cls(length, side, ov, tuple(sorted(set(starts))))
+
+    def ramp(self, start: int) -> np.ndarray:
+        """Blending weight ``(n,)`` float64 of the tile at ``start`` (n = its length here).
+
+        Towards an edge inside the image the weight falls over ``overlap`` pixels: a squared
+        ramp, then a margin of ``overlap // 4`` pixels at :data:`EDGE_WEIGHT` (where convolution
+        padding disturbs the tile's output most). Edges on the image border keep weight 1.
+        """
+        n = min(self.side, self.length - start)
+        w = np.ones(n, np.float64)
+        k = min(self.overlap, n)
+        if k > 0:
+            m = k // 4
+            r = np.concatenate([np.full(m, EDGE_WEIGHT),
+                                ((np.arange(k - m) + 0.5) / (k - m)) ** 2])
+            if start > 0:
+                w[:k] = np.minimum(w[:k], r)
+            if start + n < self.length:
+                w[n - k:] = np.minimum(w[n - k:], r[::-1])
+        return w
+
+    def weight_sum(self) -> np.ndarray:
+        """Sum of the ramps of all tiles, ``(length,)`` float64 (> 0 everywhere)."""
+        total = np.zeros(self.length, np.float64)
+        for s in self.starts:
+            r = self.ramp(s)
+            total[s: s + len(r)] += r
+        return total
+
+
+def _pad_to(tile: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad an ``(h, w, 3)`` tile at the bottom/right to multiples of ``multiple``."""
+    h, w = tile.shape[:2]
+    ph, pw = (-h) % multiple if h < multiple else 0, (-w) % multiple if w < multiple else 0
+    if ph == 0 and pw == 0:
+        return tile
+    return np.pad(tile, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _prepare(model: Any, dev: torch.device) -> None:
+    if hasattr(model, "to"):
+        model.to(dev)
+        if dev.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+    if hasattr(model, "eval"):
+        model.eval()
+
+
+@torch.inference_mode()
+def infer_maps(model: Any, image: np.ndarray, tile: int = 512, overlap: int = 64,
+               batch_tiles: int = 4, device: str | torch.device = "cpu", amp: bool = True
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Probability maps of a whole image of any size, by overlapping tiles blended seam-free.
+
+    Each tile is preprocessed on its own (``model.preprocess``), so memory stays bounded by the
+    tile batch plus one or two float32 accumulators of the image size. Tile weights are
+    separable ramps that vanish towards tile edges inside the image, so the blend has no seams
+    and the result depends on ``tile`` only within blending tolerance. Tiles always lie inside
+    the image (no padding unless a side is under 32 px). On CUDA, tiles run in bf16 autocast
+    with channels-last; on CPU in float32.
+
+    Args:
+        model: object with ``preprocess(image uint8 (h, w, 3)) -> (1, 3, h, w) float32`` and
+            ``probabilities(x (B, 3, h, w)) -> (p_weak (B, h, w), p_strong (B, h, w) | None)``.
+        image: ``(H, W, 3)`` uint8 RGB.
+        tile, overlap: tile side and overlap, pixels (tile > overlap >= 0).
+        batch_tiles: tiles per forward pass.
+        device: torch device (``"auto"`` allowed); the model is moved there.
+        amp: use bf16 autocast on CUDA (ignored on CPU).
+
+    Returns:
+        ``(p_weak, p_strong)``: ``(H, W)`` float32 in [0, 1]; ``p_strong`` None for weak-only
+        models.
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"infer_maps: expected an (H, W, 3) uint8 image, got "
+                         f"{image.shape} {image.dtype}")
+    if tile < 1 or not 0 <= overlap < tile or batch_tiles < 1:
+        raise ValueError(f"infer_maps: need tile > overlap >= 0 and batch_tiles >= 1, got "
+                         f"tile={tile}, overlap={overlap}, batch_tiles={batch_tiles}")
+    dev = resolve_device(device)
+    _prepare(model, dev)
+    h, w = image.shape[:2]
+    ay, ax = _Axis.plan(h, tile, overlap), _Axis.plan(w, tile, overlap)
+    acc: dict[str, np.ndarray] = {"weak": np.zeros((h, w), np.float32)}
+    boxes = [(y, x) for y in ay.starts for x in ax.starts]
+    for i in range(0, len(boxes), batch_tiles):
+        _run_batch(model, image, boxes[i: i + batch_tiles], ay, ax, acc, dev, amp)
+    iy = (1.0 / ay.weight_sum()).astype(np.float32)[:, None]
+    ix = (1.0 / ax.weight_sum()).astype(np.float32)[None, :]
+    for a in acc.values():  # normalise in place: no second full-size array
+        a *= iy
+        a *= ix
+        np.clip(a, 0.0, 1.0, out=a)
+    return acc["weak"], acc.get("strong")
+
+
+def _run_batch(model: Any, image: np.ndarray, boxes: list[tuple[int, int]], ay: _Axis,
+               ax: _Axis, acc: dict[str, np.ndarray], dev: torch.device, amp: bool) -> None:
+    """Run one batch of tiles and add their weighted probabilities into ``acc``."""
+    crops = [image[y: y + ay.side, x: x + ax.side] for y, x in boxes]
+    xs = [torch.as_tensor(model.preprocess(_pad_to(c, PAD_MULTIPLE))) for c in crops]
+    inp = torch.cat(xs).to(dev, non_blocking=True)
+    if dev.type == "cuda":
+        inp = inp.contiguous(memory_format=torch.channels_last)
+    with _autocast(dev, amp):
+        p_weak, p_strong = model.probabilities(inp)
+    maps = {"weak": p_weak.float().cpu().numpy()}
+    if p_strong is not None:
+        maps["strong"] = p_strong.float().cpu().numpy()
+        acc.setdefault("strong", np.zeros_like(acc["weak"]))
+    for i, ((y, x), crop) in enumerate(zip(boxes, crops)):
+        th, tw = crop.shape[:2]
+        wt = np.outer(ay.ramp(y), ax.ramp(x)).astype(np.float32)
+        for key, m in maps.items():
+            acc[key][y: y + th, x: x + tw] += wt * m[i, :th, :tw]
+
+
+# -- blobs and filters -----------------------------------------------------------------------
+
+def find_blobs(prob: np.ndarray, sigma: float) -> Blobs:
+    """Candidate blobs of a probability map.
+
+    Smooths ``prob`` with a Gaussian (``sigma`` px; 0 = none), thresholds the smoothed map with
+    Otsu's threshold computed over the **whole** map (strict ``>``), labels 8-connected
+    components (``connectivity=2``), and scores each blob by the mean of the *unsmoothed*
+    probability over its pixels; the centroid is weighted by that probability (plain centroid
+    where it sums to zero).
+
+    Args:
+        prob: ``(H, W)`` float probability map in [0, 1].
+        sigma: Gaussian sigma in pixels.
+
+    Returns:
+        :class:`Blobs` with ``x, y`` (px, float64), ``score`` (float64), ``area`` (px, int64)
+        and ``labels`` ``(H, W)`` int32 (0 = background, blob k has label k + 1).
+    """
+    prob = np.asarray(prob, np.float32)
+    smooth = ndimage.gaussian_filter(prob, float(sigma)) if sigma > 0 else prob
+    empty = Blobs(x=np.zeros(0), y=np.zeros(0), score=np.zeros(0),
+                  area=np.zeros(0, np.int64), labels=np.zeros(prob.shape, np.int32))
+    if prob.size == 0 or float(smooth.max()) <= float(smooth.min()):
+        return empty
+    thr = threshold_otsu(smooth)
+    labels = label_image(smooth > thr, connectivity=2).astype(np.int32)
+    n = int(labels.max())
+    if n == 0:
+        return empty
+    idx = np.flatnonzero(labels)  # foreground only: memory scales with the blobs, not the image
+    lab = labels.ravel()[idx] - 1
+    p = prob.ravel()[idx].astype(np.float64)
+    rows, cols = np.divmod(idx, prob.shape[1])
+    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
+    area = np.bincount(lab, minlength=n)
+    psum = np.bincount(lab, weights=p, minlength=n)
+    px = np.bincount(lab, weights=p * cols, minlength=n)
+    py = np.bincount(lab, weights=p * rows, minlength=n)
+    cx = np.bincount(lab, weights=cols, minlength=n) / area
+    cy = np.bincount(lab, weights=rows, minlength=n) / area
+    pos = psum > 0
+    safe = np.where(pos, psum, 1.0)
+    x = np.where(pos, px / safe, cx)
+    y = np.where(pos, py / safe, cy)
+    return Blobs(x=x, y=y, score=psum / area, area=area.astype(np.int64), labels=labels)
+
+
+def filter_blobs(blobs: Blobs, params: DetectParams, mpp: float, registries: Any,
+                 thresholds: bool = True) -> np.ndarray:
+    """Keep-mask ``(K,)`` bool: area/score thresholds AND named filters AND the filter hook.
+
+    With ``thresholds=False`` the ``a1``/``s1`` tests are skipped (calibration sweeps them).
+    """
+    keep = np.ones(len(blobs), bool)
+    if thresholds:
+        keep &= FILTERS["area"](min=params.a1, unit=params.area_unit)(blobs, mpp)
+        keep &= FILTERS["score"](min=params.s1)(blobs, mpp)
+    for i, spec in enumerate(params.filters):
+        if isinstance(spec, str):
+            spec = {"name": spec}
+        if not isinstance(spec, dict) or "name" not in spec:
+            raise RecipeError(f"detect.filters[{i}]: expected {{name: ..., options}}, got {spec!r}")
+        kwargs = {k: v for k, v in spec.items() if k != "name"}
+        fn = registries.filters.build(spec["name"], where=f"detect.filters[{i}]", **kwargs)
+        keep &= _as_mask(fn(blobs, mpp), len(blobs), f"filter {spec['name']!r}")
+    results = registries.pm.hook.partsup_filter_candidates(blobs=blobs, mpp=mpp,
+                                                           params=params.to_dict())
+    for r in results:
+        if r is not None:
+            keep &= _as_mask(r, len(blobs), "partsup_filter_candidates")
+    return keep
+
+
+def _as_mask(value: Any, n: int, who: str) -> np.ndarray:
+    mask = np.asarray(value, bool).reshape(-1)
+    if mask.shape != (n,):
+        raise ValueError(f"{who} returned a keep-mask of shape {mask.shape} for {n} blobs")
+    return mask
+
+
+def fuse(p_weak: np.ndarray, p_strong: np.ndarray | None, params: DetectParams,
+         registries: Any) -> np.ndarray:
+    """The fused ``(H, W)`` float32 map from the ``partsup_fuse`` hook (first result wins)."""
+    fused = registries.pm.hook.partsup_fuse(weak=p_weak, strong=p_strong,
+                                            params=params.to_dict())
+    if fused is None:  # no implementation at all (core plugin blocked)
+        fused = p_weak if p_strong is None else params.w * p_weak + (1 - params.w) * p_strong
+    return np.asarray(fused, np.float32)
+
+
+def to_detections(blobs: Blobs, keep: np.ndarray) -> list[Detection]:
+    return [Detection(x=float(blobs.x[i]), y=float(blobs.y[i]), score=float(blobs.score[i]),
+                      area=float(blobs.area[i])) for i in np.flatnonzero(keep)]
+
+
+def detect_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None, params: DetectParams,
+                     mpp: float, registries: Any) -> list[Detection]:
+    """Detections from the two probability maps ``(H, W)`` float32 of one image.
+
+    Args:
+        p_weak, p_strong: probability maps (``p_strong`` None for weak-only models).
+        params: detection parameters.
+        mpp: micrometres per pixel of the image (for ``area_unit: um2`` and filters).
+        registries: the run's registries (plugin manager for the fuse and filter hooks).
+
+    Returns:
+        Detections (x, y px; score = mean probability; area px), in label (raster) order.
+    """
+    blobs = find_blobs(fuse(p_weak, p_strong, params, registries), params.sigma)
+    return to_detections(blobs, filter_blobs(blobs, params, mpp, registries))
+
+
+class Detector:
+    """A model plus detection parameters: ``detect(image, mpp) -> list[Detection]``."""
+
+    def __init__(self, model: Any, params: DetectParams, registries: Any,
+                 device: str | torch.device = "cpu", amp: bool = True) -> None:
+        self.model = model
+        self.params = params
+        self.registries = registries
+        self.device = resolve_device(device)
+        self.amp = amp
+
+    def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(p_weak, p_strong | None)`` of ``image`` (H, W, 3) uint8, each (H, W) float32."""
+        p = self.params
+        return infer_maps(self.model, image, tile=p.tile, overlap=p.overlap,
+                          batch_tiles=p.batch_tiles, device=self.device, amp=self.amp)
+
+    def detect(self, image: np.ndarray, mpp: float) -> list[Detection]:
+        """Detections of one ``(H, W, 3)`` uint8 image of ``mpp`` um/px."""
+        p_weak, p_strong = self.maps(image)
+        return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)

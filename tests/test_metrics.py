@@ -1,0 +1,92 @@
+"""The greedy one-to-one matcher on hand-made cases, counts, and every registered protocol."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from partsup.metrics import Counts, match
+from partsup.types import Protocol
+
+
+def test_two_detections_on_one_mitosis_give_one_tp_one_fp():
+    r = match([[100, 100]], [[103, 100], [98, 101]], radius_px=10)
+    assert (r.tp, r.fp, r.fn) == (1, 1, 0)
+    assert r.gt_match.tolist() == [1]  # the nearer one (distance sqrt(5) < 3)
+    assert r.det_tp.tolist() == [False, True]
+
+
+def test_one_detection_between_two_mitoses_serves_the_first_in_order():
+    r = match([[0, 0], [20, 0]], [[10, 0]], radius_px=15)
+    assert (r.tp, r.fp, r.fn) == (1, 0, 1)
+    assert r.gt_match.tolist() == [0, -1]
+    r = match([[20, 0], [0, 0]], [[10, 0]], radius_px=15)
+    assert r.gt_match.tolist() == [0, -1]  # list order decides, not position
+
+
+def test_greedy_not_optimal():
+    # GT0 takes its nearest D0, which GT1 needed; an optimal assignment would give 2 TP
+    r = match([[0, 0], [20, 0]], [[12, 0], [-25, 0]], radius_px=30)
+    assert r.gt_match.tolist() == [0, -1]
+    assert (r.tp, r.fp, r.fn) == (1, 1, 1)
+
+
+def test_ties_break_by_score_then_index():
+    gt = [[50, 50]]
+    det = [[40, 50], [60, 50], [50, 40]]  # all at distance 10
+    assert match(gt, det, radius_px=10).gt_match.tolist() == [0]
+    assert match(gt, det, scores=[0.2, 0.9, 0.9], radius_px=10).gt_match.tolist() == [1]
+
+
+def test_radius_is_inclusive():
+    assert match([[0, 0]], [[3, 4]], radius_px=5.0).tp == 1
+    assert match([[0, 0]], [[3, 4.001]], radius_px=5.0).tp == 0
+
+
+def test_empty_images():
+    r = match(np.zeros((0, 2)), np.zeros((0, 2)), radius_px=10)
+    assert (r.tp, r.fp, r.fn) == (0, 0, 0)
+    r = match([[1, 1], [50, 50]], [], radius_px=10)
+    assert (r.tp, r.fp, r.fn) == (0, 0, 2) and r.gt_match.tolist() == [-1, -1]
+    r = match([], [[1, 1]], radius_px=10)
+    assert (r.tp, r.fp, r.fn) == (0, 1, 0)
+    with pytest.raises(ValueError, match="scores"):
+        match([[0, 0]], [[1, 1]], scores=[0.1, 0.2], radius_px=3)
+
+
+def test_counts_are_summed_before_f1():
+    a = match([[0, 0]], [[1, 0], [90, 90]], radius_px=5).counts   # 1 TP, 1 FP
+    b = match([[0, 0], [40, 40]], [], radius_px=5).counts          # 2 FN
+    total = Counts.total([a, b])
+    assert (total.tp, total.fp, total.fn) == (1, 1, 2)
+    assert total.precision == 0.5 and total.recall == pytest.approx(1 / 3)
+    assert total.f1 == pytest.approx(2 * 0.5 * (1 / 3) / (0.5 + 1 / 3))
+    assert Counts().f1 == 0.0 and Counts().precision == 0.0 and Counts().recall == 0.0
+    assert Counts(3, 0, 0).as_dict()["f1"] == 1.0
+
+
+def test_every_registered_protocol(registries):
+    names = set(registries.protocols.names())
+    assert {"pixels", "microns", "icpr2012", "icpr2012-8um", "icpr2014", "amida13",
+            "midog"} <= names
+    for name in names:
+        p = registries.protocols.build(name)
+        assert isinstance(p, Protocol) and p.name == name
+        assert p.radius_for(0.25) > 0 and p.description
+
+
+@pytest.mark.parametrize("name, mpp, px", [
+    ("icpr2012", 0.2456, 5 / 0.2456),      # 5 um ~ 20 px
+    ("icpr2012-8um", 0.2456, 8 / 0.2456),
+    ("icpr2014", 0.2455, 8 / 0.2455),      # 8 um ~ 32 px
+    ("amida13", 0.25, 32.0),
+    ("midog", 0.25, 30.0),                 # 7.5 um
+])
+def test_protocol_radii(registries, name, mpp, px):
+    assert math.isclose(registries.protocols.build(name).radius_for(mpp), px, rel_tol=1e-9)
+
+
+def test_pixel_and_override_radii(registries):
+    assert registries.protocols.build("pixels", radius_px=20).radius_for(0.5) == 20
+    assert registries.protocols.build("amida13", radius_um=5.0).radius_for(0.25) == 20
