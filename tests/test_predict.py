@@ -164,7 +164,8 @@ def test_user_errors_exit_2(tmp_path, plugin, checkpoint, capsys):
     img = save(tmp_path / "a.png", he_like(64, 64, centres=[]))
     assert run([img, "--checkpoint", checkpoint, "--format", "csv,qupath"], plugin) == 2
     assert "unknown writer 'qupath'" in capsys.readouterr().err
-    assert run([tmp_path / "empty_dir_missing", "--checkpoint", tmp_path / "nope.pt"], plugin) == 2
+    assert run([img, "--checkpoint", tmp_path / "nope.pt"], plugin) == 2
+    assert "nope.pt" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     assert run([tmp_path / "empty", "--checkpoint", checkpoint], plugin) == 2
     assert "no images" in capsys.readouterr().err
