@@ -145,9 +145,10 @@ class MitosAtypiaWriter:
 
 
 class MidogWriter:
-    """MIDOG (grand-challenge) "Multiple points" JSON; each point ``[x_mm, y_mm, 0]``.
+    """MIDOG (grand-challenge) "Multiple points" JSON with points in millimetres.
 
-    ``mm = px * mpp / 1000``. With ``metadata=True`` a ``"partsup"`` key records image name,
+    Each point is ``{"name": "mitotic figure", "point": (x_mm, y_mm, 0), "probability": p}``
+    (a JSON list), ``mm = px * mpp / 1000``. With ``metadata=True`` a ``"partsup"`` key records image name,
     size and mpp so :func:`read_detections` can convert back without being told the mpp
     (off by default: the challenge file stays exactly in its published shape).
     """

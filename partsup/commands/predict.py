@@ -280,7 +280,8 @@ class PredictCommand:
                                  "(or a plugin's writer); default csv,geojson")
         parser.add_argument("--mpp", type=float, default=None,
                             help=f"micrometres per pixel (default: the image's, else {DEFAULT_MPP})")
-        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                            help="auto (default): cuda when available, else cpu")
         parser.add_argument("--recursive", action="store_true", help="search folders recursively")
         parser.add_argument("--no-overlay", dest="overlay", action="store_false",
                             help="do not write <image>.overlay.png")
