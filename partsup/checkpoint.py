@@ -22,6 +22,7 @@ import os
 import pickle
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -98,15 +99,17 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise CheckpointError(f"{path} is not a readable torch checkpoint file "
+                              f"(truncated, or another kind of file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # weights_only refused an object: not ours
-        first = (str(exc).strip().splitlines() or ["?"])[0]
-        raise CheckpointError(f"{path} is not a partsup checkpoint (it holds objects other "
-                              f"than tensors: {first[:160]})") from exc
-    except Exception as exc:  # zip / EOF / legacy-format errors: not a torch file at all
+        raise CheckpointError(f"{path} is not a partsup checkpoint: it holds pickled objects "
+                              f"other than tensors and plain values (refused for safety)") from exc
+    except Exception as exc:  # a damaged archive
         raise CheckpointError(f"{path} is not a readable torch checkpoint file "
-                              f"(truncated, or another kind of file; {type(exc).__name__})") from exc
+                              f"({type(exc).__name__})") from exc
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
     if not isinstance(fmt, str) or not fmt.startswith(_FAMILY):
         raise CheckpointError(f"{path} is not a partsup checkpoint (no {FORMAT!r} format tag; "

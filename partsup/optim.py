@@ -47,14 +47,14 @@ def sgd_paper(model: nn.Module, lr: float = 1.0e-10, momentum: float = 0.99,
 
 def warmup_cosine(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     """Learning-rate factor at step ``i``: linear warm-up over ``warmup`` steps, then a cosine
-    decay from 1 to ``min_ratio`` at step ``total``."""
+    decay from 1 to ``min_ratio`` at the last step, ``total - 1``."""
     warmup = max(0, min(int(warmup), int(total)))
     total = max(1, int(total))
 
     def factor(i: int) -> float:
         if i < warmup:
             return (i + 1) / warmup
-        span = max(1, total - warmup)
+        span = max(1, total - warmup - 1)  # the last step (total - 1) runs at the minimum
         t = min(1.0, (i - warmup) / span)
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
     return factor
