@@ -1,4 +1,145 @@
-"""(in progress)"""
+"""The ``folder`` dataset: a user's own images with a points CSV and/or mask PNGs.
+
+Registered by :mod:`partsup.builtin` from :data:`DATASETS`. Layout in :attr:`Folder.LAYOUT`.
+"""
 from __future__ import annotations
 
-DATASETS: dict = {}
+import csv
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partsup.errors import DataError
+from partsup.io import (Reader, Record, as_points, list_images, log_summary, mask_centroids,
+                        mask_from_path)
+
+_SPLIT_DIRS = ("train", "val", "test")
+
+
+class Folder(Reader):
+    """A user's images with points (``points.csv``) and/or strong masks (``masks/*.png``)."""
+
+    NAME = "folder"
+    LAYOUT = """\
+<root>/images/<name>.png|tif|tiff|bmp|jpg   the images (any size, RGB, gray or 16-bit)
+<root>/points.csv     optional; header row "image,x,y" (+ optional "label"): image = file name
+                      (or stem) in images/, x = column, y = row in pixels; label 1 (default) =
+                      object, 0 = hard negative (a labelled look-alike)
+<root>/masks/<name>.png   optional strong masks, same size as the image, non-zero = object;
+                      an image without rows in points.csv gets its points from the mask's
+                      8-connected components (centroids)
+At least one of points.csv and masks/ is required.
+Splits: with <root>/train, <root>/val, <root>/test folders (each in the layout above) a split is
+its folder; without them the whole root is split train (or all)."""
+
+    def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
+                 mpp: float = 0.25, points: str = "points.csv", images: str = "images",
+                 masks: str = "masks", check_images: bool = True,
+                 edge_tolerance: float | None = None) -> None:
+        super().__init__(root, split, strict, edge_tolerance)
+        self._mpp, self.check_images = mpp, check_images
+        base = self._split_root()
+        image_dir, csv_path, mask_dir = base / images, base / points, base / masks
+        if not image_dir.is_dir():
+            raise self.missing_folder(image_dir, "image folder")
+        if not csv_path.is_file() and not mask_dir.is_dir():
+            raise DataError(f"{self.NAME}: neither {csv_path} nor {mask_dir} exists; give points "
+                            f"and/or masks. Expected layout:\n{self.LAYOUT}")
+        files = list_images(image_dir)
+        sizes = {f.name: self.header_size(f) if check_images else None for f in files}
+        files = [f for f in files if not check_images or sizes[f.name] is not None]
+        rows = self._read_points(csv_path, files, sizes) if csv_path.is_file() else {}
+        for f in files:
+            self._add(f, image_dir, mask_dir, rows.get(f.name, ([], [])), sizes[f.name])
+        log_summary(self)
+
+    def _split_root(self) -> Path:
+        if any((self.root / d).is_dir() for d in _SPLIT_DIRS):
+            if self.split == "all":
+                raise DataError(f"{self.NAME}: split 'all' is not available when {self.root} has "
+                                f"train/val/test folders; pick one of them")
+            if not (self.root / self.split).is_dir():
+                raise self.missing_folder(self.root / self.split, f"{self.split} folder")
+            return self.root / self.split
+        if self.split in ("val", "test"):
+            raise self.missing_folder(self.root / self.split, f"{self.split} folder")
+        return self.root
+
+    def _read_points(self, path: Path, files: list[Path],
+                     sizes: dict[str, Any]) -> dict[str, tuple[list, list]]:
+        by_name = {f.name: f.name for f in files} | {f.stem: f.name for f in files}
+        out: dict[str, tuple[list, list]] = {f.name: ([], []) for f in files}
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: cannot read ({exc})") from None
+        reader = csv.DictReader(lines)
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        if not {"image", "x", "y"} <= set(header):
+            raise DataError(f"{path}:1: header must name the columns image,x,y (got "
+                            f"{','.join(header) or 'an empty file'})")
+        reader.fieldnames = header
+        n = 0
+        for lineno, row in enumerate(reader, start=2):
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            n += 1
+            self._point_row(path, lineno, row, by_name, sizes, out)
+        if n == 0:
+            self.problems.report(f"{path}: empty label file (header only)")
+        return out
+
+    def _point_row(self, path: Path, lineno: int, row: dict[str, Any], by_name: dict[str, str],
+                   sizes: dict[str, Any], out: dict[str, tuple[list, list]]) -> None:
+        where = f"{path}:{lineno}"
+        try:
+            name = (row.get("image") or "").strip()
+            x, y = float(row["x"]), float(row["y"])
+            label = int(float(row.get("label") or 1))
+            if label not in (0, 1):
+                raise ValueError(f"label must be 1 (object) or 0 (hard negative), got {label}")
+        except (TypeError, ValueError) as exc:
+            self.problems.report(f"{where}: malformed line ({exc})")
+            return
+        if name not in by_name:
+            self.problems.report(f"{where}: image {name!r} not found in the image folder")
+            return
+        fname = by_name[name]
+        xy = self.check_inside((x, y), sizes.get(fname), where)
+        if xy is not None:
+            out[fname][0 if label == 1 else 1].append(xy)
+
+    def _add(self, f: Path, image_dir: Path, mask_dir: Path, rows: tuple[list, list],
+             size: tuple[int, int] | None) -> None:
+        mask_path = mask_dir / f"{f.stem}.png"
+        has_mask = mask_path.is_file()
+        pts = as_points(rows[0])
+        if not rows[0] and has_mask:
+            try:
+                mask = mask_from_path(mask_path)
+            except DataError as exc:
+                self.problems.report(str(exc))
+                return
+            if size is not None and mask.shape != size:
+                self.problems.report(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but "
+                                     f"its image is {size[0]}x{size[1]} (HxW)")
+                return
+            pts = mask_centroids(mask)
+        self.records.append(Record(id=f.relative_to(image_dir).with_suffix("").as_posix(),
+                                   group=f.stem, image_path=f, points=pts,
+                                   hard_negatives=as_points(rows[1]), mpp=self._mpp, size=size,
+                                   extra={"mask": mask_path if has_mask else None}))
+
+    def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray | None:
+        path = record.extra.get("mask")
+        if path is None:
+            return None
+        mask = mask_from_path(path)
+        if mask.shape != shape:
+            raise DataError(f"{path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
+                            f"{shape[0]}x{shape[1]} (HxW)")
+        return mask
+
+
+DATASETS = {"folder": Folder}

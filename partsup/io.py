@@ -223,9 +223,14 @@ class Reader(Sequence[Sample]):
     NAME: ClassVar[str] = "reader"
     LAYOUT: ClassVar[str] = ""
     SPLITS: ClassVar[tuple[str, ...]] = ("train", "val", "test", "all")
+    #: px a point may lie outside the image and still be kept (clamped to the border)
+    edge_tolerance: float = 2.0
 
-    def __init__(self, root: str | Path, split: str = "train", strict: bool = True) -> None:
+    def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
+                 edge_tolerance: float | None = None) -> None:
         self.root = Path(root).expanduser()
+        if edge_tolerance is not None:
+            self.edge_tolerance = float(edge_tolerance)
         self.split = split
         self.strict = strict
         self.problems = Problems(self.NAME, strict)
@@ -308,17 +313,24 @@ class Reader(Sequence[Sample]):
             return None
 
     def check_inside(self, xy: tuple[float, float], size: tuple[int, int] | None,
-                     where: str) -> bool:
-        """Whether point ``xy`` lies in ``[0, W] x [0, H]``; reports it (``where``) if not."""
+                     where: str) -> tuple[float, float] | None:
+        """``xy`` if it lies in ``[0, W] x [0, H]``; within ``edge_tolerance`` px outside,
+        clamped to ``[0, W-1] x [0, H-1]``; farther out, reported (``where``) and None."""
+        x, y = float(xy[0]), float(xy[1])
+        if not (np.isfinite(x) and np.isfinite(y)):
+            self.problems.report(f"{where}: non-finite point x={x}, y={y}")
+            return None
         if size is None:
-            return True
-        x, y = xy
+            return x, y
         h, w = size
-        if 0 <= x <= w and 0 <= y <= h and np.isfinite(x) and np.isfinite(y):
-            return True
+        if 0 <= x <= w and 0 <= y <= h:
+            return x, y
+        tol = self.edge_tolerance
+        if -tol <= x <= w + tol and -tol <= y <= h + tol:
+            return min(max(x, 0.0), w - 1.0), min(max(y, 0.0), h - 1.0)
         self.problems.report(f"{where}: point x={x:g}, y={y:g} lies outside the {h}x{w} "
                              f"(HxW) image")
-        return False
+        return None
 
     def missing_folder(self, path: Path, what: str) -> DataError:
         return DataError(f"{self.NAME}: {what} {path} not found. Expected layout:\n{self.LAYOUT}")
