@@ -29,7 +29,7 @@ def write_image(path: Path, image: np.ndarray | None = None, shape: tuple[int, i
     img = make_image(shape, seed) if image is None else image
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
-        tifffile.imwrite(path, img)
+        tifffile.imwrite(path, img, photometric="rgb" if img.ndim == 3 else None)
     else:
         from PIL import Image
         Image.fromarray(img).save(path)
