@@ -33,6 +33,8 @@ from partsup.types import Blobs, Detection
 PAD_MULTIPLE = 32
 #: blending weight of the outermost overlap/4 pixels of a tile edge inside the image
 EDGE_WEIGHT = 1e-6
+#: a (smoothed) probability map whose values span less than this has no blobs
+FLAT_RANGE = 1e-6
 
 
 @dataclass
@@ -256,7 +258,8 @@ def find_blobs(prob: np.ndarray, sigma: float) -> Blobs:
     Otsu's threshold computed over the **whole** map (strict ``>``), labels 8-connected
     components (``connectivity=2``), and scores each blob by the mean of the *unsmoothed*
     probability over its pixels; the centroid is weighted by that probability (plain centroid
-    where it sums to zero).
+    where it sums to zero). A map whose smoothed values span less than :data:`FLAT_RANGE` has
+    no blobs.
 
     Args:
         prob: ``(H, W)`` float probability map in [0, 1].
@@ -270,8 +273,8 @@ def find_blobs(prob: np.ndarray, sigma: float) -> Blobs:
     smooth = ndimage.gaussian_filter(prob, float(sigma)) if sigma > 0 else prob
     empty = Blobs(x=np.zeros(0), y=np.zeros(0), score=np.zeros(0),
                   area=np.zeros(0, np.int64), labels=np.zeros(prob.shape, np.int32))
-    if prob.size == 0 or float(smooth.max()) <= float(smooth.min()):
-        return empty
+    if prob.size == 0 or float(smooth.max()) - float(smooth.min()) < FLAT_RANGE:
+        return empty  # a flat map has nothing to separate (and Otsu cannot bin it)
     thr = threshold_otsu(smooth)
     labels = label_image(smooth > thr, connectivity=2).astype(np.int32)
     n = int(labels.max())
@@ -381,3 +384,11 @@ class Detector:
         """Detections of one ``(H, W, 3)`` uint8 image of ``mpp`` um/px."""
         p_weak, p_strong = self.maps(image)
         return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
+
+
+def params_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> DetectParams:
+    """The recipe's ``detect:`` section, updated by the checkpoint's calibrated values
+    (``ckpt["detect"]``: w, s1, a1, sigma, area_unit) when present, then by non-None overrides."""
+    values = dict((ckpt.get("recipe") or {}).get("detect") or {})
+    values.update(ckpt.get("detect") or {})
+    return DetectParams.from_dict(values, **overrides)

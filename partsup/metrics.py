@@ -151,3 +151,73 @@ def protocol_dict(protocol: Protocol) -> dict[str, Any]:
     """A JSON-ready description of ``protocol``."""
     return {"name": protocol.name, "radius_um": protocol.radius_um,
             "radius_px": protocol.radius_px, "description": protocol.description}
+
+
+# -- datasets and protocols for evaluation ----------------------------------------------------
+
+def dataset_root(name: str, root: str | None, recipe: dict[str, Any] | None = None) -> str | None:
+    """Where dataset ``name`` lives: ``root`` if given, else the root a recipe's ``data:``
+    section gives that dataset, else ``$PARTSUP_DATA/<name>`` when that folder exists."""
+    import os
+    from pathlib import Path
+    if root:
+        return str(root)
+    for section in ((recipe or {}).get("data") or {}).values():
+        if isinstance(section, dict) and section.get("name") == name and section.get("root"):
+            return str(section["root"])
+    base = os.environ.get("PARTSUP_DATA")
+    if base and (Path(base) / name).is_dir():
+        return str(Path(base) / name)
+    return None
+
+
+def missing_root_message(name: str, factory: Any) -> str:
+    """What to tell a user who gave no root for dataset ``name``: layout and where to get it."""
+    layout = (getattr(factory, "LAYOUT", "") or "").strip("\n")
+    source = next((getattr(factory, a) for a in ("SOURCE", "URL", "DOWNLOAD")
+                   if getattr(factory, a, None)), None)
+    lines = [f"dataset {name!r} has no root folder: pass --data-root DIR "
+             f"(or set PARTSUP_DATA so that $PARTSUP_DATA/{name} exists)."]
+    if layout:
+        lines += ["Expected layout:", layout]
+    lines.append(f"Get the data from: {source}" if source else
+                 "Where to get it: see docs/datasets.md (research downloads are not bundled; "
+                 "`partsup synth OUT --like NAME` writes a synthetic set in the same layout).")
+    return "\n".join(lines)
+
+
+def open_dataset(registries: Any, name: str, root: str | None = None, split: str = "test",
+                 recipe: dict[str, Any] | None = None) -> Any:
+    """Build the registered reader ``name`` for ``split`` (see :func:`dataset_root`).
+
+    Raises:
+        RecipeError: unknown dataset name (lists the known ones).
+        DataError: no root (message with the expected layout and where to get the data), a
+            missing folder or bad files (the reader's own message).
+    """
+    from partsup.errors import DataError
+    factory = registries.datasets.get(name, where="--dataset")
+    where = dataset_root(name, root, recipe)
+    if where is None:
+        raise DataError(missing_root_message(name, factory))
+    return registries.datasets.build(name, where="--dataset", root=where, split=split)
+
+
+def resolve_protocol(registries: Any, name: str | None, dataset: str | None = None,
+                     recipe: dict[str, Any] | None = None) -> Protocol:
+    """The protocol to score with: ``name`` if given; else the dataset's own protocol when one
+    is registered under the dataset's name; else the recipe's ``eval.protocol``; else
+    ``amida13`` (8 um) or, without the mitosis plugin, ``microns`` (8 um). A recipe's
+    ``eval.radius_um`` overrides the radius of a protocol chosen from the recipe."""
+    import dataclasses
+    section = (recipe or {}).get("eval") or {}
+    if name:
+        return registries.protocols.build(name, where="--protocol")
+    if dataset and dataset in registries.protocols:
+        return registries.protocols.build(dataset)
+    chosen = section.get("protocol") or ("amida13" if "amida13" in registries.protocols
+                                         else "microns")
+    proto = registries.protocols.build(chosen, where="eval.protocol")
+    if section.get("radius_um") is not None:
+        proto = dataclasses.replace(proto, radius_um=float(section["radius_um"]), radius_px=None)
+    return proto

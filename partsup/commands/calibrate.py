@@ -1,0 +1,147 @@
+"""``partsup calibrate``: tune w, s1, a1 on a validation split and store them in the checkpoint.
+
+Runs the network once per image, caches both maps, sweeps the recipe's ``calibrate:`` grids
+(:mod:`partsup.calibration`), prints the best row for each w and the overall best, saves
+``calibration.json`` and ``f1_vs_w.png`` (paper Fig. 8) in ``--out``, and writes w, s1, a1 (with
+sigma and area_unit) into ``checkpoint["detect"]`` atomically, so that ``evaluate`` and
+``predict`` need nothing else.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+from rich.table import Table
+
+from partsup.calibration import MapCache, plot_f1_vs_w, sweep, write_json
+from partsup.commands.evaluate import progress_bar, staged_dir
+from partsup.errors import DataError, RecipeError
+from partsup.metrics import open_dataset, protocol_dict, resolve_protocol
+
+
+def parse_grid(text: str | None, option: str) -> list[float] | None:
+    """``"0.3,0.5"`` -> ``[0.3, 0.5]``; None stays None."""
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise RecipeError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+    if not values:
+        raise RecipeError(f"{option}: give at least one value")
+    return values
+
+
+def default_dataset(recipe: dict[str, Any]) -> tuple[str | None, str | None]:
+    """Name and root of the recipe's validation set (``data.val``), if any."""
+    val = (recipe.get("data") or {}).get("val") or {}
+    return val.get("name"), val.get("root")
+
+
+def per_w_table(result: Any, title: str) -> Table:
+    table = Table(title=title)
+    for c in ("w", "s1", "a1", "TP", "FP", "FN", "precision", "recall", "F1"):
+        table.add_column(c, justify="right")
+    for r in result.per_w:
+        c = r.counts
+        mark = "[bold green]" if r is result.best else ""
+        end = "[/]" if mark else ""
+        table.add_row(*(f"{mark}{v}{end}" for v in (
+            f"{r.w:g}", f"{r.s1:g}", f"{r.a1:g}", c.tp, c.fp, c.fn, f"{c.precision:.3f}",
+            f"{c.recall:.3f}", f"{c.f1:.3f}")))
+    return table
+
+
+class CalibrateCommand:
+    name = "calibrate"
+    help = "tune the fusion weight w and the filters s1, a1 on a validation split (paper III.D)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--checkpoint", required=True, help="checkpoint to calibrate "
+                            "(updated in place, atomically)")
+        parser.add_argument("--dataset", help="dataset name (default: the recipe's data.val)")
+        parser.add_argument("--data-root", help="the dataset's folder")
+        parser.add_argument("--split", default="val")
+        parser.add_argument("--protocol", help="matching protocol (default: the dataset's own)")
+        parser.add_argument("--out", help="folder for calibration.json and f1_vs_w.png "
+                            "(default: <checkpoint folder>/calibration)")
+        parser.add_argument("--w", help="comma-separated grid (default: recipe calibrate.w)")
+        parser.add_argument("--s1", help="comma-separated grid (default: recipe calibrate.s1)")
+        parser.add_argument("--a1", help="comma-separated grid, in detect.area_unit "
+                            "(default: recipe calibrate.a1)")
+        parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+        parser.add_argument("--dry-run", action="store_true",
+                            help="sweep and report, but leave the checkpoint unchanged")
+
+    def run(self, args: argparse.Namespace, ctx: Any) -> int:
+        from partsup.checkpoint import load_model, update_detect_params
+        from partsup.detect import Detector, params_from_checkpoint, resolve_device
+
+        device = resolve_device(args.device)
+        model, ckpt = load_model(args.checkpoint, ctx.registries, device=device)
+        recipe = ckpt.get("recipe") or {}
+        name, root = default_dataset(recipe)
+        name = args.dataset or name
+        if not name:
+            raise DataError(f"{args.checkpoint}: its recipe has no data.val; pass --dataset")
+        dataset = open_dataset(ctx.registries, name, args.data_root or
+                               (root if name == default_dataset(recipe)[0] else None),
+                               args.split, recipe)
+        if len(dataset) == 0:
+            raise DataError(f"dataset {name!r} split {args.split!r} has no images")
+        protocol = resolve_protocol(ctx.registries, args.protocol, name, recipe)
+        params = params_from_checkpoint(ckpt)
+        grid = dict(recipe.get("calibrate") or {})
+        for key in ("w", "s1", "a1"):
+            grid[key] = parse_grid(getattr(args, key), f"--{key}") or grid.get(key)
+            if not grid[key]:
+                raise RecipeError(f"{args.checkpoint}: recipe calibrate.{key} is empty; "
+                                  f"pass --{key}")
+        detector = Detector(model, params, ctx.registries, device)
+        out = Path(args.out or Path(args.checkpoint).parent / "calibration")
+
+        with staged_dir(out) as tmp, tempfile.TemporaryDirectory(dir=tmp) as cache_dir, \
+                progress_bar(ctx.console) as bar:
+            cache = MapCache(cache_dir)
+            task = bar.add_task(f"maps {name}/{args.split}", total=len(dataset))
+            images = []
+            for i in range(len(dataset)):
+                s = dataset[i]
+                images.append(cache.add(s.id, *detector.maps(s.image), s.points, s.mpp))
+                bar.advance(task)
+            wtask = bar.add_task("sweep w", total=len(grid["w"]))
+            result = sweep(images, params, ctx.registries, protocol, grid["w"], grid["s1"],
+                           grid["a1"], progress=lambda w: bar.advance(wtask))
+            del images
+            best = result.params(params)
+            write_json(result, tmp / "calibration.json", {
+                "checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,
+                "images": len(dataset), "protocol": protocol_dict(protocol),
+                "detect": best.to_dict(), "grid": {k: grid[k] for k in ("w", "s1", "a1")}})
+            plot_f1_vs_w(result, tmp / "f1_vs_w.png",
+                         f"{name}/{args.split}: F1 vs fusion weight w ({protocol.name})")
+
+        ctx.console.print(per_w_table(result, f"calibration on {name}/{args.split} "
+                                      f"({len(dataset)} images, {protocol.name}): best s1, a1 "
+                                      f"at each w"))
+        b = result.best
+        if result.weak_only:
+            ctx.console.print("weak-only model: w has no effect; only s1 and a1 were tuned")
+        ctx.console.print(f"best: w={b.w:g} s1={b.s1:g} a1={b.a1:g} {params.area_unit} -> "
+                          f"F1 {b.counts.f1:.3f} (P {b.counts.precision:.3f}, "
+                          f"R {b.counts.recall:.3f})")
+        if args.dry_run:
+            ctx.console.print("dry run: checkpoint left unchanged")
+        else:
+            stored = {k: v for k, v in best.to_dict().items()
+                      if k in ("w", "s1", "a1", "sigma", "area_unit")}
+            update_detect_params(args.checkpoint, stored)
+            ctx.console.print(f"stored w, s1, a1 in {escape(str(args.checkpoint))}")
+        ctx.console.print(f"wrote {escape(str(out))}/calibration.json and f1_vs_w.png")
+        return 0
+
+
+COMMAND = CalibrateCommand

@@ -1,0 +1,73 @@
+"""Evaluation overlays (as the paper's Fig. 10): TP green, FN blue, FP yellow circles.
+
+True positives and false positives are drawn at the detection's centroid, false negatives at
+the ground-truth centroid; each circle has the protocol's match radius, so what lies inside a
+circle is what the protocol would accept. Large images are downsampled by an integer stride.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partsup.metrics import MatchResult
+
+TP_COLOR = (0, 200, 60)     # green
+FN_COLOR = (30, 90, 255)    # blue
+FP_COLOR = (255, 220, 0)    # yellow
+#: overlays are downsampled to at most this many px on the long side
+MAX_SIDE = 2048
+
+
+def draw_overlay(image: np.ndarray, gt: Any, det: Any, result: MatchResult,
+                 max_side: int = MAX_SIDE, legend: bool = True) -> Any:
+    """A PIL RGB image of ``image`` with the matching outcome drawn on it.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB.
+        gt: ``(N, 2)`` ground-truth x, y (px).
+        det: ``(K, 2)`` detection x, y (px).
+        result: :func:`partsup.metrics.match` of ``gt`` and ``det`` (its ``radius_px`` sets the
+            circle radius).
+        max_side: downsample (integer stride) so the long side is at most this.
+        legend: write ``TP n  FN n  FP n`` in the top-left corner.
+    """
+    from PIL import Image, ImageDraw
+
+    g = np.asarray(gt, np.float64).reshape(-1, 2)
+    d = np.asarray(det, np.float64).reshape(-1, 2)
+    h, w = image.shape[:2]
+    stride = max(1, -(-max(h, w) // max_side))
+    canvas = Image.fromarray(np.ascontiguousarray(image[::stride, ::stride, :3]))
+    draw = ImageDraw.Draw(canvas)
+    width = max(2, round(max(h, w) / stride / 400))
+    r = max(result.radius_px / stride, 4.0)
+
+    def circle(x: float, y: float, color: tuple[int, int, int]) -> None:
+        x, y = x / stride, y / stride
+        draw.ellipse([x - r, y - r, x + r, y + r], outline=color, width=width)
+
+    for (x, y), tp in zip(d, result.det_tp):
+        circle(x, y, TP_COLOR if tp else FP_COLOR)
+    for (x, y), m in zip(g, result.gt_match):
+        if m < 0:
+            circle(x, y, FN_COLOR)
+    if legend:
+        c = result.counts
+        text = [("TP %d" % c.tp, TP_COLOR), ("FN %d" % c.fn, FN_COLOR), ("FP %d" % c.fp, FP_COLOR)]
+        draw.rectangle([0, 0, 150, 16], fill=(0, 0, 0))
+        x0 = 4
+        for s, col in text:
+            draw.text((x0, 3), s, fill=col)
+            x0 += 48
+    return canvas
+
+
+def save_overlay(path: str | Path, image: np.ndarray, gt: Any, det: Any, result: MatchResult,
+                 max_side: int = MAX_SIDE) -> Path:
+    """Write :func:`draw_overlay` to ``path`` (PNG); creates the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draw_overlay(image, gt, det, result, max_side=max_side).save(path)
+    return path

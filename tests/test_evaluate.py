@@ -1,0 +1,265 @@
+"""``partsup evaluate``: with a checkpoint, with --detections, missing roots, staged outputs.
+
+A test plugin provides a toy dataset (purple "mitoses" and dark-blue "mimics" on a light
+background, hard negatives on the mimics) and a per-pixel backbone whose weights the tests set:
+the weak branch fires on anything dark (mitoses and mimics), the strong branch on purple only.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from partsup.cli import Context, build_parser
+from partsup.errors import DataError
+from partsup.model import Branch, build_model
+from partsup.plugins import Registries, hookimpl, make_plugin_manager
+from partsup.types import Sample
+
+MITOSIS = (90, 10, 40)
+MIMIC = (10, 10, 40)
+BACKGROUND = (235, 235, 235)
+
+
+def paint(shape, mitoses, mimics, radius=5):
+    img = np.empty((*shape, 3), np.uint8)
+    img[:] = BACKGROUND
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for pts, color in ((mitoses, MITOSIS), (mimics, MIMIC)):
+        for x, y in pts:
+            img[(xx - x) ** 2 + (yy - y) ** 2 <= radius ** 2] = color
+    return img
+
+
+#: per split: images as (id, mitoses, mimics); one image has a mitosis missing from the truth
+TOY = {
+    "val": [("case1/a", [(20, 20), (70, 40)], [(40, 70)]),
+            ("case1/b", [(30, 60)], [(80, 20), (15, 15)]),
+            ("case2/c", [], [(50, 50)])],
+    "test": [("case3/d", [(25, 30), (75, 60)], [(50, 20)]),
+             ("case3/e", [(60, 25)], [(20, 70)]),
+             ("case4/f", [], [])],
+}
+
+
+class ToyReader(list):
+    """A toy dataset reader (96 x 112 images at 0.25 um/px)."""
+
+    LAYOUT = "ROOT/ (any existing folder; images are generated)"
+    SOURCE = "https://example.org/toy"
+
+    def __init__(self, root, split="train", strict=True):
+        if not Path(root).is_dir():
+            raise DataError(f"toy: dataset root {root} not found. Expected layout:\n{self.LAYOUT}")
+        self.root = Path(root)
+        super().__init__(Sample(image=paint((96, 112), m, f), points=np.array(m, np.float32),
+                                hard_negatives=np.array(f, np.float32), mpp=0.25, id=i,
+                                group=i.split("/")[0])
+                         for i, m, f in TOY.get(split, []))
+
+
+class PixelBranch(Branch):
+    """features = a 1x1 conv of the RGB input (C = 1); head = identity."""
+
+    def __init__(self, num_classes: int = 2):
+        super().__init__()
+        self.feature_channels = 1
+        self.normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "scale": 1,
+                              "bgr": False}
+        self.feat = nn.Conv2d(3, 1, 1)
+        self.semantic = nn.Conv2d(1, 2, 1)
+
+    def features(self, x):
+        return self.feat(x)
+
+    def head(self, logits, size):
+        return logits
+
+
+class ToyPlugin:
+    @hookimpl
+    def partsup_register_datasets(self, register):
+        register("toy", ToyReader)
+
+    @hookimpl
+    def partsup_register_backbones(self, register):
+        register("pixel", PixelBranch)
+
+
+def toy_registries() -> Registries:
+    return Registries.from_pm(make_plugin_manager(objects=[ToyPlugin()]))
+
+
+def _set(branch: PixelBranch, rgb_weights, bias, gain):
+    """feature = rgb . weights + bias; p(mitosis) = sigmoid(gain * feature)."""
+    with torch.no_grad():
+        branch.feat.weight.copy_(torch.tensor(rgb_weights, dtype=torch.float32).view(1, 3, 1, 1))
+        branch.feat.bias.fill_(bias)
+        branch.semantic.weight.copy_(torch.tensor([0.0, gain]).view(2, 1, 1, 1))
+        branch.semantic.bias.zero_()
+
+
+def make_checkpoint(path: Path, regs: Registries, data_root: Path, detect=None) -> Path:
+    """A checkpoint of the toy two-branch model (independent mode) with a resolved recipe."""
+    from partsup.checkpoint import save_checkpoint
+    from partsup.recipe import load_recipe
+    recipe = load_recipe(data={
+        "name": "toy", "model": {"backbone": {"name": "pixel"}, "mode": "independent"},
+        "data": {"val": {"name": "toy", "root": str(data_root), "split": "val"}},
+        "detect": {"sigma": 1.0, "s1": 0.5, "a1": 0, "w": 0.5},
+        "calibrate": {"w": [0.0, 0.5, 1.0], "s1": [0.3, 0.6, 0.7], "a1": [0, 30, 200]},
+    }, registries=regs)
+    model = build_model(recipe["model"], regs)
+    _set(model.weak, [-1 / 3, -1 / 3, -1 / 3], 0.5, 12.0)   # dark: mitoses and mimics
+    _set(model.strong, [1.0, -2.0, 0.0], -0.12, 30.0)       # purple (R high, G low) only
+    save_checkpoint(path, {"recipe": recipe, "model": model.state_dict(),
+                           "normalization": model.normalization, "detect": detect})
+    return path
+
+
+def run_cli(regs: Registries, argv: list[str], capsys=None) -> int:
+    args = build_parser(regs).parse_args(argv)
+    from rich.console import Console
+    return args._command.run(args, Context(registries=regs, console=Console(width=150)))
+
+
+@pytest.fixture
+def toy(tmp_path):
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    ckpt = make_checkpoint(tmp_path / "run" / "model.pt", regs, root,
+                           detect={"w": 0.0, "s1": 0.5, "a1": 10.0, "sigma": 1.0,
+                                   "area_unit": "px"})
+    return regs, root, ckpt
+
+
+def test_evaluate_with_checkpoint(toy, tmp_path, capsys):
+    regs, root, ckpt = toy
+    out = tmp_path / "ev"
+    assert run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                          "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    # w = 0: the strong (purple) branch alone finds the 3 mitoses and none of the mimics
+    assert m["totals"]["tp"] == 3 and m["totals"]["fp"] == 0 and m["totals"]["fn"] == 0
+    assert m["totals"]["f1"] == 1.0
+    assert m["protocol"]["name"] == "amida13" and m["detect"]["w"] == 0.0
+    assert [im["id"] for im in m["images"]] == ["case3/d", "case3/e", "case4/f"]
+    assert sum(im["tp"] for im in m["images"]) == 3
+    assert all(im["radius_px"] == 32.0 for im in m["images"])
+    for i in ("case3/d", "case3/e", "case4/f"):
+        assert (out / "detections" / f"{i}.csv").is_file()
+        assert (out / "overlays" / f"{i}.png").is_file()
+    rows = (out / "detections" / "case3/d.csv").read_text().splitlines()
+    assert rows[0] == "x,y,score,area,match" and len(rows) == 3
+    assert all(r.endswith(",tp") for r in rows[1:])
+    printed = capsys.readouterr().out
+    assert "case3/d" in printed and "F1 1.000" in printed
+    assert not list(tmp_path.glob(".ev.*"))  # the staging folder was renamed away
+
+
+def test_evaluate_counts_mimics_as_false_positives_not_ground_truth(toy, tmp_path):
+    regs, root, ckpt = toy
+    from partsup.checkpoint import update_detect_params
+    update_detect_params(ckpt, {"w": 1.0, "s1": 0.5, "a1": 10.0, "sigma": 1.0,
+                                "area_unit": "px"})  # weak branch alone: mimics fire too
+    out = tmp_path / "ev"
+    run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                   "--checkpoint", str(ckpt), "--out", str(out), "--no-overlays"])
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["totals"]["tp"], m["totals"]["fp"], m["totals"]["fn"]) == (3, 2, 0)
+    assert not (out / "overlays").exists()
+
+
+def test_evaluate_detections_folder_matches_checkpoint_run(toy, tmp_path):
+    regs, root, ckpt = toy
+    run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                   "--checkpoint", str(ckpt), "--out", str(tmp_path / "a")])
+    run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                   "--detections", str(tmp_path / "a" / "detections"), "--out",
+                   str(tmp_path / "b")])
+    a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert a["totals"] == b["totals"] and a["images"] == b["images"]
+    assert b["detections"] == str(tmp_path / "a" / "detections")
+
+
+def test_evaluate_other_tools_formats(toy, tmp_path):
+    """Hand-written files of another tool: csv (x,y,score), tupac (row,col), mitos-atypia."""
+    regs, root, _ = toy
+    det = tmp_path / "other"
+    (det / "case3").mkdir(parents=True)
+    # d: both mitoses found, plus a detection on the mimic (a hard negative -> FP)
+    (det / "case3" / "d.csv").write_text("x,y,score\n26,31,0.9\n74,59,0.8\n50,20,0.7\n")
+    (det / "case3" / "e.tupac.csv").write_text("90,90\n")  # row,col far from (60, 25): FP, FN
+    # case4/f has no file: no detections
+    out = tmp_path / "ev"
+    assert run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                          "--detections", str(det), "--out", str(out),
+                          "--protocol", "pixels"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    per = {im["id"]: (im["tp"], im["fp"], im["fn"]) for im in m["images"]}
+    assert per == {"case3/d": (2, 1, 0), "case3/e": (0, 1, 1), "case4/f": (0, 0, 0)}
+    assert m["protocol"] == {"name": "pixels", "radius_um": 0.0, "radius_px": 30.0,
+                             "description": m["protocol"]["description"]}
+
+
+def test_evaluate_detections_folder_that_matches_nothing(toy, tmp_path):
+    regs, root, _ = toy
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no detection file"):
+        run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                       "--detections", str(tmp_path / "empty"), "--out", str(tmp_path / "ev")])
+    assert not (tmp_path / "ev").exists()
+    assert not list(tmp_path.glob(".ev.*"))  # nothing half-written
+
+
+def test_evaluate_without_root_explains_layout(tmp_path, monkeypatch):
+    regs = toy_registries()
+    monkeypatch.delenv("PARTSUP_DATA", raising=False)
+    (tmp_path / "d").mkdir()
+    with pytest.raises(DataError) as exc:
+        run_cli(regs, ["evaluate", "--dataset", "toy", "--detections", str(tmp_path / "d"),
+                       "--out", str(tmp_path / "ev")])
+    msg = str(exc.value)
+    assert "--data-root" in msg and ToyReader.LAYOUT in msg and ToyReader.SOURCE in msg
+    assert not (tmp_path / "ev").exists()
+    monkeypatch.setenv("PARTSUP_DATA", str(tmp_path))
+    (tmp_path / "toy").mkdir()  # $PARTSUP_DATA/<name> is found
+    with pytest.raises(DataError, match="no detection file"):
+        run_cli(regs, ["evaluate", "--dataset", "toy", "--detections", str(tmp_path / "d"),
+                       "--out", str(tmp_path / "ev")])
+
+
+def test_evaluate_failure_mid_run_keeps_previous_output(toy, tmp_path):
+    regs, root, _ = toy
+    out = tmp_path / "ev"
+    out.mkdir()
+    (out / "metrics.json").write_text("{}")
+    det = tmp_path / "det"
+    (det / "case3").mkdir(parents=True)
+    (det / "case3" / "d.csv").write_text("x,y,score\n26,31,0.9\n")
+    (det / "case3" / "e.csv").write_text("x,y,score\n26,oops,0.9\n")  # second image: bad line
+    with pytest.raises(DataError, match="line 2"):
+        run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                       "--detections", str(det), "--out", str(out)])
+    assert (out / "metrics.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "det", "ev", "run"]
+
+
+def test_overlay_colours(tmp_path):
+    from PIL import Image
+    from partsup.metrics import match
+    from partsup.overlay import FN_COLOR, FP_COLOR, TP_COLOR, save_overlay
+    img = np.full((200, 200, 3), 128, np.uint8)
+    gt, det = [[50, 50], [150, 150]], [[52, 50], [150, 40]]
+    r = match(gt, det, radius_px=20)
+    path = save_overlay(tmp_path / "o.png", img, gt, det, r)
+    a = np.asarray(Image.open(path).convert("RGB"))
+    assert tuple(a[50, 52 + 20]) == TP_COLOR     # right edge of the TP circle at the detection
+    assert tuple(a[150, 150 + 20]) == FN_COLOR   # missed ground truth
+    assert tuple(a[40, 150 + 20]) == FP_COLOR    # false positive
