@@ -1,0 +1,102 @@
+"""Calibration: the sweep over w, s1, a1 on cached maps, and ``partsup calibrate`` end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from partsup.calibration import CachedMaps, MapCache, sweep
+from partsup.checkpoint import load_checkpoint
+from partsup.detect import DetectParams, detect_from_maps
+from partsup.errors import RecipeError
+from partsup.metrics import Counts, match
+from test_evaluate import make_checkpoint, run_cli, toy_registries  # noqa: E402  (tests/ on path)
+
+
+def maps_with(shape, weak_blobs, strong_blobs):
+    """Maps with square blobs ``(x, y, half, value)``."""
+    out = []
+    for blobs in (weak_blobs, strong_blobs):
+        m = np.full(shape, 0.01, np.float32)
+        for x, y, h, v in blobs:
+            m[y - h: y + h + 1, x - h: x + h + 1] = v
+        out.append(m)
+    return out
+
+
+def test_sweep_picks_the_best_grid_point_and_agrees_with_the_detector(registries, tmp_path):
+    # weak sees both mitoses and a mimic; strong sees only one mitosis, faintly
+    w1, s1 = maps_with((80, 80), [(20, 20, 4, 0.9), (60, 60, 4, 0.9), (20, 60, 2, 0.8)],
+                       [(20, 20, 4, 0.9)])
+    images = [MapCache(tmp_path).add("a", w1, s1, [[20, 20], [60, 60]], 0.25)]
+    base = DetectParams(sigma=0.0)
+    proto = registries.protocols.build("pixels", radius_px=5)
+    res = sweep(images, base, registries, proto, w=[0, 0.5, 1], s1=[0.3, 0.5],
+                a1=[0, 30])
+    assert len(res.rows) == 3 * 2 * 2 and [r.w for r in res.per_w] == [0.0, 0.5, 1.0]
+    assert res.best.counts.f1 == max(r.counts.f1 for r in res.rows) == 1.0
+    # w = 0: one mitosis only; w = 1 with a1 = 30 drops the 25-px mimic and keeps the 81-px ones
+    assert res.per_w[0].counts == Counts(1, 0, 1)
+    assert (res.best.w, res.best.s1, res.best.a1) == (0.5, 0.3, 30.0)
+    # every grid row equals what the detector itself produces with those parameters
+    for row in res.rows:
+        p = DetectParams(sigma=0.0, w=row.w, s1=row.s1, a1=row.a1)
+        dets = detect_from_maps(w1, s1, p, 0.25, registries)
+        got = match([[20, 20], [60, 60]], [[d.x, d.y] for d in dets], radius_px=5).counts
+        assert got == row.counts, row
+    assert isinstance(images[0].p_weak, np.memmap)  # maps are cached on disk
+
+
+def test_sweep_weak_only_and_empty_grid(registries):
+    weak, _ = maps_with((40, 40), [(20, 20, 3, 0.9)], [])
+    im = CachedMaps("a", weak, None, np.array([[20.0, 20.0]]), 0.25)
+    proto = registries.protocols.build("pixels", radius_px=5)
+    res = sweep([im], DetectParams(sigma=0.0, w=0.7), registries, proto, [0, 1], [0.5], [0])
+    assert res.weak_only and [r.w for r in res.rows] == [0.7]
+    assert res.best.counts == Counts(1, 0, 0)
+    with pytest.raises(ValueError, match="empty"):
+        sweep([im], DetectParams(), registries, proto, [], [0.5], [0])
+
+
+def test_calibrate_command_stores_params_and_evaluate_reproduces_them(tmp_path):
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    ckpt = make_checkpoint(tmp_path / "run" / "model.pt", regs, root)
+    assert load_checkpoint(ckpt)["detect"] is None
+    assert run_cli(regs, ["calibrate", "--checkpoint", str(ckpt)]) == 0  # dataset from data.val
+    out = tmp_path / "run" / "calibration"
+    cal = json.loads((out / "calibration.json").read_text())
+    assert (out / "f1_vs_w.png").stat().st_size > 1000
+    assert cal["dataset"] == "toy" and cal["split"] == "val" and cal["images"] == 3
+    assert len(cal["rows"]) == 27 and [r["w"] for r in cal["per_w"]] == [0.0, 0.5, 1.0]
+    best = cal["best"]
+    assert best["f1"] == max(r["f1"] for r in cal["rows"])
+    # the weak branch alone also fires on the mimics (dark blue), so w = 1 is worse
+    assert cal["per_w"][2]["f1"] < best["f1"] == 1.0
+    stored = load_checkpoint(ckpt)["detect"]
+    assert {k: stored[k] for k in ("w", "s1", "a1")} == {k: best[k] for k in ("w", "s1", "a1")}
+    assert stored["sigma"] == 1.0 and stored["area_unit"] == "px"
+    # evaluate on the same split with the stored parameters gives the calibration's counts
+    run_cli(regs, ["evaluate", "--dataset", "toy", "--split", "val", "--checkpoint", str(ckpt),
+                   "--out", str(tmp_path / "ev"), "--no-overlays"])
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert {k: m["totals"][k] for k in ("tp", "fp", "fn")} == \
+        {k: best[k] for k in ("tp", "fp", "fn")}
+    assert m["calibrated"] is True
+
+
+def test_calibrate_dry_run_and_grid_options(tmp_path):
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    ckpt = make_checkpoint(tmp_path / "m.pt", regs, root)
+    assert run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--dataset", "toy",
+                          "--data-root", str(root), "--w", "1", "--s1", "0.5,0.9", "--a1", "0",
+                          "--out", str(tmp_path / "cal"), "--dry-run"]) == 0
+    cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert [(r["w"], r["s1"], r["a1"]) for r in cal["rows"]] == [(1.0, 0.5, 0.0), (1.0, 0.9, 0.0)]
+    assert load_checkpoint(ckpt)["detect"] is None
+    with pytest.raises(RecipeError, match="--s1"):
+        run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--s1", "a,b"])
