@@ -264,3 +264,21 @@ def test_every_backbone_and_transfer_forward_backward(registries) -> None:
             (weak_loss(out) + strong_loss(out)).backward()
             assert grad_norm(model.transfer.parameters()) > 0, (backbone, transfer)
             assert grad_norm(model.weak_parameters()) > 0, (backbone, transfer)
+
+
+def test_every_backbone_round_trips_through_save_load(registries, tmp_path) -> None:
+    for backbone in registries.backbones.names():
+        sec = section(backbone={"name": backbone, **SMALL.get(backbone, {})},
+                      shared_backbone=True)
+        model = build_model(sec, registries).eval()
+        randomize_semantic(model)
+        path = tmp_path / f"{backbone}.pt"
+        torch.save(model.state_dict(), path)
+        torch.manual_seed(99)
+        other = build_model(sec, registries).eval()
+        other.load_state_dict(torch.load(path, weights_only=True))
+        x = torch.randn(1, 3, 20, 22)
+        with torch.no_grad():
+            a, b = model(x), other(x)
+        assert torch.equal(a.weak, b.weak) and torch.equal(a.strong, b.strong), backbone
+        assert a.strong.abs().max() > 0, backbone
