@@ -1,6 +1,7 @@
 """PartialModel: modes, stop-gradient, freezing, probabilities, every backbone x transfer."""
 from __future__ import annotations
 
+import sys
 import types
 
 import numpy as np
@@ -282,3 +283,40 @@ def test_every_backbone_round_trips_through_save_load(registries, tmp_path) -> N
             a, b = model(x), other(x)
         assert torch.equal(a.weak, b.weak) and torch.equal(a.strong, b.strong), backbone
         assert a.strong.abs().max() > 0, backbone
+
+
+# -- the worked example in docs/backbones.md -----------------------------------------------------
+def _doc_block(marker: str) -> str:
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "docs" / "backbones.md").read_text()
+    blocks = text.split("```python\n")[1:]
+    return next(b.split("```")[0] for b in blocks if b.startswith(marker))
+
+
+def test_documented_example_backbone_works(tmp_path, monkeypatch) -> None:
+    (tmp_path / "my_backbones.py").write_text(_doc_block("# file: my_backbones.py"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        _run_documented_example(tmp_path)
+    finally:
+        sys.modules.pop("my_backbones", None)
+
+
+def _run_documented_example(tmp_path) -> None:
+    regs = Registries.from_pm(make_plugin_manager(["my_backbones"], entry_points=False))
+    exec(_doc_block("from partsup.model import build_model"), {"torch": torch})
+    model = build_model(section(backbone={"name": "dilated_cnn", "width": 8, "depth": 2}), regs)
+    randomize_semantic(model)
+    out = model(torch.randn(1, 3, 21, 18))
+    (weak_loss(out) + strong_loss(out)).backward()
+    assert grad_norm(model.transfer.parameters()) > 0
+    # its weights option loads strictly and is skipped when a checkpoint is restored
+    path = tmp_path / "w.pt"
+    torch.save(model.weak.state_dict(), path)
+    sec = section(backbone={"name": "dilated_cnn", "width": 8, "depth": 2, "weights": str(path)})
+    loaded = build_model(sec, regs)
+    assert torch.equal(loaded.weak.semantic.weight, model.weak.semantic.weight)
+    path.unlink()
+    assert build_model(sec, regs, skip_weights=True).weak.feature_channels == 8
+    with pytest.raises(RecipeError, match="width"):
+        build_model(section(backbone={"name": "dilated_cnn", "widht": 8}), regs)
