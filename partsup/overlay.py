@@ -54,14 +54,29 @@ def draw_overlay(image: np.ndarray, gt: Any, det: Any, result: MatchResult,
         if m < 0:
             circle(x, y, FN_COLOR)
     if legend:
-        c = result.counts
-        text = [("TP %d" % c.tp, TP_COLOR), ("FN %d" % c.fn, FN_COLOR), ("FP %d" % c.fp, FP_COLOR)]
-        draw.rectangle([0, 0, 150, 16], fill=(0, 0, 0))
-        x0 = 4
-        for s, col in text:
-            draw.text((x0, 3), s, fill=col)
-            x0 += 48
+        _legend(draw, result, max(canvas.size))
     return canvas
+
+
+def _legend(draw: Any, result: MatchResult, side: int) -> None:
+    """``TP n  FN n  FP n`` on a black band in the top-left corner, scaled to the image."""
+    from PIL import ImageFont
+    size = max(10, side // 50)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        font = ImageFont.load_default()
+    c = result.counts
+    items = [(f"TP {c.tp}", TP_COLOR), (f"FN {c.fn}", FN_COLOR), (f"FP {c.fp}", FP_COLOR)]
+    x = pad = max(3, size // 4)
+    boxes = []
+    for text, color in items:
+        left, top, right, bottom = draw.textbbox((x, pad), text, font=font)
+        boxes.append((x, text, color))
+        x = right + 2 * pad
+    draw.rectangle([0, 0, x, bottom + pad], fill=(0, 0, 0))
+    for x0, text, color in boxes:
+        draw.text((x0, pad), text, fill=color, font=font)
 
 
 def save_overlay(path: str | Path, image: np.ndarray, gt: Any, det: Any, result: MatchResult,

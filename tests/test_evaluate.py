@@ -263,3 +263,66 @@ def test_overlay_colours(tmp_path):
     assert tuple(a[50, 52 + 20]) == TP_COLOR     # right edge of the TP circle at the detection
     assert tuple(a[150, 150 + 20]) == FN_COLOR   # missed ground truth
     assert tuple(a[40, 150 + 20]) == FP_COLOR    # false positive
+
+
+# -- a synthetic AMIDA13-style set (partsup.synth), read by the real amida13 reader -------------
+
+@pytest.fixture(scope="module")
+def synth_amida13(tmp_path_factory):
+    synth = pytest.importorskip("partsup.synth")
+    root = tmp_path_factory.mktemp("amida13")
+    ds = synth.generate(root, like="amida13", n_images=8, seed=3, size=256)
+    assert ds.counts["test"]["mitoses"] > 0
+    return root
+
+
+def test_synthetic_amida13_oracle_detections(synth_amida13, tmp_path):
+    """Ground truth written as TUPAC detections scores F1 = 1; shifted by 9 um it scores 0."""
+    regs = toy_registries()
+    test = regs.datasets.build("amida13", root=str(synth_amida13), split="test")
+    for name, shift in (("exact", 0.0), ("near", 7.9 / 0.25 / np.sqrt(2)), ("far", 9.0 / 0.25)):
+        det = tmp_path / name
+        for i in range(len(test)):
+            rows = "".join(f"{y + shift:.3f},{x:.3f}\n" if name == "far" else
+                           f"{y + shift:.3f},{x + shift:.3f}\n" for x, y in test.points(i))
+            (det / test.ids[i]).parent.mkdir(parents=True, exist_ok=True)
+            (det / f"{test.ids[i]}.tupac.csv").write_text(rows)
+        out = tmp_path / f"ev-{name}"
+        run_cli(regs, ["evaluate", "--dataset", "amida13", "--data-root", str(synth_amida13),
+                       "--detections", str(det), "--out", str(out), "--no-overlays"])
+        m = json.loads((out / "metrics.json").read_text())
+        n = test.num_points()
+        assert m["protocol"]["name"] == "amida13" and m["images"][0]["radius_px"] == 32.0
+        expect = (n, 0, 0) if name != "far" else (0, n, n)
+        assert (m["totals"]["tp"], m["totals"]["fp"], m["totals"]["fn"]) == expect, name
+
+
+def test_synthetic_amida13_checkpoint_calibrate_and_evaluate(synth_amida13, tmp_path):
+    regs = toy_registries()
+    ckpt = make_checkpoint(tmp_path / "run" / "m.pt", regs, synth_amida13)
+    assert run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--dataset", "amida13",
+                          "--data-root", str(synth_amida13), "--a1", "0,50"]) == 0
+    cal = json.loads((tmp_path / "run" / "calibration" / "calibration.json").read_text())
+    assert cal["images"] == 1 and cal["protocol"]["name"] == "amida13"
+    out = tmp_path / "ev"
+    assert run_cli(regs, ["evaluate", "--dataset", "amida13", "--data-root", str(synth_amida13),
+                          "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    test = regs.datasets.build("amida13", root=str(synth_amida13), split="test")
+    assert [im["id"] for im in m["images"]] == test.ids
+    assert [im["n_gt"] for im in m["images"]] == [len(test.points(i)) for i in range(len(test))]
+    t = m["totals"]
+    assert t["tp"] == sum(im["tp"] for im in m["images"])
+    assert t["tp"] + t["fn"] == test.num_points()
+    assert m["detect"]["w"] == cal["best"]["w"] and m["calibrated"]
+    for i in test.ids:
+        csv_rows = (out / "detections" / f"{i}.csv").read_text().splitlines()[1:]
+        im = next(x for x in m["images"] if x["id"] == i)
+        assert len(csv_rows) == im["n_det"] and sum(r.endswith(",tp") for r in csv_rows) == im["tp"]
+        assert (out / "overlays" / f"{i}.png").is_file()
+    # the same detections scored from their files give the same numbers
+    run_cli(regs, ["evaluate", "--dataset", "amida13", "--data-root", str(synth_amida13),
+                   "--detections", str(out / "detections"), "--out", str(tmp_path / "ev2"),
+                   "--no-overlays"])
+    m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
+    assert m2["totals"] == m["totals"]
