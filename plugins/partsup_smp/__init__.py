@@ -31,7 +31,7 @@ def make_smp(arch: str = "Unet", encoder: str = "resnet18", encoder_weights: str
              encoder_depth: int | None = None, decoder_channels: list[int] | int | None = None,
              normalization: Literal["imagenet", "caffe", "unit"] = "imagenet",
              **kw: Any) -> SmpBranch:
-    """An smp ``arch`` with ``encoder`` (``tu-...`` for timm), 2 classes, 1x1 semantic layer.
+    """Any smp architecture + encoder (tu-<name> for timm), 2 classes, 1x1 semantic layer.
 
     Args:
         arch: smp architecture name, case-insensitive (e.g. Unet, FPN, DeepLabV3Plus).
