@@ -155,16 +155,25 @@ def protocol_dict(protocol: Protocol) -> dict[str, Any]:
 
 # -- datasets and protocols for evaluation ----------------------------------------------------
 
-def dataset_root(name: str, root: str | None, recipe: dict[str, Any] | None = None) -> str | None:
-    """Where dataset ``name`` lives: ``root`` if given, else the root a recipe's ``data:``
-    section gives that dataset, else ``$PARTSUP_DATA/<name>`` when that folder exists."""
+def recipe_dataset(name: str, split: str, recipe: dict[str, Any] | None) -> dict[str, Any]:
+    """The recipe's ``data:`` section for dataset ``name`` (preferring one with the same
+    ``split``), as a plain dict; empty when the recipe names no such dataset."""
+    sections = [s for s in ((recipe or {}).get("data") or {}).values()
+                if isinstance(s, dict) and s.get("name") == name]
+    same = [s for s in sections if s.get("split", "train") == split]
+    return dict((same or sections or [{}])[0])
+
+
+def dataset_root(name: str, root: str | None, recipe_section: dict[str, Any] | None = None
+                 ) -> str | None:
+    """Where dataset ``name`` lives: ``root`` if given, else the recipe section's root, else
+    ``$PARTSUP_DATA/<name>`` when that folder exists."""
     import os
     from pathlib import Path
     if root:
         return str(root)
-    for section in ((recipe or {}).get("data") or {}).values():
-        if isinstance(section, dict) and section.get("name") == name and section.get("root"):
-            return str(section["root"])
+    if recipe_section and recipe_section.get("root"):
+        return str(recipe_section["root"])
     base = os.environ.get("PARTSUP_DATA")
     if base and (Path(base) / name).is_dir():
         return str(Path(base) / name)
@@ -187,20 +196,28 @@ def missing_root_message(name: str, factory: Any) -> str:
 
 
 def open_dataset(registries: Any, name: str, root: str | None = None, split: str = "test",
-                 recipe: dict[str, Any] | None = None) -> Any:
-    """Build the registered reader ``name`` for ``split`` (see :func:`dataset_root`).
+                 recipe: dict[str, Any] | None = None,
+                 options: dict[str, Any] | None = None) -> Any:
+    """Build the registered reader ``name`` for ``split``.
+
+    Reader options come from the recipe's ``data:`` section for the same dataset (see
+    :func:`recipe_dataset`; e.g. ``val_cases``), updated by ``options``; the root from
+    :func:`dataset_root`.
 
     Raises:
-        RecipeError: unknown dataset name (lists the known ones).
+        RecipeError: unknown dataset name (lists the known ones) or reader option.
         DataError: no root (message with the expected layout and where to get the data), a
             missing folder or bad files (the reader's own message).
     """
     from partsup.errors import DataError
     factory = registries.datasets.get(name, where="--dataset")
-    where = dataset_root(name, root, recipe)
+    section = recipe_dataset(name, split, recipe)
+    where = dataset_root(name, root, section)
     if where is None:
         raise DataError(missing_root_message(name, factory))
-    return registries.datasets.build(name, where="--dataset", root=where, split=split)
+    kwargs = {k: v for k, v in section.items() if k not in ("name", "root", "split")}
+    kwargs.update(options or {})
+    return registries.datasets.build(name, where="--dataset", root=where, split=split, **kwargs)
 
 
 def resolve_protocol(registries: Any, name: str | None, dataset: str | None = None,

@@ -326,3 +326,28 @@ def test_synthetic_amida13_checkpoint_calibrate_and_evaluate(synth_amida13, tmp_
                    "--no-overlays"])
     m2 = json.loads((tmp_path / "ev2" / "metrics.json").read_text())
     assert m2["totals"] == m["totals"]
+
+
+def test_reader_options_from_command_line_and_recipe(tmp_path):
+    """A synthetic icpr2014 set needs its case lists: --option passes reader options."""
+    synth = pytest.importorskip("partsup.synth")
+    root = tmp_path / "icpr2014"
+    ds = synth.generate(root, like="icpr2014", n_images=4, seed=2, size=200)
+    spec = ds.splits["test"]
+    regs = toy_registries()
+    det = tmp_path / "det"
+    det.mkdir()
+    test = regs.datasets.build(**spec)
+    (det / f"{test.ids[0].replace('/', '_')}.csv").write_text("x,y,score\n")
+    opts = [f"{k}={json.dumps(v)}" for k, v in spec.items() if k not in ("name", "root", "split")]
+    assert opts  # icpr2014 synth sets val_cases / test_cases
+    argv = ["evaluate", "--dataset", "icpr2014", "--data-root", str(root), "--detections",
+            str(det), "--out", str(tmp_path / "ev"), "--no-overlays"]
+    assert run_cli(regs, argv + [a for o in opts for a in ("--option", o)]) == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert [im["id"] for im in m["images"]] == test.ids
+    assert m["protocol"]["name"] == "icpr2014"
+    assert m["totals"]["fn"] == test.num_points()
+    from partsup.errors import RecipeError
+    with pytest.raises(RecipeError, match="--option"):
+        run_cli(regs, argv + ["--option", "nonsense"])

@@ -17,7 +17,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from partsup.calibration import MapCache, plot_f1_vs_w, sweep, write_json
-from partsup.commands.evaluate import progress_bar, staged_dir
+from partsup.commands.evaluate import (add_option_argument, parse_options, progress_bar,
+                                       staged_dir)
 from partsup.errors import DataError, RecipeError
 from partsup.metrics import open_dataset, protocol_dict, resolve_protocol
 
@@ -35,10 +36,9 @@ def parse_grid(text: str | None, option: str) -> list[float] | None:
     return values
 
 
-def default_dataset(recipe: dict[str, Any]) -> tuple[str | None, str | None]:
-    """Name and root of the recipe's validation set (``data.val``), if any."""
-    val = (recipe.get("data") or {}).get("val") or {}
-    return val.get("name"), val.get("root")
+def default_dataset(recipe: dict[str, Any]) -> str | None:
+    """Name of the recipe's validation set (``data.val``), if any."""
+    return ((recipe.get("data") or {}).get("val") or {}).get("name")
 
 
 def per_w_table(result: Any, title: str) -> Table:
@@ -65,6 +65,7 @@ class CalibrateCommand:
         parser.add_argument("--dataset", help="dataset name (default: the recipe's data.val)")
         parser.add_argument("--data-root", help="the dataset's folder")
         parser.add_argument("--split", default="val")
+        add_option_argument(parser)
         parser.add_argument("--protocol", help="matching protocol (default: the dataset's own)")
         parser.add_argument("--out", help="folder for calibration.json and f1_vs_w.png "
                             "(default: <checkpoint folder>/calibration)")
@@ -83,13 +84,11 @@ class CalibrateCommand:
         device = resolve_device(args.device)
         model, ckpt = load_model(args.checkpoint, ctx.registries, device=device)
         recipe = ckpt.get("recipe") or {}
-        name, root = default_dataset(recipe)
-        name = args.dataset or name
+        name = args.dataset or default_dataset(recipe)
         if not name:
             raise DataError(f"{args.checkpoint}: its recipe has no data.val; pass --dataset")
-        dataset = open_dataset(ctx.registries, name, args.data_root or
-                               (root if name == default_dataset(recipe)[0] else None),
-                               args.split, recipe)
+        dataset = open_dataset(ctx.registries, name, args.data_root, args.split, recipe,
+                               parse_options(args.option))
         if len(dataset) == 0:
             raise DataError(f"dataset {name!r} split {args.split!r} has no images")
         protocol = resolve_protocol(ctx.registries, args.protocol, name, recipe)

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from partsup.errors import DataError, PartsupError
+from partsup.errors import DataError, PartsupError, RecipeError
 from partsup.metrics import Counts, match, open_dataset, protocol_dict, resolve_protocol
 from partsup.types import Detection, Protocol, Sample
 
@@ -58,6 +58,27 @@ def staged_dir(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def add_option_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a dataset reader option, e.g. val_cases=[A03] (YAML value; "
+                             "repeatable); the recipe's options for the same dataset apply too")
+
+
+def parse_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
+    import yaml
+    out: dict[str, Any] = {}
+    for text in items:
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--option {text!r}: expected KEY=VALUE, e.g. val_cases=[A03]")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
 
 
 def progress_bar(console: Any) -> Progress:
@@ -201,6 +222,7 @@ class EvaluateCommand:
         parser.add_argument("--data-root", help="the dataset's folder (default: the checkpoint "
                             "recipe's root for it, or $PARTSUP_DATA/<name>)")
         parser.add_argument("--split", default="test")
+        add_option_argument(parser)
         src = parser.add_mutually_exclusive_group(required=True)
         src.add_argument("--checkpoint", help="a trained (ideally calibrated) checkpoint")
         src.add_argument("--detections", metavar="DIR",
@@ -223,7 +245,8 @@ class EvaluateCommand:
         else:
             files = FileDetections(args.detections, args.detections_format)
             detect, source = files, {"detections": str(args.detections)}
-        dataset = open_dataset(ctx.registries, args.dataset, args.data_root, args.split, recipe)
+        dataset = open_dataset(ctx.registries, args.dataset, args.data_root, args.split, recipe,
+                               parse_options(args.option))
         if len(dataset) == 0:
             raise DataError(f"dataset {args.dataset!r} split {args.split!r} has no images")
         protocol = resolve_protocol(ctx.registries, args.protocol, args.dataset, recipe)
