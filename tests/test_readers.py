@@ -304,3 +304,24 @@ def test_readers_are_picklable_for_dataloader_workers(registries, tmp_path):
     np.testing.assert_array_equal(clone[0].image, r[0].image)
     write_image(tmp_path / "x.png")  # unrelated file does not disturb the reader
     assert len(_build(registries, "amida13", tmp_path)) == 1
+
+
+# -- partsup datasets ----------------------------------------------------------------------------
+
+def test_datasets_command_prints_layouts_and_checks_a_root(registries, tmp_path, capsys):
+    from partsup.cli import main
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name in registries.datasets:
+        layout = getattr(registries.datasets.get(name), "LAYOUT", "")
+        assert name in out and layout.splitlines()[0][:40] in out, name
+    write_amida13(tmp_path, {"01/01": [(60.0, 10.0)], "11/01": None, "13/01": [(5.0, 5.0)]})
+    assert main(["datasets", "amida13", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "mitoses" in out
+    (tmp_path / "mitoses_ground_truth" / "01" / "01.csv").write_text("1\n")
+    assert main(["datasets", "amida13", "--root", str(tmp_path), "--split", "train"]) == 1
+    assert "01.csv:1: malformed line" in capsys.readouterr().out.replace("\n", "")
+    assert main(["datasets", "--root", str(tmp_path)]) == 2  # needs a reader name
+    assert main(["datasets", "amida14"]) == 2  # unknown reader: a one-line error
+    assert "Did you mean 'amida13'" in capsys.readouterr().err
