@@ -169,13 +169,18 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def _prepare(model: Any, dev: torch.device) -> None:
+def _prepare(model: Any, dev: torch.device) -> bool:
+    """Move ``model`` to ``dev`` and switch it to eval mode; return its previous training flag.
+
+    The weights keep their memory format: channels-last inputs alone make cuDNN pick
+    channels-last kernels, and a model being trained is not altered behind its optimiser.
+    """
     if hasattr(model, "to"):
         model.to(dev)
-        if dev.type == "cuda":
-            model.to(memory_format=torch.channels_last)
+    was_training = bool(getattr(model, "training", False))
     if hasattr(model, "eval"):
         model.eval()
+    return was_training
 
 
 @torch.inference_mode()
@@ -189,7 +194,8 @@ def infer_maps(model: Any, image: np.ndarray, tile: int = 512, overlap: int = 64
     separable ramps that vanish towards tile edges inside the image, so the blend has no seams
     and the result depends on ``tile`` only within blending tolerance. Tiles always lie inside
     the image (no padding unless a side is under 32 px). On CUDA, tiles run in bf16 autocast
-    with channels-last; on CPU in float32.
+    with channels-last inputs; on CPU in float32. The model runs in eval mode and gets its
+    training flag back afterwards.
 
     Args:
         model: object with ``preprocess(image uint8 (h, w, 3)) -> (1, 3, h, w) float32`` and
@@ -212,13 +218,17 @@ def infer_maps(model: Any, image: np.ndarray, tile: int = 512, overlap: int = 64
         raise ValueError(f"infer_maps: need tile > overlap >= 0 and batch_tiles >= 1, got "
                          f"tile={tile}, overlap={overlap}, batch_tiles={batch_tiles}")
     dev = resolve_device(device)
-    _prepare(model, dev)
+    was_training = _prepare(model, dev)
     h, w = image.shape[:2]
     ay, ax = _Axis.plan(h, tile, overlap), _Axis.plan(w, tile, overlap)
     acc: dict[str, np.ndarray] = {"weak": np.zeros((h, w), np.float32)}
     boxes = [(y, x) for y in ay.starts for x in ax.starts]
-    for i in range(0, len(boxes), batch_tiles):
-        _run_batch(model, image, boxes[i: i + batch_tiles], ay, ax, acc, dev, amp)
+    try:
+        for i in range(0, len(boxes), batch_tiles):
+            _run_batch(model, image, boxes[i: i + batch_tiles], ay, ax, acc, dev, amp)
+    finally:
+        if was_training:
+            model.train()
     iy = (1.0 / ay.weight_sum()).astype(np.float32)[:, None]
     ix = (1.0 / ax.weight_sum()).astype(np.float32)[None, :]
     for a in acc.values():  # normalise in place: no second full-size array

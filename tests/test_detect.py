@@ -81,6 +81,17 @@ def test_infer_maps_tiles_are_blended_not_cut():
     assert np.abs(hard - ref).max() > 10 * np.abs(soft - ref).max()
 
 
+def test_infer_maps_restores_training_mode():
+    model = ConvModel()
+    model.train()
+    img = np.zeros((40, 40, 3), np.uint8)
+    infer_maps(model, img, tile=32, overlap=8)
+    assert model.training
+    model.eval()
+    infer_maps(model, img, tile=32, overlap=8)
+    assert not model.training
+
+
 def test_infer_maps_batching_and_weak_only():
     model = ConvModel(strong=False)
     img = np.random.default_rng(2).integers(0, 256, (100, 90, 3), dtype=np.uint8)
