@@ -246,3 +246,20 @@ def test_build_training_data_from_recipe(registries, tmp_path):
     with pytest.raises(RecipeError, match="data.patch.size"):
         build_training_data({**recipe, "data": {**recipe["data"], "patch": {"size": [1, 2, 3]}}},
                             registries)
+
+
+def test_configs_from_resolved_recipe_sections():
+    from partsup.recipe import SCHEMA, _validate_section
+    data = _validate_section({"patch": {"size": [64, 48], "shift": 0.1,
+                                        "hard_negative_fraction": 0.5},
+                              "augment": {"rotations": 16, "stain": True, "stain_sigma": 0.02}},
+                             SCHEMA["data"], "data", "<test>", None)
+    patch = PatchConfig.from_recipe(data["patch"])
+    aug = AugmentConfig.from_recipe(data["augment"])
+    assert patch.size == (64, 48) and patch.neg_size == (64, 48) and patch.shift == 0.1
+    assert patch.hard_negative_fraction == 0.5 and patch.strong_fraction == 0.5
+    assert aug.rotations == 16 and aug.stain and aug.stain_sigma == 0.02 and aug.geometric
+    with pytest.raises(RecipeError, match="shift"):
+        PatchConfig(size=64, shift=0.6)
+    with pytest.raises(RecipeError, match="strong_fraction"):
+        PatchConfig(size=64, strong_fraction=1.5)
