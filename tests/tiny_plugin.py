@@ -6,6 +6,8 @@ take milliseconds on one CPU thread.
 """
 from __future__ import annotations
 
+import os
+import time
 from typing import Any, Callable
 
 import numpy as np
@@ -18,6 +20,9 @@ from partsup.model import Branch, named_normalization
 from partsup.types import Sample
 
 hookimpl = pluggy.HookimplMarker("partsup")
+
+#: seconds to sleep in every training forward (``TINY_PLUGIN_DELAY``; 0 = none)
+DELAY = float(os.environ.get("TINY_PLUGIN_DELAY", "0") or 0)
 
 
 class TinyBranch(Branch):
@@ -34,6 +39,8 @@ class TinyBranch(Branch):
         self.normalization = named_normalization("unit")
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
+        if DELAY and self.training:  # slows training down so a test can stop it mid-way
+            time.sleep(DELAY)
         return self.drop(F.relu(self.conv2(F.relu(self.conv1(x)))))
 
     def head(self, logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -84,6 +91,16 @@ class TinyDataset:
 
     def __getitem__(self, i: int) -> Sample:
         return self.samples[i]
+
+    # the cheap accessors of partsup.io.Reader that the sampler uses
+    def points(self, i: int) -> np.ndarray:
+        return self.samples[i].points
+
+    def hard_negatives(self, i: int) -> np.ndarray:
+        return self.samples[i].hard_negatives
+
+    def num_points(self) -> int:
+        return int(sum(len(s.points) for s in self.samples))
 
 
 def tiny_dataset(root: str = "", split: str = "train", strict: bool = True, n: int = 4,
