@@ -284,11 +284,13 @@ class HEDJitter(A.ImageOnlyTransform):
     def apply(self, img: np.ndarray, alpha: np.ndarray = np.ones(3),
               beta: np.ndarray = np.zeros(3), **params: Any) -> np.ndarray:
         from skimage.color import hed_from_rgb, rgb_from_hed
-        rgb = np.maximum(img.reshape(-1, 3).astype(np.float32), 1.0) / 255.0
-        hed = (np.log(rgb) / math.log(1e-6)) @ hed_from_rgb.astype(np.float32)
+        log_adjust = math.log(1e-6)
+        od = np.log(np.maximum(img[:, :, :3].astype(np.float32), 1.0) / 255.0) / log_adjust
+        # cv2.transform applies a 3x3 matrix per pixel (m @ px), far cheaper than a BLAS call
+        hed = cv2.transform(od, hed_from_rgb.T.astype(np.float32))
         hed = hed * alpha.astype(np.float32) + beta.astype(np.float32)
-        out = np.exp((hed @ rgb_from_hed.astype(np.float32)) * math.log(1e-6))
-        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8).reshape(img.shape)
+        out = np.exp(cv2.transform(hed, rgb_from_hed.T.astype(np.float32)) * log_adjust)
+        return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("sigma",)
