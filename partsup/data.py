@@ -20,11 +20,14 @@ in both targets. Patch coordinates: x = column, y = row, pixels.
 from __future__ import annotations
 
 import math
+import os
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-import albumentations as A
+# albumentations checks PyPI for a newer version when imported: no network calls at run time
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402
 import cv2
 import numpy as np
 import torch
