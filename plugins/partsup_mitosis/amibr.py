@@ -1,4 +1,603 @@
-"""(in progress)"""
+"""``ami-br``: real-tissue detection fields assembled from the AMi-Br mitotic-figure crops.
+
+The AMi-Br crops (128x128 px, ~0.25 um/px) are each centred on one mitotic figure. Tiled
+naively, a detector learns *where* figures sit (tile centres) instead of what they look like.
+This reader assembles fields in which position carries no information:
+
+1. **Background quilt.** A field of ``grid x grid`` square tiles (side ``tile`` px, neighbours
+   overlapping by ``feather`` px and blended with linear ramps). Each tile is a window of a crop
+   of the same slide that avoids every figure in that crop (the centred one, measured from its
+   hematoxylin blob, and any other annotated figure of the slide that falls into the crop), in
+   one of the 8 dihedral orientations. The quilt is figure-free tissue.
+2. **Discs on top.** Round pieces of tissue (radius 18-30 px, 4 px soft edge) pasted at random
+   positions, not overlapping each other: *figure discs* (a crop's figure with a margin of its own
+   surrounding tissue) and *decoy discs* (the same radius law, cut from figure-free parts of the
+   slide's crops, centred on the darkest spot there, i.e. usually a non-mitotic nucleus). Every
+   field has ``Poisson(decoys) + 3 x figures`` decoys, so a disc outline says little about a
+   figure; the figure sits at the disc centre up to 3 px.
+3. **Density.** Figures are spread over the slide's fields at ``density`` per 2000x2000 px
+   (default 1.8, AMIDA13's rate), so most fields hold no figure at all.
+
+Split by slide (``metadata.csv`` column ``slide``), per source dataset, with a fixed
+``split_seed`` so train / val / test never share a slide. Figures with another annotated figure
+within ``52`` px in the same slide are not used as figure discs (their disc would show an
+unlabelled neighbour); their surroundings still serve, with both figures masked out.
+
+``render(i, placement=k, figures=...)`` draws the same field with the figures moved to new
+positions (``placement`` > 0) or removed (``figures=False``); the background (quilt and decoys)
+stays the same: this is what the counterfactual check uses.
+"""
 from __future__ import annotations
 
-DATASETS: dict = {}
+import csv
+import math
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from partsup.errors import DataError
+from partsup.types import Sample
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ami-br"
+HPF_AREA = 2000.0 * 2000.0  # px^2 of the reference high-power field for ``density``
+R_MIN, R_MAX, DISC_EDGE, MAX_OFFSET = 18, 30, 4.0, 3
+CROWDED_PX = 52.0
+KEEP_OUT_MIN = 22.0  # px: no tile or decoy comes closer than this (+4) to a crop's figure
+GLASS_MAX = 0.3  # tiles with more than this share of bright glass pixels are not used
+SOURCES_CODE = {"MIDOG21": 1, "TUPAC16": 2}
+
+
+class AmiBrWarning(UserWarning):
+    """A metadata line skipped in non-strict mode."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One annotated figure: its crop file, slide, label and slide coordinates (px)."""
+
+    index: int
+    file: str
+    source: str
+    label: str
+    slide: str
+    x: float
+    y: float
+
+
+@dataclass
+class Donor:
+    """One decoded crop and what may be cut from it.
+
+    Attributes:
+        image: ``(C, C, 3)`` uint8 crop (figure at ``(c, c)``, ``c = C // 2``).
+        valid: ``(C, C)`` bool, False on black slide-border padding.
+        radius: the centred figure's radius (px), from its hematoxylin blob.
+        tiles: ``(T, 2)`` int top-left (x0, y0) of figure-free ``tile`` windows.
+        spots: ``(S, 3)`` float (x, y, room): candidate decoy-disc centres and the largest disc
+            radius that stays figure-free and inside the crop there; sorted darkest first.
+    """
+
+    image: np.ndarray
+    valid: np.ndarray
+    radius: float
+    tiles: np.ndarray
+    spots: np.ndarray
+
+
+def _dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 dihedral transforms of an ``(N, N, ...)`` array: ``k`` in 0..7."""
+    a = np.rot90(a, k % 4)
+    return a[:, ::-1] if k >= 4 else a
+
+
+def _dihedral_xy(x: float, y: float, n: int, k: int) -> tuple[float, float]:
+    """Where pixel (x, y) of an N x N array goes under :func:`_dihedral` ``k``."""
+    for _ in range(k % 4):  # np.rot90: new[r, c] = old[c, n - 1 - r]
+        x, y = y, n - 1 - x
+    if k >= 4:
+        x = n - 1 - x
+    return x, y
+
+
+def _hematoxylin(image: np.ndarray) -> np.ndarray:
+    from skimage.color import rgb2hed
+    return ndi.gaussian_filter(rgb2hed(image)[..., 0].astype(np.float32), 1.0)
+
+
+def _figure_radius(h: np.ndarray, c: int) -> float:
+    """Radius (px) of the dark blob(s) touching the central 17x17 px, clipped to [10, 28]."""
+    centre = h[c - 8:c + 9, c - 8:c + 9]
+    thr = max(0.6 * float(centre.max()), float(np.percentile(h, 85)))
+    lab, n = ndi.label(h > thr, structure=np.ones((3, 3), bool))
+    ids = np.unique(lab[c - 8:c + 9, c - 8:c + 9])
+    ids = ids[ids > 0]
+    if len(ids) == 0:
+        return 16.0
+    ys, xs = np.nonzero(np.isin(lab, ids))
+    return float(np.clip(np.sqrt((xs - c) ** 2 + (ys - c) ** 2).max() + 1, 10, 28))
+
+
+class AmiBrFields(Sequence[Sample]):
+    """Real-tissue detection fields from AMi-Br crops (see the module docstring).
+
+    A lazy sequence of :class:`partsup.types.Sample`: ``image (S, S, 3)`` uint8 with
+    ``S = grid * (tile - feather)``, ``points (N, 2)`` float32 x, y (px) of the figures,
+    ``mask None``, ``hard_negatives (0, 2)``, ``mpp 0.25``, ``id "<slide>/<k>"``,
+    ``group = slide``. ``points(i)`` never decodes an image.
+    """
+
+    NAME = "ami-br"
+    LAYOUT = """\
+<root>/metadata.csv            file,source,label,slide,x,y (one line per crop, header line)
+<root>/Normal/<name>.png       128x128 RGB crops, each centred on one mitotic figure
+<root>/Atypical/<name>.png     (the figure's slide coordinates are x,y in metadata.csv)
+Default root: <repo>/../shared/data/ami-br. Fields are assembled from the crops (figures at
+random positions on a figure-free quilt of the same slide's tissue); split by slide."""
+    SPLITS = ("train", "val", "test", "all")
+
+    def __init__(self, root: str | Path | None = None, split: str = "train", strict: bool = True,
+                 crop: int = 128, tile: int = 40, grid: int = 15, feather: int = 8,
+                 density: float = 1.8, decoys: float = 10.0, seed: int = 0,
+                 fields: int | None = None, val_fraction: float = 0.15,
+                 test_fraction: float = 0.2, split_seed: int = 0,
+                 sources: Sequence[str] | None = None, labels: Sequence[str] | None = None,
+                 cache_slides: int = 16) -> None:
+        self.root = self._resolve_root(root)
+        if split not in self.SPLITS:
+            raise DataError(f"{self.NAME}: unknown split {split!r}; expected one of "
+                            f"{', '.join(self.SPLITS)}")
+        self._check_geometry(crop, tile, grid, feather, density, decoys)
+        self.split, self.strict = split, strict
+        self.crop, self.tile, self.grid, self.feather = crop, tile, grid, feather
+        self.step = tile - feather
+        self.field_size = grid * self.step
+        self.density, self.decoys, self.seed = float(density), float(decoys), int(seed)
+        self.mpp_value = 0.25
+        all_figs = self._read_metadata(sources, labels)
+        self.slides = self._split_slides(all_figs, split, val_fraction, test_fraction, split_seed)
+        self.by_slide: dict[str, list[Figure]] = {s: [] for s in self.slides}
+        for f in all_figs:
+            if f.slide in self.by_slide:
+                self.by_slide[f.slide].append(f)
+        self.crowded = self._crowded()
+        self.fields = self._plan_fields(fields)
+        self._placements: dict[tuple[int, int], tuple] = {}
+        self._cache: OrderedDict[str, list[Donor]] = OrderedDict()
+        self.cache_slides = cache_slides
+
+    # -- construction -------------------------------------------------------------------------
+    def _resolve_root(self, root: str | Path | None) -> Path:
+        if root is None:
+            if not DEFAULT_ROOT.is_dir():
+                raise DataError(f"{self.NAME}: no root given and the default {DEFAULT_ROOT} is "
+                                f"absent; pass root=<folder>. Expected layout:\n{self.LAYOUT}")
+            return DEFAULT_ROOT
+        p = Path(root).expanduser()
+        if not (p / "metadata.csv").is_file():
+            raise DataError(f"{self.NAME}: {p / 'metadata.csv'} not found. "
+                            f"Expected layout:\n{self.LAYOUT}")
+        return p
+
+    def _check_geometry(self, crop: int, tile: int, grid: int, feather: int, density: float,
+                        decoys: float) -> None:
+        if not 96 <= crop <= 128:
+            raise DataError(f"{self.NAME}: crop={crop} must be in [96, 128] px (the crops "
+                            f"are 128 px; discs need up to {R_MAX + MAX_OFFSET} px around "
+                            f"the figure)")
+        if not (16 <= tile <= crop // 2 and 0 <= feather < tile // 2):
+            raise DataError(f"{self.NAME}: tile={tile} must be in [16, crop/2] and "
+                            f"feather={feather} in [0, tile/2)")
+        if grid < 2 or density < 0 or decoys < 0:
+            raise DataError(f"{self.NAME}: grid must be >= 2, density and decoys >= 0")
+        if grid * (tile - feather) < 2 * (R_MAX + MAX_OFFSET) + 2:
+            raise DataError(f"{self.NAME}: field {grid}x({tile}-{feather}) px is too small "
+                            f"for a figure disc")
+
+    def _problem(self, msg: str) -> None:
+        if self.strict:
+            raise DataError(f"{self.NAME}: {msg}")
+        warnings.warn(f"{self.NAME}: {msg} (skipped; strict=False)", AmiBrWarning, stacklevel=3)
+
+    def _read_metadata(self, sources: Sequence[str] | None,
+                       labels: Sequence[str] | None) -> list[Figure]:
+        path = self.root / "metadata.csv"
+        figs: list[Figure] = []
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            missing = {"file", "source", "label", "slide", "x", "y"} - set(reader.fieldnames or ())
+            if missing:
+                raise DataError(f"{path}:1: header lacks {', '.join(sorted(missing))} "
+                                f"(expected file,source,label,slide,x,y)")
+            for lineno, row in enumerate(reader, start=2):
+                try:
+                    fig = Figure(len(figs), row["file"], row["source"], row["label"],
+                                 row["slide"], float(row["x"]), float(row["y"]))
+                    if not (fig.file and fig.slide):
+                        raise ValueError("empty file or slide")
+                except (TypeError, ValueError) as exc:
+                    self._problem(f"{path}:{lineno}: malformed line ({exc})")
+                    continue
+                if not (self.root / fig.file).is_file():
+                    self._problem(f"{path}:{lineno}: crop {self.root / fig.file} not found")
+                    continue
+                if sources is not None and fig.source not in sources:
+                    continue
+                if labels is not None and fig.label not in labels:
+                    continue
+                figs.append(fig)
+        if not figs:
+            raise DataError(f"{path}: no usable crop (sources={sources}, labels={labels})")
+        return figs
+
+    @staticmethod
+    def _split_slides(figs: list[Figure], split: str, val_fraction: float, test_fraction: float,
+                      split_seed: int) -> list[str]:
+        """Slides of ``split``: per source, a seeded slide order filled to the fractions."""
+        if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
+            raise DataError("ami-br: val_fraction + test_fraction must be in [0, 1)")
+        per_source: dict[str, dict[str, int]] = {}
+        for f in figs:
+            per_source.setdefault(f.source, {}).setdefault(f.slide, 0)
+            per_source[f.source][f.slide] += 1
+        chosen: list[str] = []
+        for s_i, source in enumerate(sorted(per_source)):
+            counts = per_source[source]
+            names = sorted(counts)
+            order = [names[j] for j in
+                     np.random.default_rng([split_seed, s_i]).permutation(len(names))]
+            total = sum(counts.values())
+            target = {"test": test_fraction * total, "val": val_fraction * total}
+            got = {"test": 0, "val": 0}
+            parts: dict[str, list[str]] = {"test": [], "val": [], "train": []}
+            for name in order:  # a slide joins test / val while it half fits, else train
+                part = next((p for p in ("test", "val")
+                             if got[p] + counts[name] / 2 <= target[p]), "train")
+                parts[part].append(name)
+                if part != "train":
+                    got[part] += counts[name]
+            chosen += names if split == "all" else parts[split]
+        return sorted(chosen)
+
+    def _crowded(self) -> set[int]:
+        """Figures with another annotated figure of the slide within CROWDED_PX px."""
+        out: set[int] = set()
+        for figs in self.by_slide.values():
+            xy = np.array([(f.x, f.y) for f in figs])
+            if len(xy) < 2:
+                continue
+            d = np.sqrt(((xy[:, None] - xy[None]) ** 2).sum(-1)) + np.eye(len(xy)) * 1e9
+            out.update(figs[i].index for i in np.nonzero(d.min(1) < CROWDED_PX)[0])
+        return out
+
+    def _plan_fields(self, limit: int | None) -> list[tuple[int, int, list[Figure]]]:
+        """Fields as (slide index, k, figures); figures spread uniformly over a slide's fields."""
+        per_field = self.density * self.field_size ** 2 / HPF_AREA
+        plan = []
+        for s_i, slide in enumerate(self.slides):
+            usable = [f for f in self.by_slide[slide] if f.index not in self.crowded]
+            n = max(1, math.ceil(len(usable) / per_field)) if per_field > 0 else 1
+            if per_field == 0:
+                usable = []
+            rng = np.random.default_rng([self.seed, 11, _code(slide)])
+            where = rng.integers(n, size=len(usable))
+            for k in range(n):
+                plan.append((s_i, k, [f for f, w in zip(usable, where) if w == k]))
+        if limit is not None:
+            order = np.random.default_rng([self.seed, 12]).permutation(len(plan))
+            plan = [plan[j] for j in sorted(order[:limit])]
+        return plan
+
+    # -- sequence ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        if isinstance(i, slice):
+            raise TypeError(f"{self.NAME}: slicing is not supported; index one field at a time")
+        return self.render(int(i))
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (f"AmiBrFields(root={str(self.root)!r}, split={self.split!r}, "
+                f"fields={len(self)}, slides={len(self.slides)}, points={self.num_points()})")
+
+    # -- cheap accessors ----------------------------------------------------------------------
+    def points(self, i: int, placement: int = 0) -> np.ndarray:
+        """``(N, 2)`` float32 x, y figure centres of field ``i`` (px); no image is decoded."""
+        figs, _ = self._placement(i, placement)
+        return np.asarray([(x, y) for x, y, _ in figs], np.float32).reshape(-1, 2)
+
+    def hard_negatives(self, i: int) -> np.ndarray:
+        """No labelled non-mitoses in AMi-Br: ``(0, 2)``."""
+        return np.zeros((0, 2), np.float32)
+
+    def size(self, i: int) -> tuple[int, int]:
+        """``(H, W)`` of field ``i`` (all fields are square)."""
+        return self.field_size, self.field_size
+
+    def mpp(self, i: int) -> float:
+        return self.mpp_value
+
+    @property
+    def ids(self) -> list[str]:
+        return [f"{self.slides[s]}/{k:04d}" for s, k, _ in self.fields]
+
+    @property
+    def groups(self) -> list[str]:
+        return [self.slides[s] for s, _, _ in self.fields]
+
+    def figures(self, i: int) -> list[Figure]:
+        """The AMi-Br figures shown in field ``i`` (in the order of ``points(i)``)."""
+        return list(self.fields[i][2])
+
+    def num_points(self) -> int:
+        return sum(len(f) for _, _, f in self.fields)
+
+    # -- placement (rng only, no pixels) ------------------------------------------------------
+    def _placement(self, i: int, placement: int) -> tuple[list, list]:
+        """Figure centres (x, y, figure) and decoy centres (x, y) of field ``i``."""
+        key = (i, placement)
+        if key in self._placements:
+            return self._placements[key]
+        s_i, k, figs = self.fields[i]
+        slide = _code(self.slides[s_i])
+        rng = np.random.default_rng([self.seed, 13, slide, k])
+        n_dec = int(rng.poisson(self.decoys)) + 3 * len(figs)
+        taken: list[tuple[float, float]] = []
+        decoys = [p for p in (self._dart(rng, taken) for _ in range(n_dec)) if p is not None]
+        out = []
+        if figs:
+            rng_f = np.random.default_rng([self.seed, 14, slide, k, placement])
+            for f in figs:
+                p = self._dart(rng_f, taken, force=True, decoys=decoys)
+                out.append((p[0], p[1], f))
+        result = (out, decoys)
+        if len(self._placements) > 100_000:
+            self._placements.clear()
+        self._placements[key] = result
+        return result
+
+    def _dart(self, rng: np.random.Generator, taken: list[tuple[float, float]],
+              force: bool = False, decoys: list | None = None) -> tuple[float, float] | None:
+        """A disc centre (integer px) at least 2 * (R_MAX + offset) from the others."""
+        lo, hi = R_MAX + MAX_OFFSET, self.field_size - R_MAX - MAX_OFFSET
+        gap2 = (2 * (R_MAX + MAX_OFFSET)) ** 2
+        for _ in range(200):
+            x, y = float(rng.integers(lo, hi)), float(rng.integers(lo, hi))
+            if all((x - a) ** 2 + (y - b) ** 2 >= gap2 for a, b in taken):
+                taken.append((x, y))
+                return x, y
+        if not force:
+            return None
+        # crowded field: take the spot anyway and drop the decoys it overlaps
+        x, y = float(rng.integers(lo, hi)), float(rng.integers(lo, hi))
+        if decoys is not None:
+            for d in [d for d in decoys if (x - d[0]) ** 2 + (y - d[1]) ** 2 < gap2]:
+                decoys.remove(d)
+                taken.remove(d)
+        taken.append((x, y))
+        return x, y
+
+    # -- pixels -----------------------------------------------------------------------------------
+    def render(self, i: int, placement: int = 0, figures: bool = True) -> Sample:
+        """Field ``i`` as a Sample.
+
+        Args:
+            i: field index.
+            placement: 0 for the field as listed; k > 0 puts the same figures (same discs) at
+                new random positions, keeping the background (quilt and decoys) unchanged.
+            figures: False leaves the figure discs out (the background only; no points).
+        """
+        s_i, k, _ = self.fields[i]
+        slide = self.slides[s_i]
+        donors = self._donors(slide)
+        figs, decoys = self._placement(i, placement)
+        canvas = self._quilt(donors, np.random.default_rng([self.seed, 15, _code(slide), k]))
+        rng_d = np.random.default_rng([self.seed, 17, _code(slide), k])
+        fig_radii = [d.radius for d in donors]
+        for x, y in decoys:
+            self._paste_decoy(canvas, donors, rng_d, fig_radii, x, y)
+        pts = []
+        if figures:
+            for x, y, f in figs:
+                self._paste_figure(canvas, donors, f, x, y)
+                pts.append((x, y))
+        image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+        suffix = "" if placement == 0 else f"@{placement}"
+        suffix += "" if figures else "-nofig"
+        return Sample(image=image, points=np.asarray(pts, np.float32).reshape(-1, 2), mask=None,
+                      mpp=self.mpp_value, id=f"{slide}/{k:04d}{suffix}", group=slide)
+
+    def _quilt(self, donors: list[Donor], rng: np.random.Generator) -> np.ndarray:
+        """Feather-blended grid of figure-free tiles: ``(S, S, 3)`` float32."""
+        t, f, n = self.tile, self.feather, self.grid
+        full = n * self.step + f
+        acc = np.zeros((full, full, 3), np.float32)
+        wsum = np.zeros((full, full, 1), np.float32)
+        ramp = np.ones(t, np.float32)
+        if f:
+            r = (np.arange(f, dtype=np.float32) + 1) / (f + 1)
+            ramp[:f], ramp[-f:] = r, r[::-1]
+        weight = (ramp[:, None] * ramp[None, :])[..., None]
+        usable = [d for d in donors if len(d.tiles)]
+        if not usable:
+            raise DataError(f"{self.NAME}: no figure-free {t}x{t} px window in the crops of "
+                            f"this slide; use a smaller tile")
+        for gy in range(n):
+            for gx in range(n):
+                d = usable[int(rng.integers(len(usable)))]
+                x0, y0 = d.tiles[int(rng.integers(len(d.tiles)))]
+                piece = _dihedral(d.image[y0:y0 + t, x0:x0 + t], int(rng.integers(8)))
+                ys, xs = gy * self.step, gx * self.step
+                acc[ys:ys + t, xs:xs + t] += piece * weight
+                wsum[ys:ys + t, xs:xs + t] += weight
+        off = f // 2
+        out = acc / np.maximum(wsum, 1e-6)
+        return out[off:off + self.field_size, off:off + self.field_size]
+
+    @staticmethod
+    def _disc_radius(fig_radius: float, rng: np.random.Generator) -> float:
+        return float(np.clip(fig_radius + rng.uniform(5, 10), R_MIN, R_MAX))
+
+    def _paste_disc(self, canvas: np.ndarray, image: np.ndarray, valid: np.ndarray,
+                    sx: float, sy: float, x: float, y: float, radius: float) -> None:
+        """Alpha-paste the disc of ``radius`` around (sx, sy) of ``image`` at (x, y) of canvas."""
+        r = int(math.ceil(radius)) + 1
+        sx, sy, x, y = int(round(sx)), int(round(sy)), int(round(x)), int(round(y))
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        alpha = np.clip((radius - np.sqrt(xx ** 2 + yy ** 2)) / DISC_EDGE, 0, 1)
+        n = image.shape[0]
+        ys, xs = np.clip(sy + yy, 0, n - 1), np.clip(sx + xx, 0, n - 1)
+        inside = (sy + yy >= 0) & (sy + yy < n) & (sx + xx >= 0) & (sx + xx < n)
+        alpha = (alpha * inside * valid[ys, xs]).astype(np.float32)[..., None]
+        src = image[ys, xs].astype(np.float32)
+        dst = canvas[y - r:y + r + 1, x - r:x + r + 1]
+        dst *= 1 - alpha
+        dst += alpha * src
+
+    def _paste_figure(self, canvas: np.ndarray, donors: list[Donor], f: Figure, x: float,
+                      y: float) -> None:
+        figs = self.by_slide[f.slide]
+        d = donors[figs.index(f)]
+        rng = np.random.default_rng([self.seed, 18, f.index])  # the disc's own look
+        k = int(rng.integers(8))
+        radius = self._disc_radius(d.radius, rng)
+        ox, oy = rng.integers(-MAX_OFFSET, MAX_OFFSET + 1, size=2)
+        n = d.image.shape[0]
+        c = n // 2
+        fx, fy = _dihedral_xy(c, c, n, k)
+        image, valid = _dihedral(d.image, k), _dihedral(d.valid, k)
+        # the disc's centre is (ox, oy) from the figure; the figure lands on (x, y)
+        self._paste_disc(canvas, image, valid, fx + ox, fy + oy, x + ox, y + oy, radius)
+
+    def _paste_decoy(self, canvas: np.ndarray, donors: list[Donor], rng: np.random.Generator,
+                     fig_radii: list[float], x: float, y: float) -> None:
+        radius = self._disc_radius(fig_radii[int(rng.integers(len(fig_radii)))], rng)
+        while True:
+            cands = [d for d in donors if len(d.spots) and d.spots[0, 2] >= radius]
+            if cands or radius <= R_MIN:
+                break
+            radius -= 1.0
+        if not cands:
+            return
+        d = cands[int(rng.integers(len(cands)))]
+        ok = d.spots[d.spots[:, 2] >= radius]
+        j = int(rng.integers(max(1, int(math.ceil(len(ok) * 0.25)))))  # a dark spot
+        sx, sy = ok[j, 0], ok[j, 1]
+        k = int(rng.integers(8))
+        n = d.image.shape[0]
+        tx, ty = _dihedral_xy(sx, sy, n, k)
+        self._paste_disc(canvas, _dihedral(d.image, k), _dihedral(d.valid, k), tx, ty, x, y,
+                         radius)
+
+    # -- donors (decoded crops, cached per slide) -------------------------------------------------
+    def _donors(self, slide: str) -> list[Donor]:
+        if slide in self._cache:
+            self._cache.move_to_end(slide)
+            return self._cache[slide]
+        figs = self.by_slide[slide]
+        donors = [self._donor(f, figs) for f in figs]
+        self._cache[slide] = donors
+        while len(self._cache) > self.cache_slides:
+            self._cache.popitem(last=False)
+        return donors
+
+    def _donor(self, f: Figure, figs: list[Figure]) -> Donor:
+        from PIL import Image
+        path = self.root / f.file
+        try:
+            with Image.open(path) as im:
+                full = np.asarray(im.convert("RGB"))
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read crop ({type(exc).__name__}: {exc})") from exc
+        if full.shape[0] < self.crop or full.shape[1] < self.crop:
+            raise DataError(f"{path}: crop is {full.shape[0]}x{full.shape[1]} px, smaller than "
+                            f"crop={self.crop}")
+        cy0, cx0 = (full.shape[0] - self.crop) // 2, (full.shape[1] - self.crop) // 2
+        image = np.ascontiguousarray(full[cy0:cy0 + self.crop, cx0:cx0 + self.crop])
+        n, c = self.crop, self.crop // 2
+        valid = ~ndi.binary_dilation(image.max(-1) < 12, iterations=2)
+        h = _hematoxylin(image)
+        radius = _figure_radius(h, c)
+        keep_out = [(c, c, max(radius, KEEP_OUT_MIN) + 4.0)]  # generous: blobs underestimate
+        for g in figs:  # other annotated figures that fall into this crop
+            dx, dy = g.x - f.x, g.y - f.y
+            if g is not f and abs(dx) < c + R_MAX and abs(dy) < c + R_MAX:
+                keep_out.append((c + dx, c + dy, 28.0))
+        glass = image.min(-1) > 200
+        return Donor(image, valid, radius, self._tile_spots(valid, glass, keep_out),
+                     self._decoy_spots(h, valid, keep_out))
+
+    def _tile_spots(self, valid: np.ndarray, glass: np.ndarray, keep_out: list) -> np.ndarray:
+        n, t = valid.shape[0], self.tile
+        g = np.arange(0, n - t + 1, 2)
+        x0, y0 = [a.ravel() for a in np.meshgrid(g, g)]
+        ok = np.ones(len(x0), bool)
+        for cx, cy, r in keep_out:  # distance from the disc centre to the window rectangle
+            dx = np.maximum(np.maximum(x0 - cx, 0), cx - (x0 + t - 1))
+            dy = np.maximum(np.maximum(y0 - cy, 0), cy - (y0 + t - 1))
+            ok &= dx ** 2 + dy ** 2 > r ** 2
+        bad = ndi.uniform_filter((~valid).astype(np.float32), t, origin=-(t // 2)) > 0
+        glass = ndi.uniform_filter(glass.astype(np.float32), t, origin=-(t // 2)) > GLASS_MAX
+        ok &= ~bad[y0, x0] & ~glass[y0, x0]
+        return np.stack([x0[ok], y0[ok]], 1)
+
+    @staticmethod
+    def _decoy_spots(h: np.ndarray, valid: np.ndarray, keep_out: list) -> np.ndarray:
+        n = valid.shape[0]
+        g = np.arange(R_MIN, n - R_MIN, 2)
+        sx, sy = [a.ravel().astype(np.float32) for a in np.meshgrid(g, g)]
+        room = np.minimum.reduce([sx, sy, n - 1 - sx, n - 1 - sy])
+        for cx, cy, r in keep_out:
+            room = np.minimum(room, np.sqrt((sx - cx) ** 2 + (sy - cy) ** 2) - r)
+        room = np.minimum(room, R_MAX)
+        ok = (room >= R_MIN) & valid[sy.astype(int), sx.astype(int)]
+        spots = np.stack([sx[ok], sy[ok], np.floor(room[ok])], 1)
+        dark = h[spots[:, 1].astype(int), spots[:, 0].astype(int)] if len(spots) else spots[:, 0]
+        return spots[np.argsort(-dark, kind="stable")]
+
+
+def _code(name: str) -> int:
+    """A stable integer for a slide name (seeding; independent of Python's hash salt)."""
+    import zlib
+    return zlib.crc32(name.encode())
+
+
+def factory(root: str | Path | None = None, split: str = "train", strict: bool = True,
+            crop: int = 128, tile: int = 40, grid: int = 15, feather: int = 8,
+            density: float = 1.8, decoys: float = 10.0, seed: int = 0,
+            fields: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2,
+            split_seed: int = 0, sources: Sequence[str] | None = None,
+            labels: Sequence[str] | None = None) -> AmiBrFields:
+    """The ``ami-br`` dataset: fields ``grid * (tile - feather)`` px square (default 480).
+
+    Args:
+        root: the AMi-Br folder (default ``<repo>/../shared/data/ami-br``).
+        split: train | val | test | all (by slide, per source).
+        crop: side (px) of the centre cut used from each 128 px crop.
+        tile: side (px) of the figure-free background tiles; feather: their overlap (px).
+        grid: tiles per field side.
+        density: figures per 2000x2000 px (AMIDA13 ~1.8); most fields then hold none.
+        decoys: mean number of figure-free decoy discs per field (plus 3 per figure).
+        seed: assembly seed (placements, tiles); the split depends only on ``split_seed``.
+        fields: keep only this many fields (a seeded subset), e.g. for quick evaluations.
+        sources, labels: keep only these sources (MIDOG21, TUPAC16) / labels (normal, atypical).
+    """
+    return AmiBrFields(root, split, strict, crop=crop, tile=tile, grid=grid, feather=feather,
+                       density=density, decoys=decoys, seed=seed, fields=fields,
+                       val_fraction=val_fraction, test_fraction=test_fraction,
+                       split_seed=split_seed, sources=sources, labels=labels)
+
+
+factory.LAYOUT = AmiBrFields.LAYOUT  # type: ignore[attr-defined]
+
+DATASETS = {"ami-br": factory}

@@ -1,0 +1,192 @@
+"""ami-br: real-tissue fields from the AMi-Br crops, where position carries no information.
+
+Tests on the real crops use the ``shared_data`` fixture (skipped when ../shared/data is absent);
+the error paths use a tiny fake folder.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from partsup.errors import DataError
+from partsup.metrics import Counts, match
+from partsup_mitosis.amibr import AmiBrWarning, _dihedral, _dihedral_xy, factory
+
+RADIUS = 30.0  # px: 7.5 um at 0.25 um/px (MIDOG protocol)
+
+
+def _fake_root(tmp_path, lines):
+    rng = np.random.default_rng(0)
+    (tmp_path / "Normal").mkdir()
+    for k in range(4):
+        im = rng.integers(150, 230, (128, 128, 3)).astype(np.uint8)
+        im[56:72, 56:72] = 40
+        Image.fromarray(im).save(tmp_path / "Normal" / f"c{k}.png")
+    (tmp_path / "metadata.csv").write_text("file,source,label,slide,x,y\n" + "".join(lines))
+    return tmp_path
+
+
+def test_missing_root_names_the_layout(tmp_path):
+    with pytest.raises(DataError, match="metadata.csv.*not found.*Expected layout"):
+        factory(root=tmp_path / "nowhere")
+
+
+def test_malformed_metadata_strict_and_lenient(tmp_path):
+    lines = [f"Normal/c{k}.png,MIDOG21,normal,s{k % 2},{1000 + 300 * k},500\n" for k in range(4)]
+    lines.insert(2, "Normal/c1.png,MIDOG21,normal,s1,notanumber,5\n")
+    lines.append("Normal/missing.png,MIDOG21,normal,s1,10,10\n")
+    root = _fake_root(tmp_path, lines)
+    with pytest.raises(DataError, match=r"metadata.csv:4: malformed"):
+        factory(root=root, split="all")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = factory(root=root, split="all", strict=False, tile=24, grid=4, feather=4,
+                     density=2000)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, AmiBrWarning)]
+    assert any(":4: malformed" in m for m in msgs) and any("missing.png" in m for m in msgs)
+    assert ds.num_points() == 4
+    s = ds[0]
+    assert s.image.shape == (80, 80, 3) and s.image.dtype == np.uint8
+
+
+def test_bad_geometry_is_a_data_error(tmp_path):
+    root = _fake_root(tmp_path, ["Normal/c0.png,MIDOG21,normal,s0,1,1\n"])
+    with pytest.raises(DataError, match="tile"):
+        factory(root=root, tile=100)
+    with pytest.raises(DataError, match="crop"):
+        factory(root=root, crop=64)
+
+
+@pytest.fixture(scope="module")
+def amibr_root():
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "ami-br"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent")
+    return root
+
+
+def test_registered_and_split_by_slide(registries, amibr_root):
+    sets = {s: registries.datasets.build("ami-br", split=s, fields=50) for s in
+            ("train", "val", "test")}
+    full = {s: factory(split=s) for s in ("train", "val", "test", "all")}
+    slides = {s: set(full[s].slides) for s in full}
+    assert not slides["train"] & slides["val"] and not slides["train"] & slides["test"]
+    assert not slides["val"] & slides["test"]
+    assert slides["train"] | slides["val"] | slides["test"] == slides["all"]
+    assert factory(split="test", seed=5).slides == full["test"].slides  # seed does not move it
+    n = {s: full[s].num_points() for s in ("train", "val", "test")}
+    assert 0.12 < n["test"] / sum(n.values()) < 0.3 and 0.08 < n["val"] / sum(n.values()) < 0.25
+    for s, ds in sets.items():
+        assert len(ds) == 50 and set(ds.groups) <= slides[s]
+        sample = ds[0]
+        assert sample.image.shape == (480, 480, 3) and sample.mpp == 0.25
+        assert sample.group in slides[s] and sample.mask is None
+
+
+def test_realistic_density_by_default(amibr_root):
+    ds = factory(split="train")
+    counts = np.array([len(ds.points(i)) for i in range(len(ds))])
+    per_field = 1.8 * 480 * 480 / 2000 ** 2  # AMIDA13: 1.8 per 2000x2000 px
+    assert counts.mean() == pytest.approx(per_field, rel=0.1)
+    assert (counts == 0).mean() > 0.85
+    dense = factory(split="train", density=18.0)
+    assert dense.num_points() == ds.num_points() and len(dense) < len(ds) / 8
+
+
+def _figure_field(ds, start=0):
+    return next(i for i in range(start, len(ds)) if len(ds.points(i)))
+
+
+def _window(a, x, y, h=6):
+    x, y = int(x), int(y)
+    return a[y - h:y + h + 1, x - h:x + h + 1].astype(int)
+
+
+def test_labels_sit_on_the_real_figure_pixels(amibr_root):
+    ds = factory(split="val", density=40.0)
+    checked = 0
+    for i in range(len(ds)):
+        if not len(ds.points(i)):
+            continue
+        sample = ds[i]
+        np.testing.assert_array_equal(sample.points, ds.points(i))
+        for (x, y), fig in zip(sample.points, ds.figures(i)):
+            crop = np.asarray(Image.open(ds.root / fig.file).convert("RGB"))
+            x, y = int(x), int(y)
+            got = sample.image[y - 6:y + 7, x - 6:x + 7].astype(int)
+            # the centre 13x13 px of the crop (in one of 8 orientations) is copied exactly
+            best = min(np.abs(_window(_dihedral(crop, k), *_dihedral_xy(64, 64, 128, k))
+                              - got).max() for k in range(8))
+            assert best <= 1
+            checked += 1
+        if checked >= 6:
+            break
+    assert checked >= 6
+
+
+def test_deterministic_and_seeded(amibr_root):
+    a, b = factory(split="val", fields=5), factory(split="val", fields=5)
+    c = factory(split="val", fields=5, seed=1)
+    np.testing.assert_array_equal(a[0].image, b[0].image)
+    assert not np.array_equal(a[0].image, c[0].image)
+
+
+def _tile_centres(ds):
+    c = (np.arange(ds.grid) + 0.5) * ds.step
+    gx, gy = np.meshgrid(c, c)
+    return np.stack([gx.ravel(), gy.ravel()], 1)
+
+
+@pytest.mark.parametrize("density", [1.8, 18.0])
+def test_position_only_baselines_fail(amibr_root, density):
+    train, test = factory(split="train", density=density), factory(split="test", density=density)
+    train_pts = np.concatenate([train.points(i) for i in range(len(train))
+                                if len(train.points(i))])
+    mean_pos = train_pts.mean(0, keepdims=True)
+    centres = _tile_centres(test)
+    results = {"tile centres": Counts(), "train mean position": Counts(),
+               "every disc centre": Counts()}
+    for i in range(len(test)):
+        gt = test.points(i)
+        figs, decoys = test._placement(i, 0)
+        discs = np.asarray([(x, y) for x, y, _ in figs] + list(decoys)).reshape(-1, 2)
+        for name, det in (("tile centres", centres), ("train mean position", mean_pos),
+                          ("every disc centre", discs)):
+            c = match(gt, det, radius_px=RADIUS).counts if len(gt) else Counts(fp=len(det))
+            results[name] = results[name] + c
+    for name, c in results.items():
+        print(f"density {density}: {name}: {c.as_dict()}")
+        assert c.f1 <= 0.3, (name, c)
+    assert results["every disc centre"].recall == 1.0  # discs are many: a figure is one of them
+    # figure positions are spread over the field, not clustered at a few spots
+    hist, _, _ = np.histogram2d(train_pts[:, 0], train_pts[:, 1], bins=4,
+                                range=[[0, 480], [0, 480]])
+    assert hist.min() > 0.3 * hist.mean()
+
+
+def test_counterfactual_rendering_moves_only_the_figures(amibr_root):
+    ds = factory(split="test", density=18.0)
+    i = _figure_field(ds)
+    base, moved = ds.render(i), ds.render(i, placement=1)
+    empty = ds.render(i, figures=False)
+    assert len(moved.points) == len(base.points) > 0
+    assert np.abs(moved.points - base.points).max() > 10
+    for p, q in zip(base.points, moved.points):  # the same disc, pixel for pixel
+        (x, y), (u, v) = p.astype(int), q.astype(int)
+        np.testing.assert_array_equal(base.image[y - 8:y + 9, x - 8:x + 9],
+                                      moved.image[v - 8:v + 9, u - 8:u + 9])
+    # the background is unchanged away from the discs; without figures it is the bare field
+    far = np.ones(base.image.shape[:2], bool)
+    yy, xx = np.mgrid[0:480, 0:480]
+    for x, y in np.concatenate([base.points, moved.points]):
+        far &= (xx - x) ** 2 + (yy - y) ** 2 > 40 ** 2
+    same = (base.image == moved.image).all(-1) & (base.image == empty.image).all(-1)
+    assert same[far].mean() > 0.97
+    assert len(empty.points) == 0
+    x, y = base.points[0].astype(int)
+    assert not np.array_equal(base.image[y - 8:y + 9, x - 8:x + 9],
+                              empty.image[y - 8:y + 9, x - 8:x + 9])
