@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
-from skimage.measure import label as label_image
 
 from partsup.errors import RecipeError
 from partsup.filters import FILTERS
@@ -266,10 +265,13 @@ def find_blobs(prob: np.ndarray, sigma: float) -> Blobs:
 
     Smooths ``prob`` with a Gaussian (``sigma`` px; 0 = none), thresholds the smoothed map with
     Otsu's threshold computed over the **whole** map (strict ``>``), labels 8-connected
-    components (``connectivity=2``), and scores each blob by the mean of the *unsmoothed*
-    probability over its pixels; the centroid is weighted by that probability (plain centroid
-    where it sums to zero). A map whose smoothed values span less than :data:`FLAT_RANGE` has
-    no blobs.
+    components, and scores each blob by the mean of the *unsmoothed* probability over its
+    pixels; the centroid is weighted by that probability (plain centroid where it sums to zero).
+    A map whose smoothed values span less than :data:`FLAT_RANGE` has no blobs.
+
+    Memory: besides ``prob``, at most one more ``(H, W)`` 4-byte array (the smoothed map, later
+    the int32 labels) and one bool mask are alive at a time; per-blob sums are taken over the
+    labelled pixels of row bands of :data:`STATS_CHUNK_PX` pixels.
 
     Args:
         prob: ``(H, W)`` float probability map in [0, 1].
@@ -280,32 +282,77 @@ def find_blobs(prob: np.ndarray, sigma: float) -> Blobs:
         and ``labels`` ``(H, W)`` int32 (0 = background, blob k has label k + 1).
     """
     prob = np.asarray(prob, np.float32)
-    smooth = ndimage.gaussian_filter(prob, float(sigma)) if sigma > 0 else prob
-    empty = Blobs(x=np.zeros(0), y=np.zeros(0), score=np.zeros(0),
-                  area=np.zeros(0, np.int64), labels=np.zeros(prob.shape, np.int32))
-    if prob.size == 0 or float(smooth.max()) - float(smooth.min()) < FLAT_RANGE:
-        return empty  # a flat map has nothing to separate (and Otsu cannot bin it)
-    thr = threshold_otsu(smooth)
-    labels = label_image(smooth > thr, connectivity=2).astype(np.int32)
-    n = int(labels.max())
+    foreground = _foreground(prob, sigma)
+    labels = np.zeros(prob.shape, np.int32)
+    if foreground is None:
+        return _no_blobs(labels)
+    n = int(ndimage.label(foreground, structure=np.ones((3, 3), bool), output=labels))
+    del foreground
     if n == 0:
-        return empty
-    idx = np.flatnonzero(labels)  # foreground only: memory scales with the blobs, not the image
-    lab = labels.ravel()[idx] - 1
-    p = prob.ravel()[idx].astype(np.float64)
-    rows, cols = np.divmod(idx, prob.shape[1])
-    rows, cols = rows.astype(np.float64), cols.astype(np.float64)
-    area = np.bincount(lab, minlength=n)
-    psum = np.bincount(lab, weights=p, minlength=n)
-    px = np.bincount(lab, weights=p * cols, minlength=n)
-    py = np.bincount(lab, weights=p * rows, minlength=n)
-    cx = np.bincount(lab, weights=cols, minlength=n) / area
-    cy = np.bincount(lab, weights=rows, minlength=n) / area
+        return _no_blobs(labels)
+    area, psum, px, py, sx, sy = _blob_sums(prob, labels, n)
     pos = psum > 0
     safe = np.where(pos, psum, 1.0)
-    x = np.where(pos, px / safe, cx)
-    y = np.where(pos, py / safe, cy)
-    return Blobs(x=x, y=y, score=psum / area, area=area.astype(np.int64), labels=labels)
+    x = np.where(pos, px / safe, sx / area)
+    y = np.where(pos, py / safe, sy / area)
+    return Blobs(x=x, y=y, score=psum / area, area=area, labels=labels)
+
+
+#: pixels per row band when summing blob statistics (bounds the temporaries to a few MiB)
+STATS_CHUNK_PX = 1 << 20
+
+
+def _no_blobs(labels: np.ndarray) -> Blobs:
+    return Blobs(x=np.zeros(0), y=np.zeros(0), score=np.zeros(0), area=np.zeros(0, np.int64),
+                 labels=labels)
+
+
+def _foreground(prob: np.ndarray, sigma: float) -> np.ndarray | None:
+    """``smooth(prob) > otsu(smooth(prob))`` as ``(H, W)`` bool, or None for a flat map.
+
+    The smoothed float32 map lives only inside this function.
+    """
+    if prob.size == 0:
+        return None
+    smooth = ndimage.gaussian_filter(prob, float(sigma)) if sigma > 0 else prob
+    if float(smooth.max()) - float(smooth.min()) < FLAT_RANGE:
+        return None  # a flat map has nothing to separate (and Otsu cannot bin it)
+    return smooth > _otsu(smooth)
+
+
+def _otsu(values: np.ndarray) -> Any:
+    """Otsu's threshold over all of ``values``, exactly ``skimage.filters.threshold_otsu(values)``
+    (256 bins spanning the value range) without the flattened copy of the map skimage makes.
+
+    The caller guarantees the values are not all equal. The threshold is returned as skimage
+    gives it (a NumPy scalar), so the ``>`` test compares at the same precision."""
+    counts, edges = np.histogram(values, bins=256)
+    return threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2.0))
+
+
+def _blob_sums(prob: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Per-blob ``area`` (int64) and float64 sums of p, p*x, p*y, x, y over labelled pixels.
+
+    Row bands are visited in raster order and ``np.add.at`` adds pixel by pixel, so every sum
+    is accumulated in the same order as one ``np.bincount`` over the whole image would.
+    """
+    w = prob.shape[1]
+    area = np.zeros(n, np.int64)
+    sums = np.zeros((5, n), np.float64)  # p, p*x, p*y, x, y
+    step = max(1, STATS_CHUNK_PX // max(w, 1))
+    for r0 in range(0, prob.shape[0], step):
+        band = labels[r0: r0 + step].ravel()
+        idx = np.flatnonzero(band)  # foreground only: memory scales with the blobs
+        if idx.size == 0:
+            continue
+        lab = band[idx].astype(np.intp) - 1
+        p = prob[r0: r0 + step].ravel()[idx].astype(np.float64)
+        rows, cols = np.divmod(idx, w)
+        rows, cols = (rows + r0).astype(np.float64), cols.astype(np.float64)
+        area += np.bincount(lab, minlength=n)
+        for k, v in enumerate((p, p * cols, p * rows, cols, rows)):
+            np.add.at(sums[k], lab, v)
+    return (area, *sums)
 
 
 def filter_blobs(blobs: Blobs, params: DetectParams, mpp: float, registries: Any,

@@ -167,6 +167,61 @@ def test_find_blobs_smoothing_and_empty_maps():
     assert len(find_blobs(prob, sigma=2)) == 1
 
 
+def _reference_blobs(prob, sigma):
+    """Straightforward find_blobs: skimage Otsu and labels, one blob at a time."""
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+    from skimage.measure import label
+    smooth = ndimage.gaussian_filter(prob, sigma) if sigma > 0 else prob
+    labels = label(smooth > threshold_otsu(smooth), connectivity=2)
+    rows = []
+    for k in range(1, labels.max() + 1):
+        yy, xx = np.nonzero(labels == k)
+        p = prob[yy, xx].astype(np.float64)
+        rows.append(((p * xx).sum() / p.sum(), (p * yy).sum() / p.sum(), p.mean(), len(p)))
+    return labels, np.array(rows).reshape(-1, 4)
+
+
+def test_find_blobs_matches_a_plain_reference_and_does_not_depend_on_row_bands(monkeypatch):
+    from scipy import ndimage
+    import partsup.detect as detect
+    rng = np.random.default_rng(5)
+    for sigma in (0.0, 1.0, 2.5):
+        prob = ndimage.gaussian_filter(rng.random((70, 90)), 2).astype(np.float32)
+        labels, ref = _reference_blobs(prob, sigma)
+        b = find_blobs(prob, sigma)
+        assert b.labels.dtype == np.int32 and np.array_equal(b.labels, labels)
+        assert len(b) == len(ref) > 3
+        np.testing.assert_allclose(np.stack([b.x, b.y, b.score, b.area], 1), ref, rtol=1e-12)
+        monkeypatch.setattr(detect, "STATS_CHUNK_PX", 7)  # one-row bands: same sums, same order
+        banded = find_blobs(prob, sigma)
+        monkeypatch.undo()
+        for key in ("x", "y", "score", "area"):
+            assert np.array_equal(getattr(banded, key), getattr(b, key)), key
+
+
+def test_find_blobs_memory_stays_near_two_maps(monkeypatch):
+    """Peak NumPy allocations above the input: the smoothed map or the labels (4 B/px) plus the
+    bool mask (1 B/px), plus a fixed ~2 MiB (np.histogram's blocks, row-band temporaries).
+    Labelling into int64 then copying, or skimage's flattened copy for Otsu, would add 4-8 B/px."""
+    import tracemalloc
+    import partsup.detect as detect
+    monkeypatch.setattr(detect, "STATS_CHUNK_PX", 1 << 16)
+    prob = np.zeros((1200, 1600), np.float32)
+    prob[::20, :] = 0.9  # a grid of lines: ~20% of the pixels end up in blobs
+    prob[:, ::40] = 0.8
+    prob[10::20, 20::40] = 0.7  # and many separate specks
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        b = find_blobs(prob, sigma=1.0)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert len(b) > 1000 and b.area.sum() > 0.1 * prob.size
+    assert peak < 5 * prob.size + 3 * 2**20, f"{peak / prob.size:.2f} bytes per pixel"
+
+
 # -- fusion and filters ------------------------------------------------------------------------
 
 def two_maps():
