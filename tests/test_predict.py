@@ -77,6 +77,19 @@ def checkpoint(tmp_path, plugin):
     return path
 
 
+def test_build_detector_recipe_then_calibration_then_overrides(checkpoint, plugin):
+    from partsup.commands.predict import build_detector
+    from partsup.errors import RecipeError
+    from partsup.plugins import load
+    regs = load([plugin], disabled=())
+    p = build_detector(checkpoint, regs, "cpu", {"tile": 256, "batch_tiles": None}).params
+    # s1, a1 from the calibration (not the recipe's 0.5, 100), tile from the command line,
+    # batch_tiles and overlap from the recipe (a None override is no override)
+    assert (p.w, p.s1, p.a1, p.tile, p.batch_tiles, p.overlap) == (1.0, 0.6, 150, 256, 2, 64)
+    with pytest.raises(RecipeError, match=r"dark\.pt: detect: need tile > overlap"):
+        build_detector(checkpoint, regs, "cpu", {"tile": 32})
+
+
 def he_like(h: int, w: int, centres=CENTRES, radius: int = 12) -> np.ndarray:
     """Pale pink background with a few small dark nuclei (too small to pass a1) and dark disks."""
     rng = np.random.default_rng(0)

@@ -185,28 +185,21 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def detect_params(ckpt: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """The recipe's ``detect:`` values, updated by the checkpoint's calibrated ones (``w, s1,
-    a1, sigma, area_unit``) when present, then by non-None command-line overrides."""
-    params = dict((ckpt.get("recipe") or {}).get("detect") or {})
-    params.update(ckpt.get("detect") or {})
-    params.update({k: v for k, v in overrides.items() if v is not None})
-    return params
-
-
 def build_detector(checkpoint: Path, registries: Any, device: str,
                    overrides: dict[str, Any]) -> DetectorLike:
-    """Load the checkpoint's model and wrap it in :class:`partsup.detect.Detector`."""
+    """Load the checkpoint's model and wrap it in :class:`partsup.detect.Detector`.
+
+    Parameters: the recipe's ``detect:`` values, updated by the checkpoint's calibrated ones,
+    then by the non-None ``overrides`` (:func:`partsup.detect.params_from_checkpoint`)."""
     from partsup.checkpoint import load_model
-    from partsup.detect import DetectParams, Detector
+    from partsup.detect import Detector, params_from_checkpoint
 
     model, ckpt = load_model(checkpoint, registries, device=device)
-    params = detect_params(ckpt, overrides)
-    where = f"{checkpoint}: detect"
     try:
-        return Detector(model, DetectParams.from_dict(params), registries, device)
+        params = params_from_checkpoint(ckpt, **overrides)
     except PartsupError as exc:
-        raise type(exc)(f"{where}: {exc}") from exc
+        raise type(exc)(f"{checkpoint}: {exc}") from exc
+    return Detector(model, params, registries, device)
 
 
 # -- the command -------------------------------------------------------------------------------
