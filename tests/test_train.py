@@ -158,3 +158,189 @@ def test_every_registered_optimizer_steps(name: str, tiny_regs) -> None:
     if sched is not None:
         sched.step()
     assert not torch.equal(before, model.weak.conv1.weight)
+
+
+# -- the training loop ----------------------------------------------------------------------------
+
+import json as _json
+
+import yaml as _yaml
+
+from partsup.errors import PartsupError, RecipeError
+from partsup.recipe import load_recipe
+from partsup.train import (Losses, NonFiniteLoss, RunDir, Stage, build, compute_losses, fit,
+                           plan_stages, prepare_stage)
+
+TINY = {
+    "name": "tiny",
+    "plugins": ["tiny_plugin"],
+    "seed": 1,
+    "device": "cpu",
+    "data": {"strong": {"name": "tiny", "split": "train", "n": 3, "masks": True},
+             "weak": {"name": "tiny", "split": "train", "n": 3, "masks": False, "seed": 5},
+             "val": {"name": "tiny", "split": "val", "n": 1},
+             "patch": {"size": 32, "positive_fraction": 0.5, "strong_fraction": 0.5}},
+    "labels": {"weak": {"name": "disk", "radius": 4}},
+    "model": {"backbone": {"name": "tiny"}},
+    "train": {"schedule": "end2end", "optimizer": {"name": "adamw", "lr": 0.01, "warmup": 1},
+              "iterations": 6, "batch_size": 2, "val_every": 3, "checkpoint_every": 2,
+              "keep_last": 2, "log_every": 1},
+    "detect": {"tile": 64, "overlap": 8},
+    "eval": {"protocol": "pixels"},
+}
+
+
+def _recipe(regs, *overrides: str) -> dict:
+    return load_recipe(data=TINY, overrides=overrides, registries=regs)
+
+
+def _params(params) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def _changed(before, after) -> list[bool]:
+    return [not torch.equal(a, b) for a, b in zip(before, after)]
+
+
+def test_fit_writes_the_run_folder(tmp_path: Path, tiny_regs) -> None:
+    result = fit(_recipe(tiny_regs), tiny_regs, tmp_path / "run")
+    run = tmp_path / "run"
+    assert result.completed and result.iteration == 6 and result.best_path == run / "best.pt"
+    assert sorted(p.name for p in run.iterdir()) == [
+        "best.pt", "checkpoints", "loss.png", "metrics.jsonl", "recipe.yaml", "val_f1.png"]
+    assert [i for i, _ in RunDir(run).existing()] == [4, 6]  # keep_last 2 of 2, 4, 6
+    resolved = _yaml.safe_load((run / "recipe.yaml").read_text())
+    assert resolved["train"]["iterations"] == 6 and resolved["loss"]["weak"]["name"] == "concentric"
+    records = [_json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "loss" in r]
+    assert [r["iteration"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert all({"loss_weak", "loss_strong", "lr", "it_s"} <= set(r) for r in steps)
+    assert all(r["loss"] == pytest.approx(r["loss_weak"] + r["loss_strong"], rel=1e-5)
+               for r in steps)
+    assert [r["iteration"] for r in records if "val_f1" in r] == [3, 6]
+    ckpt = load_checkpoint(run / "checkpoints" / "iter-00000006.pt")
+    assert {"optimizer", "scheduler", "rng", "sampler", "best", "normalization"} <= set(ckpt)
+    assert ckpt["iteration"] == 6 and ckpt["detect"] is None
+    best = load_checkpoint(run / "best.pt")
+    assert "optimizer" not in best and best["best"]["metric"] == result.best_f1
+
+
+def test_cpu_runs_are_repeatable(tmp_path: Path, tiny_regs) -> None:
+    recipe = _recipe(tiny_regs, "train.iterations=3", "train.val_every=0")
+    fit(recipe, tiny_regs, tmp_path / "a")
+    fit(recipe, tiny_regs, tmp_path / "b")
+    a = load_checkpoint(RunDir(tmp_path / "a").checkpoint_path(3))["model"]
+    b = load_checkpoint(RunDir(tmp_path / "b").checkpoint_path(3))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = _recipe(tiny_regs, "train.iterations=3", "train.val_every=0", "seed=2")
+    fit(other, tiny_regs, tmp_path / "c")
+    c = load_checkpoint(RunDir(tmp_path / "c").checkpoint_path(3))["model"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_strong_loss_only_on_set_a(tiny_regs) -> None:
+    run = build(_recipe(tiny_regs, "model.backbone.dropout=0.0"), tiny_regs)
+    stage = plan_stages(run.recipe)[0]
+    prepare_stage(run, stage)
+    run.data.set_stage(stage)
+    batch = run.data.batch(0)
+    assert sorted(batch["is_strong"].tolist()) == [False, True]  # strong_fraction 0.5
+    a, b = int(batch["is_strong"].int().argmax()), int((~batch["is_strong"]).int().argmax())
+    batch["strong"][b] = 1  # a set-B "mask" must never be used
+    with torch.no_grad():
+        total, weak, strong = compute_losses(run, batch, "joint")
+    only_a = {k: (v[a:a + 1] if hasattr(v, "shape") else v) for k, v in batch.items()}
+    # mean reduction: the strong loss of the batch is the strong loss of its set-A sample
+    with torch.no_grad():
+        alone = float(compute_losses(run, only_a, "joint")[2])
+    assert float(strong) == pytest.approx(alone, rel=1e-5)
+    batch["is_strong"][:] = False
+    with torch.no_grad():
+        assert float(compute_losses(run, batch, "joint")[2]) == 0.0
+    assert float(total) == pytest.approx(float(weak) + float(strong))
+
+
+def test_stagewise_freezes_what_each_stage_does_not_train(tmp_path: Path, tiny_regs) -> None:
+    recipe = _recipe(tiny_regs, "train.schedule=stagewise", "train.iterations=4",
+                     "train.weak_iterations=2", "train.val_every=0", "train.checkpoint_every=1",
+                     "train.keep_last=10")
+    assert [(s.name, s.start, s.end) for s in plan_stages(recipe)] == [("weak", 0, 2),
+                                                                        ("strong", 2, 4)]
+    fit(recipe, tiny_regs, tmp_path / "run")
+    runs = RunDir(tmp_path / "run")
+    w = [load_checkpoint(runs.checkpoint_path(i))["model"] for i in (1, 2, 4)]
+    weak = [k for k in w[0] if k.startswith("weak.")]
+    strong = [k for k in w[0] if k.startswith(("strong.", "transfer."))
+              and not k.startswith("strong.semantic")]
+    assert all(torch.equal(w[0][k], w[1][k]) for k in strong)       # weak stage: strong still
+    assert any(not torch.equal(w[0][k], w[1][k]) for k in weak)
+    assert all(torch.equal(w[1][k], w[2][k]) for k in weak)         # strong stage: weak frozen
+    assert any(not torch.equal(w[1][k], w[2][k]) for k in strong)
+    assert load_checkpoint(runs.checkpoint_path(4))["stage"] == "strong"
+
+
+def test_strong_stage_draws_set_a_only(tiny_regs) -> None:
+    recipe = _recipe(tiny_regs, "train.schedule=stagewise")
+    run = build(recipe, tiny_regs)
+    run.data.set_stage(Stage("strong", 3, 6))
+    assert all(run.data.batch(i)["is_strong"].all() for i in (3, 4, 5))
+
+
+@pytest.mark.parametrize("mode", ["weak_only", "independent"])
+def test_baseline_modes_train(tmp_path: Path, tiny_regs, mode: str) -> None:
+    recipe = _recipe(tiny_regs, f"model.mode={mode}", "train.schedule=stagewise",
+                     "train.iterations=2", "train.val_every=2")
+    stages = plan_stages(recipe)
+    assert [s.name for s in stages] == (["weak"] if mode == "weak_only" else ["weak", "strong"])
+    result = fit(recipe, tiny_regs, tmp_path / mode)
+    assert result.completed and result.best_f1 is not None
+
+
+def test_gradient_clipping_bounds_the_update(tmp_path: Path, tiny_regs) -> None:
+    recipe = _recipe(tiny_regs, "train.iterations=1", "train.val_every=0",
+                     "train.optimizer={name: sgd_paper, lr: 1.0, momentum: 0.0, "
+                     "weight_decay: 0.0, bias_lr_mult: 1.0}", "train.grad_clip=0.001")
+    run = build(recipe, tiny_regs)
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    fit(recipe, tiny_regs, tmp_path / "run")
+    after = load_checkpoint(RunDir(tmp_path / "run").checkpoint_path(1))["model"]
+    step = torch.sqrt(sum(((after[k] - before[k]) ** 2).sum() for k in before))
+    assert 0 < float(step) <= 0.001 + 1e-7  # lr 1: the update is the clipped gradient
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_regs) -> None:
+    recipe = _recipe(tiny_regs, "train.iterations=50", "train.val_every=0",
+                     "train.checkpoint_every=1", "train.keep_last=1",
+                     "train.optimizer={name: sgd_paper, lr: 1.0e+30, momentum: 0.0}")
+    with pytest.raises(NonFiniteLoss, match=r"iteration \d+: loss is not finite.*last good "
+                                            r"checkpoint is .*iter-\d+\.pt"):
+        fit(recipe, tiny_regs, tmp_path / "run")
+    (i, path), = RunDir(tmp_path / "run").existing()
+    assert 0 < i < 50
+    assert all(torch.isfinite(t).all() for t in load_checkpoint(path)["model"].values())
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path: Path, tiny_regs) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(PartsupError, match="cannot write to the output folder"):
+        fit(_recipe(tiny_regs), tiny_regs, blocker / "run")
+
+
+def test_stagewise_recipe_checks(tiny_regs) -> None:
+    with pytest.raises(RecipeError, match="weak_iterations"):
+        plan_stages(_recipe(tiny_regs, "train.schedule=stagewise", "train.weak_iterations=6"))
+
+
+def test_train_command(tmp_path: Path, tiny_regs, monkeypatch) -> None:
+    from partsup.cli import main
+    path = tmp_path / "tiny.yaml"
+    path.write_text(_yaml.safe_dump(TINY))
+    out = tmp_path / "run"
+    rc = main(["train", str(path), "--set", "train.iterations=2", "--set", "train.val_every=0",
+               "--out", str(out), "--device", "cpu"])
+    assert rc == 0 and (out / "best.pt").is_file()
+    assert _yaml.safe_load((out / "recipe.yaml").read_text())["train"]["iterations"] == 2
+    assert main(["train", str(path), "--out", str(out)]) == 2  # exists: needs --resume
+    rc = main(["train", str(out), "--resume", "--set", "train.iterations=3"])  # a run folder
+    assert rc == 0 and RunDir(out).existing()[-1][0] == 3
