@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.io import (Reader, Record, as_points, list_images, log_summary, mask_centroids,
-                        mask_from_path)
+from partsup.io import (Reader, Record, as_points, layout_and_source, list_images, log_summary,
+                        mask_centroids, mask_from_path)
 
 _SPLIT_DIRS = ("train", "val", "test")
 
@@ -32,6 +32,7 @@ class Folder(Reader):
 At least one of points.csv and masks/ is required.
 Splits: with <root>/train, <root>/val, <root>/test folders (each in the layout above) a split is
 its folder; without them the whole root is split train (or all)."""
+    SOURCE = "your own images and annotations (nothing to download), arranged as above"
 
     def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
                  mpp: float = 0.25, points: str = "points.csv", images: str = "images",
@@ -45,7 +46,7 @@ its folder; without them the whole root is split train (or all)."""
             raise self.missing_folder(image_dir, "image folder")
         if not csv_path.is_file() and not mask_dir.is_dir():
             raise DataError(f"{self.NAME}: neither {csv_path} nor {mask_dir} exists; give points "
-                            f"and/or masks. Expected layout:\n{self.LAYOUT}")
+                            f"and/or masks. {layout_and_source(self)}")
         files = list_images(image_dir)
         sizes = {f.name: self.header_size(f) if check_images else None for f in files}
         files = [f for f in files if not check_images or sizes[f.name] is not None]

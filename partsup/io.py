@@ -214,14 +214,16 @@ def as_points(rows: Sequence[Sequence[float]]) -> np.ndarray:
 class Reader(Sequence[Sample]):
     """Base dataset reader: a lazy sequence of :class:`partsup.types.Sample`.
 
-    Subclasses set ``LAYOUT`` (shown by ``partsup datasets`` and in missing-root errors) and
-    ``NAME``, and implement :meth:`scan` which appends :class:`Record` objects to
-    ``self.records`` using ``self.problems`` for bad input. Cheap accessors (:meth:`points`,
-    :meth:`hard_negatives`, :meth:`image_path`, :meth:`size`) never decode images.
+    Subclasses set ``NAME``, ``LAYOUT`` (the files expected) and ``SOURCE`` (where the data is
+    obtained), both shown by ``partsup datasets`` and in missing-root errors, and fill
+    ``self.records`` with :class:`Record` objects while parsing, using ``self.problems`` for bad
+    input. Cheap accessors (:meth:`points`, :meth:`hard_negatives`, :meth:`image_path`,
+    :meth:`size`) never decode images.
     """
 
     NAME: ClassVar[str] = "reader"
     LAYOUT: ClassVar[str] = ""
+    SOURCE: ClassVar[str] = ""
     SPLITS: ClassVar[tuple[str, ...]] = ("train", "val", "test", "all")
     #: px a point may lie outside the image and still be kept (clamped to the border)
     edge_tolerance: float = 2.0
@@ -239,7 +241,7 @@ class Reader(Sequence[Sample]):
                             f"{', '.join(self.SPLITS)}")
         if not self.root.exists():
             raise DataError(f"{self.NAME}: dataset root {self.root} not found. "
-                            f"Expected layout:\n{self.LAYOUT}")
+                            f"{layout_and_source(self)}")
         self.records: list[Record] = []
 
     # -- subclass hooks ---------------------------------------------------------------------
@@ -333,7 +335,17 @@ class Reader(Sequence[Sample]):
         return None
 
     def missing_folder(self, path: Path, what: str) -> DataError:
-        return DataError(f"{self.NAME}: {what} {path} not found. Expected layout:\n{self.LAYOUT}")
+        return DataError(f"{self.NAME}: {what} {path} not found. {layout_and_source(self)}")
+
+
+def layout_and_source(reader: Any) -> str:
+    """The help text for a reader class, instance or factory: ``"Expected layout:\n<LAYOUT>"``
+    then ``"Where to get the data: <SOURCE>"`` (each left out when that attribute is empty)."""
+    layout = (getattr(reader, "LAYOUT", "") or "").strip("\n")
+    source = (getattr(reader, "SOURCE", "") or "").strip()
+    parts = ([f"Expected layout:\n{layout}"] if layout else []) + \
+        ([f"Where to get the data: {source}"] if source else [])
+    return "\n".join(parts)
 
 
 def read_csv_rows(path: Path, problems: Problems, min_fields: int,

@@ -181,17 +181,17 @@ def dataset_root(name: str, root: str | None, recipe_section: dict[str, Any] | N
 
 
 def missing_root_message(name: str, factory: Any) -> str:
-    """What to tell a user who gave no root for dataset ``name``: layout and where to get it."""
-    layout = (getattr(factory, "LAYOUT", "") or "").strip("\n")
-    source = next((getattr(factory, a) for a in ("SOURCE", "URL", "DOWNLOAD")
-                   if getattr(factory, a, None)), None)
+    """What to tell a user who gave no root for dataset ``name``: the reader's expected layout
+    (``LAYOUT``) and where to get the data (``SOURCE``)."""
+    from partsup.io import layout_and_source
     lines = [f"dataset {name!r} has no root folder: pass --data-root DIR "
              f"(or set PARTSUP_DATA so that $PARTSUP_DATA/{name} exists)."]
-    if layout:
-        lines += ["Expected layout:", layout]
-    lines.append(f"Get the data from: {source}" if source else
-                 "Where to get it: see docs/datasets.md (research downloads are not bundled; "
-                 "`partsup synth OUT --like NAME` writes a synthetic set in the same layout).")
+    help_text = layout_and_source(factory)
+    if help_text:
+        lines.append(help_text)
+    if not (getattr(factory, "SOURCE", "") or "").strip():
+        lines.append("Where to get it: see docs/datasets.md (research downloads are not bundled; "
+                     "`partsup synth OUT --like NAME` writes a synthetic set in the same layout).")
     return "\n".join(lines)
 
 

@@ -22,6 +22,10 @@ def _build(registries, name, root, **kw):
 
 # -- every reader ------------------------------------------------------------------------------
 
+#: the readers of this repository, which all state where their data comes from
+SOURCED = ("icpr2012", "icpr2014", "amida13", "midog", "folder")
+
+
 def test_every_reader_has_layout_and_rejects_missing_root(registries, tmp_path):
     for name in registries.datasets:
         factory = registries.datasets.get(name)
@@ -30,7 +34,35 @@ def test_every_reader_has_layout_and_rejects_missing_root(registries, tmp_path):
         with pytest.raises(DataError) as exc:
             factory(tmp_path / "nowhere")
         msg = str(exc.value)
-        assert str(tmp_path / "nowhere") in msg and layout.splitlines()[0] in msg, name
+        assert str(tmp_path / "nowhere") in msg and layout.strip("\n") in msg, name
+        source = getattr(factory, "SOURCE", "")
+        assert (name not in SOURCED or source.strip()), f"{name}: no SOURCE"
+        if source:
+            assert f"Where to get the data: {source}" in msg, name
+
+
+def test_missing_root_message_of_evaluate_names_layout_and_source(registries, monkeypatch):
+    from partsup.metrics import open_dataset
+    monkeypatch.delenv("PARTSUP_DATA", raising=False)
+    for name in SOURCED:
+        factory = registries.datasets.get(name)
+        with pytest.raises(DataError) as exc:
+            open_dataset(registries, name, None, "test")
+        msg = str(exc.value)
+        assert "--data-root" in msg and factory.LAYOUT.strip("\n") in msg, name
+        assert factory.SOURCE in msg, name
+        assert "http" in factory.SOURCE or name == "folder", name  # a public site to go to
+
+
+def test_missing_folders_and_files_also_show_layout_and_source(registries, tmp_path):
+    (tmp_path / "empty").mkdir()
+    for name in ("amida13", "icpr2014", "midog", "folder"):
+        factory = registries.datasets.get(name)
+        with pytest.raises(DataError) as exc:
+            factory(tmp_path / "empty")
+        msg = str(exc.value)
+        assert str(tmp_path / "empty") in msg and factory.SOURCE in msg, name
+        assert factory.LAYOUT.splitlines()[0] in msg, name
 
 
 # -- icpr2012 ----------------------------------------------------------------------------------
@@ -313,8 +345,14 @@ def test_datasets_command_prints_layouts_and_checks_a_root(registries, tmp_path,
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     for name in registries.datasets:
-        layout = getattr(registries.datasets.get(name), "LAYOUT", "")
+        factory = registries.datasets.get(name)
+        layout = getattr(factory, "LAYOUT", "")
         assert name in out and layout.splitlines()[0][:40] in out, name
+        if getattr(factory, "SOURCE", ""):
+            assert factory.SOURCE.split()[0] in out, name
+    flat = " ".join(out.split())
+    assert "Where to get the data: MITOS-ATYPIA-14" in flat
+    assert "https://mitos-atypia-14.grand-challenge.org/" in flat
     write_amida13(tmp_path, {"01/01": [(60.0, 10.0)], "11/01": None, "13/01": [(5.0, 5.0)]})
     assert main(["datasets", "amida13", "--root", str(tmp_path)]) == 0
     out = capsys.readouterr().out

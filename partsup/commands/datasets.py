@@ -29,6 +29,10 @@ class DatasetsCommand:
             layout = getattr(entry.factory, "LAYOUT", "") or "(this reader documents no layout)"
             ctx.console.rule(f"[bold]{name}[/] [dim]({escape(entry.provider)})[/]", align="left")
             ctx.console.print(escape(layout), soft_wrap=True, highlight=False)
+            source = getattr(entry.factory, "SOURCE", "")
+            if source:
+                ctx.console.print(f"[bold]Where to get the data:[/] {escape(source)}",
+                                  soft_wrap=True, highlight=False)
         if args.root:
             if not args.dataset:
                 raise DataError("partsup datasets --root: name the dataset reader too "

@@ -18,7 +18,7 @@ import numpy as np
 
 from partsup.errors import DataError
 from partsup.io import (IMAGE_SUFFIXES, Reader, Record, as_points, find_image, floats,
-                        group_split, list_images, log_summary, read_csv_rows)
+                        group_split, layout_and_source, list_images, log_summary, read_csv_rows)
 
 #: micrometres per pixel by scanner letter (first letter of the case / slide name)
 ICPR2012_MPP = {"A": 0.2456, "H": 0.2273}
@@ -48,6 +48,9 @@ class ICPR2012(Reader):
 Without train/ and test/ folders, every image under <root> is one pool (split train or all).
 Splits: train, test, all; val = train images of the slides in val_groups (default none).
 Group (slide) = the file name before its last '_' (A00_01 -> A00)."""
+    SOURCE = ("MITOS dataset of the ICPR 2012 mitosis detection contest (Roux et al., "
+              "J Pathol Inform 2013), from the contest organisers' page "
+              "http://ludo17.free.fr/mitos_2012/")
 
     def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
                  val_groups: Sequence[str] = (), mpp: float | None = None,
@@ -143,6 +146,8 @@ Scanner by case letter: A (Aperio) 0.2455 um/px, H (Hamamatsu) 0.2273 um/px.
 Splits by case: val = val_cases (default [A03], the paper's), test = test_cases (default none:
 point root at the test release and use split all), train = the other cases, all = every case.
 An empty CSV means no annotation in that frame."""
+    SOURCE = ("MITOS-ATYPIA-14 challenge (ICPR 2014), from its website "
+              "https://mitos-atypia-14.grand-challenge.org/ (Dataset page)")
 
     def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
                  val_cases: Sequence[str] = ("A03",), test_cases: Sequence[str] = (),
@@ -212,6 +217,10 @@ class AMIDA13(Reader):
 Also reads the TUPAC16 auxiliary set (same layout, cases 01-73; 01-23 are AMIDA13's).
 Splits by case: test = test_cases (default 13-23, AMIDA13's test subjects), val = val_cases
 (default 11, 12: our choice, the last two training subjects), train = the other cases."""
+    SOURCE = ("AMIDA13 challenge (Veta et al., Med Image Anal 2015), from its organisers' "
+              "website http://amida13.isi.uu.nl/; the TUPAC16 auxiliary mitosis set (which "
+              "contains AMIDA13's cases as 01-23) from https://tupac.grand-challenge.org/ "
+              "(Dataset page)")
 
     def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
                  val_cases: Sequence[str] = ("11", "12"),
@@ -270,6 +279,9 @@ class MIDOG(Reader):
 root may also be the .json file itself (images then beside it, or in images=<folder>).
 Splits (no official one): per tumour type, a seeded permutation of the images gives
 test_fraction (0.15) test, val_fraction (0.15) val, the rest train; all = every image."""
+    SOURCE = ("MIDOG++ (Aubreville et al., Sci Data 2023): figshare collection "
+              "https://doi.org/10.6084/m9.figshare.c.6615571 (images and MIDOG++.json); the "
+              "MIDOG 2021 training set: https://doi.org/10.5281/zenodo.4643381")
 
     def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
                  annotations: str | None = None, images: str | None = None,
@@ -318,8 +330,8 @@ test_fraction (0.15) test, val_fraction (0.15) val, the rest train; all = every 
         if len(found) != 1:
             what = "no" if not found else f"{len(found)}"
             raise DataError(f"{self.NAME}: {what} .json files in {self.root}; name the "
-                            f"annotation file with annotations=<file>. Expected layout:\n"
-                            f"{self.LAYOUT}")
+                            f"annotation file with annotations=<file>. "
+                            f"{layout_and_source(self)}")
         return found[0]
 
     def _load_json(self) -> dict[str, Any]:
