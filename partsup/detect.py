@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -23,7 +24,7 @@ import torch
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from partsup.errors import RecipeError
+from partsup.errors import PartsupError, RecipeError
 from partsup.filters import FILTERS
 from partsup.types import Blobs, Detection
 
@@ -162,10 +163,21 @@ def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextMana
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU."""
+    """``"auto"`` -> CUDA when available, else CPU; any other name as a ``torch.device``.
+
+    Raises:
+        PartsupError: an unknown device name, or a CUDA device where none is available.
+    """
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise PartsupError(f"device {str(device)!r}: expected auto, cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise PartsupError(f"device {str(device)!r}: no CUDA device is available here; "
+                           f"use cpu (or auto)")
+    return dev
 
 
 def _prepare(model: Any, dev: torch.device) -> bool:
@@ -441,6 +453,29 @@ class Detector:
         """Detections of one ``(H, W, 3)`` uint8 image of ``mpp`` um/px."""
         p_weak, p_strong = self.maps(image)
         return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
+
+
+def load_detector(checkpoint: str | Path, registries: Any,
+                  device: str | torch.device = "auto", **overrides: Any
+                  ) -> tuple[Detector, dict[str, Any]]:
+    """A :class:`Detector` for a checkpoint, and the checkpoint dict.
+
+    The model comes from :func:`partsup.checkpoint.load_model` on ``device`` (see
+    :func:`resolve_device`); the parameters from :func:`params_from_checkpoint` (recipe, then
+    calibrated values, then the non-None ``overrides``).
+
+    Raises:
+        CheckpointError: unreadable checkpoint. RecipeError: bad ``detect`` values (message
+        prefixed with the checkpoint path). PartsupError: unknown or unavailable device.
+    """
+    from partsup.checkpoint import load_model
+    dev = resolve_device(device)
+    model, ckpt = load_model(checkpoint, registries, device=dev)
+    try:
+        params = params_from_checkpoint(ckpt, **overrides)
+    except PartsupError as exc:
+        raise type(exc)(f"{checkpoint}: {exc}") from exc
+    return Detector(model, params, registries, dev), ckpt
 
 
 def params_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> DetectParams:

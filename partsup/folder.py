@@ -123,8 +123,7 @@ its folder; without them the whole root is split train (or all)."""
                 self.problems.report(str(exc))
                 return
             if size is not None and mask.shape != size:
-                self.problems.report(f"{mask_path}: mask is {mask.shape[0]}x{mask.shape[1]} but "
-                                     f"its image is {size[0]}x{size[1]} (HxW)")
+                self.problems.report(_size_mismatch(mask_path, mask.shape, size))
                 return
             pts = mask_centroids(mask)
         self.records.append(Record(id=f.relative_to(image_dir).with_suffix("").as_posix(),
@@ -138,9 +137,13 @@ its folder; without them the whole root is split train (or all)."""
             return None
         mask = mask_from_path(path)
         if mask.shape != shape:
-            raise DataError(f"{path}: mask is {mask.shape[0]}x{mask.shape[1]} but its image is "
-                            f"{shape[0]}x{shape[1]} (HxW)")
+            raise DataError(_size_mismatch(path, mask.shape, shape))
         return mask
+
+
+def _size_mismatch(path: Path, mask: tuple[int, ...], image: tuple[int, ...]) -> str:
+    return (f"{path}: mask is {mask[0]}x{mask[1]} but its image is {image[0]}x{image[1]} "
+            f"(HxW)")
 
 
 DATASETS = {"folder": Folder}

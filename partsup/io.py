@@ -361,7 +361,7 @@ def read_csv_rows(path: Path, problems: Problems, min_fields: int,
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
-        problems.report(f"{path}: cannot read label file ({type(exc).__name__}: {exc})")
+        problems.report(f"{path}: cannot read ({type(exc).__name__}: {exc})")
         return None
     rows: list[tuple[int, Any]] = []
     for lineno, fields in enumerate(csv.reader(text.splitlines()), start=1):

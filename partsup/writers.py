@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -33,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from partsup.errors import DataError
+from partsup.io import Problems, floats, read_csv_rows
 from partsup.types import Detection
 
 #: default colour of the "Mitosis" class in QuPath (RGB, 0-255)
@@ -210,52 +210,39 @@ def _empty() -> np.ndarray:
     return np.zeros((0, 3), np.float64)
 
 
-def _rows(path: Path) -> list[tuple[int, list[str]]]:
-    out = []
-    with path.open(newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh), start=1):
-            if row and any(c.strip() for c in row):
-                out.append((lineno, [c.strip() for c in row]))
-    return out
+def _number_rows(path: Path, n: int, header: Sequence[str] = (),
+                 optional: int = 0) -> list[list[float]]:
+    """The data lines of a CSV as lists of finite floats (:func:`partsup.io.read_csv_rows`).
 
+    Each line needs ``n - optional`` to ``n`` numbers (extra fields are ignored). With ``header``
+    the first line must start with those names (case-insensitive). Raises DataError naming the
+    file and line.
+    """
+    names = [h.lower() for h in header]
 
-def _floats(path: Path, lineno: int, cells: list[str], n: int) -> list[float]:
-    try:
-        vals = [float(c) for c in cells[:n]]
-    except ValueError:
-        raise DataError(f"{path}, line {lineno}: expected numbers, got {','.join(cells)!r}") from None
-    if len(cells) < n or not all(math.isfinite(v) for v in vals):
-        raise DataError(f"{path}, line {lineno}: expected {n} finite numbers, "
-                        f"got {','.join(cells)!r}")
-    return vals
+    def parse(cells: list[str]) -> list[float] | None:
+        if names and [c.lower() for c in cells[:len(names)]] == names:
+            return None  # the header line
+        return floats(cells, n if len(cells) >= n else n - optional)
+
+    rows = read_csv_rows(path, Problems("detections", strict=True), n - optional, parse=parse,
+                         allow_empty=True) or []
+    if names and rows and rows[0][1] is not None:
+        raise DataError(f"{path}:{rows[0][0]}: expected a header starting {','.join(header)}")
+    return [vals for _, vals in rows if vals is not None]
 
 
 def _read_csv(path: Path) -> np.ndarray:
-    rows = _rows(path)
-    if not rows:
-        return _empty()
-    header = [c.lower() for c in rows[0][1]]
-    if header[:3] != ["x", "y", "score"]:
-        raise DataError(f"{path}, line {rows[0][0]}: expected a header starting x,y,score, "
-                        f"got {','.join(rows[0][1])!r}")
-    vals = [_floats(path, ln, cells, 3) for ln, cells in rows[1:]]
-    return np.asarray(vals, np.float64).reshape(-1, 3)
+    return np.asarray(_number_rows(path, 3, header=("x", "y", "score")), np.float64).reshape(-1, 3)
 
 
 def _read_tupac(path: Path) -> np.ndarray:
-    out = []
-    for ln, cells in _rows(path):
-        if len(cells) >= 3:
-            row, col, score = _floats(path, ln, cells, 3)
-        else:
-            (row, col), score = _floats(path, ln, cells, 2), 1.0
-        out.append((col, row, score))
+    out = [(v[1], v[0], v[2] if len(v) > 2 else 1.0) for v in _number_rows(path, 3, optional=1)]
     return np.asarray(out, np.float64).reshape(-1, 3)
 
 
 def _read_mitos_atypia(path: Path) -> np.ndarray:
-    out = [_floats(path, ln, cells, 3) for ln, cells in _rows(path)]
-    return np.asarray(out, np.float64).reshape(-1, 3)
+    return np.asarray(_number_rows(path, 3), np.float64).reshape(-1, 3)
 
 
 def _load_json(path: Path) -> Any:
@@ -331,7 +318,4 @@ def read_detections(path: str | Path, fmt: str | None = None,
         known = ", ".join(WRITERS)
         raise DataError(f"{path}: cannot tell the detection format from the name; "
                         f"pass one of {known}")
-    try:
-        return readers[fmt](path)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a text file") from None
+    return readers[fmt](path)

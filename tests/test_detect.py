@@ -115,6 +115,18 @@ def test_infer_maps_rejects_bad_input():
         infer_maps(DarkModel(), np.zeros((10, 10, 3), np.float32))
 
 
+def test_resolve_device_names_bad_and_missing_devices():
+    from partsup.detect import resolve_device
+    from partsup.errors import PartsupError
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(PartsupError, match="'gpu': expected auto, cpu or cuda"):
+        resolve_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(PartsupError, match="'cuda:1': no CUDA device is available"):
+            resolve_device("cuda:1")
+
+
 # -- blobs -------------------------------------------------------------------------------------
 
 def test_find_blobs_scores_centroids_and_areas():

@@ -244,7 +244,7 @@ def test_evaluate_failure_mid_run_keeps_previous_output(toy, tmp_path):
     (det / "case3").mkdir(parents=True)
     (det / "case3" / "d.csv").write_text("x,y,score\n26,31,0.9\n")
     (det / "case3" / "e.csv").write_text("x,y,score\n26,oops,0.9\n")  # second image: bad line
-    with pytest.raises(DataError, match="line 2"):
+    with pytest.raises(DataError, match=r"e\.csv:2: malformed line"):
         run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
                        "--detections", str(det), "--out", str(out)])
     assert (out / "metrics.json").read_text() == "{}"

@@ -308,21 +308,15 @@ def test_folder_split_folders_and_broken_inputs(registries, tmp_path):
     assert _build(registries, "folder", tmp_path, split="val").ids == ["b"]
     assert _build(registries, "folder", tmp_path, split="train").ids == ["a"]
     csv = tmp_path / "train" / "points.csv"
-    csv.write_text("image,x,y\na.jpg,12,30\nzzz.png,1,1\n")
-    with pytest.raises(DataError, match=rf"{csv}:3: image 'zzz.png' not found"):
-        _build(registries, "folder", tmp_path)
-    csv.write_text("image,x,y\na,12,thirty\n")
-    with pytest.raises(DataError, match=rf"{csv}:2: malformed line"):
-        _build(registries, "folder", tmp_path)
-    csv.write_text("image,x,y\na,12,300\n")
-    with pytest.raises(DataError, match=rf"{csv}:2: point x=12, y=300 lies outside"):
-        _build(registries, "folder", tmp_path)
-    csv.write_text("file,col,row\na,1,1\n")
-    with pytest.raises(DataError, match=rf"{csv}:1: header must name the columns image,x,y"):
-        _build(registries, "folder", tmp_path)
-    csv.write_text("image,x,y\n")
-    with pytest.raises(DataError, match=rf"{csv}: empty label file"):
-        _build(registries, "folder", tmp_path)
+    for text, error in (
+            ("image,x,y\na.jpg,12,30\nzzz.png,1,1\n", ":3: image 'zzz.png' not found"),
+            ("image,x,y\na,12,thirty\n", ":2: malformed line"),
+            ("image,x,y\na,12,300\n", ":2: point x=12, y=300 lies outside"),
+            ("file,col,row\na,1,1\n", ":1: header must name the columns image,x,y"),
+            ("image,x,y\n", ": empty label file")):
+        csv.write_text(text)
+        with pytest.raises(DataError, match=rf"{csv}{error}"):
+            _build(registries, "folder", tmp_path)
     csv.unlink()
     with pytest.raises(DataError, match="neither .*points.csv nor .*masks exists"):
         _build(registries, "folder", tmp_path)

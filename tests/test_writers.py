@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -134,10 +135,15 @@ def test_midog_points_are_in_mm(tmp_path):
 
 
 def test_read_errors_name_the_file(tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("x,y,score,area\n1,2,oops,4\n")
-    with pytest.raises(DataError, match=r"bad\.csv, line 2"):
-        read_detections(bad)
+    for name, content, error in (
+            ("bad.csv", b"x,y,score,area\n1,2,oops,4\n", r":2: malformed line .*oops"),
+            ("bad.csv", b"1,2,0.5\n", r":1: expected a header starting x,y,score"),
+            ("bad.csv", b"X,Y,Score,area\n\n1,2,inf,4\n", r":3: .*non-finite"),
+            ("short_mitosis.csv", b"1,2,0.5\n3,4\n", r":2: .*at least 3"),
+            ("bin.tupac.csv", b"\xff\xfe\x00\x81", r": cannot read")):
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(DataError, match=re.escape(str(tmp_path / name)) + error):
+            read_detections(tmp_path / name)
     with pytest.raises(DataError, match="not found"):
         read_detections(tmp_path / "missing.csv")
     odd = tmp_path / "odd.txt"

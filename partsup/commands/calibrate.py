@@ -78,11 +78,11 @@ class CalibrateCommand:
                             help="sweep and report, but leave the checkpoint unchanged")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
-        from partsup.checkpoint import load_model, update_detect_params
-        from partsup.detect import Detector, params_from_checkpoint, resolve_device
+        from partsup.checkpoint import update_detect_params
+        from partsup.detect import load_detector
 
-        device = resolve_device(args.device)
-        model, ckpt = load_model(args.checkpoint, ctx.registries, device=device)
+        detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
+        params = detector.params
         recipe = ckpt.get("recipe") or {}
         name = args.dataset or default_dataset(recipe)
         if not name:
@@ -92,14 +92,12 @@ class CalibrateCommand:
         if len(dataset) == 0:
             raise DataError(f"dataset {name!r} split {args.split!r} has no images")
         protocol = resolve_protocol(ctx.registries, args.protocol, name, recipe)
-        params = params_from_checkpoint(ckpt)
         grid = dict(recipe.get("calibrate") or {})
         for key in ("w", "s1", "a1"):
             grid[key] = parse_grid(getattr(args, key), f"--{key}") or grid.get(key)
             if not grid[key]:
                 raise RecipeError(f"{args.checkpoint}: recipe calibrate.{key} is empty; "
                                   f"pass --{key}")
-        detector = Detector(model, params, ctx.registries, device)
         out = Path(args.out or Path(args.checkpoint).parent / "calibration")
 
         with staged_dir(out) as tmp, tempfile.TemporaryDirectory(dir=tmp) as cache_dir, \

@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from partsup.errors import DataError, PartsupError, RecipeError
+from partsup.errors import DataError, RecipeError
 from partsup.metrics import Counts, match, open_dataset, protocol_dict, resolve_protocol
 from partsup.types import Detection, Protocol, Sample
 
@@ -81,9 +81,10 @@ def parse_options(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def progress_bar(console: Any) -> Progress:
+def progress_bar(console: Any, *extra: Any) -> Progress:
+    """A transient bar: description, bar, n/total, elapsed time, then the ``extra`` columns."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
+                    TimeElapsedColumn(), *extra, console=console, transient=True)
 
 
 # -- detections from files -----------------------------------------------------------------------
@@ -277,16 +278,9 @@ class EvaluateCommand:
     @staticmethod
     def _checkpoint_detector(args: argparse.Namespace, ctx: Any
                              ) -> tuple[Callable[[Sample], Sequence[Detection]], dict, dict]:
-        from partsup.checkpoint import load_model
-        from partsup.detect import Detector, params_from_checkpoint, resolve_device
-        device = resolve_device(args.device)
-        model, ckpt = load_model(args.checkpoint, ctx.registries, device=device)
-        try:
-            params = params_from_checkpoint(ckpt)
-        except PartsupError as exc:
-            raise type(exc)(f"{args.checkpoint}: {exc}") from exc
-        detector = Detector(model, params, ctx.registries, device)
-        source = {"checkpoint": str(args.checkpoint), "detect": params.to_dict(),
+        from partsup.detect import load_detector
+        detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
+        source = {"checkpoint": str(args.checkpoint), "detect": detector.params.to_dict(),
                   "calibrated": ckpt.get("detect") is not None}
         return (lambda s: detector.detect(s.image, s.mpp)), ckpt.get("recipe") or {}, source
 

@@ -12,17 +12,21 @@ import csv
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
 
 import numpy as np
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import TextColumn
 from rich.table import Table
 
+from partsup.commands.evaluate import progress_bar
 from partsup.counts import HPF_AREA_MM2, ImageCount, summarize
 from partsup.errors import DataError, PartsupError
 from partsup.io import IMAGE_SUFFIXES, read_image
 from partsup.types import Detection
+
+if TYPE_CHECKING:
+    import torch
 
 #: mpp used when neither --mpp nor the image says (MIDOG / AMIDA13 scanners)
 DEFAULT_MPP = 0.25
@@ -174,32 +178,12 @@ def failure_message(path: Path, exc: BaseException) -> str:
 
 # -- the model ---------------------------------------------------------------------------------
 
-def resolve_device(name: str) -> str:
-    """``auto`` -> ``cuda`` when available, else ``cpu``; ``cuda`` without CUDA is an error."""
-    import torch
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PartsupError("--device cuda: no CUDA device is available here; "
-                           "use --device cpu (or auto)")
-    return name
-
-
-def build_detector(checkpoint: Path, registries: Any, device: str,
+def build_detector(checkpoint: Path, registries: Any, device: str | torch.device,
                    overrides: dict[str, Any]) -> DetectorLike:
-    """Load the checkpoint's model and wrap it in :class:`partsup.detect.Detector`.
-
-    Parameters: the recipe's ``detect:`` values, updated by the checkpoint's calibrated ones,
-    then by the non-None ``overrides`` (:func:`partsup.detect.params_from_checkpoint`)."""
-    from partsup.checkpoint import load_model
-    from partsup.detect import Detector, params_from_checkpoint
-
-    model, ckpt = load_model(checkpoint, registries, device=device)
-    try:
-        params = params_from_checkpoint(ckpt, **overrides)
-    except PartsupError as exc:
-        raise type(exc)(f"{checkpoint}: {exc}") from exc
-    return Detector(model, params, registries, device)
+    """The checkpoint's :class:`partsup.detect.Detector` (:func:`partsup.detect.load_detector`:
+    recipe ``detect:`` values, then calibrated ones, then the non-None ``overrides``)."""
+    from partsup.detect import load_detector
+    return load_detector(checkpoint, registries, device, **overrides)[0]
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -296,6 +280,7 @@ class PredictCommand:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in "
                             f"{', '.join(map(str, args.paths))}"
                             + ("" if args.recursive else " (folders: add --recursive?)"))
+        from partsup.detect import resolve_device
         device = resolve_device(args.device)
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
         detector = build_detector(args.checkpoint, ctx.registries, device, overrides)
@@ -320,9 +305,7 @@ class PredictCommand:
     def _loop(self, items: Sequence[Item], detector: DetectorLike, writers: dict[str, Any],
               args: argparse.Namespace, ctx: Any) -> list[Result]:
         results: list[Result] = []
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TextColumn("{task.fields[file]}"))
-        with Progress(*columns, console=ctx.err, transient=True) as progress:
+        with progress_bar(ctx.err, TextColumn("{task.fields[file]}")) as progress:
             task = progress.add_task("predict", total=len(items), file="")
             for item in items:
                 progress.update(task, file=escape(item.id))

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.io import (IMAGE_SUFFIXES, Reader, Record, as_points, find_image, floats,
-                        group_split, layout_and_source, list_images, log_summary, read_csv_rows)
+from partsup.io import (Reader, Record, as_points, floats, group_split, layout_and_source,
+                        list_images, log_summary, read_csv_rows)
 
 #: micrometres per pixel by scanner letter (first letter of the case / slide name)
 ICPR2012_MPP = {"A": 0.2456, "H": 0.2273}
@@ -99,7 +99,7 @@ Group (slide) = the file name before its last '_' (A00_01 -> A00)."""
                              allow_empty=self.allow_empty) or []
         masks, centroids = [], []
         for lineno, pix in rows:
-            if size is not None and not _pixels_inside(pix, size):
+            if size is not None and not _inside(pix, size).all():
                 self.problems.report(f"{csv_path}:{lineno}: mask pixels lie outside the "
                                      f"{size[0]}x{size[1]} (HxW) image")
                 continue
@@ -115,7 +115,7 @@ Group (slide) = the file name before its last '_' (A00_01 -> A00)."""
         mask = np.zeros(shape, np.uint8)
         for pix in record.extra.get("pixels", []):
             xy = np.rint(pix).astype(np.int64)
-            ok = (xy[:, 0] >= 0) & (xy[:, 0] < shape[1]) & (xy[:, 1] >= 0) & (xy[:, 1] < shape[0])
+            ok = _inside(xy, shape)
             mask[xy[ok, 1], xy[ok, 0]] = 1
         return mask
 
@@ -127,9 +127,10 @@ def _pixel_list(fields: list[str]) -> np.ndarray:
     return np.asarray(vals, np.float32).reshape(-1, 2)
 
 
-def _pixels_inside(pix: np.ndarray, size: tuple[int, int]) -> bool:
+def _inside(xy: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(N,)`` bool: which x, y pixels lie in an image of ``size`` (H, W)."""
     h, w = size
-    return bool(((pix[:, 0] >= 0) & (pix[:, 0] < w) & (pix[:, 1] >= 0) & (pix[:, 1] < h)).all())
+    return (xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h)
 
 
 # -- ICPR 2014 (MITOS-ATYPIA-14) ------------------------------------------------------------
