@@ -326,10 +326,12 @@ class PatchDataset(Dataset):
     """
 
     def __init__(self, sampler: MixedSampler, label_maker: LabelMaker, length: int,
-                 epoch: int = 0, cache_images: int = 2) -> None:
+                 epoch: int = 0, cache_images: int = 2,
+                 label_maker_a: LabelMaker | None = None) -> None:
         if length < 1:
             raise RecipeError(f"data: samples per epoch must be >= 1, got {length}")
         self.sampler, self.label_maker, self.length = sampler, label_maker, int(length)
+        self.label_maker_a = label_maker_a  # set-A items' weak labels (None: label_maker)
         self.epoch, self.cache_images = int(epoch), int(cache_images)
         self._cache: OrderedDict[tuple[bool, int], Sample] = OrderedDict()
 
@@ -359,7 +361,8 @@ class PatchDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         draw = self.sampler.draw(self.epoch, index)
         s = self.sample(draw.is_strong, draw.image_index)
-        item = render(draw, s, self.label_maker, self.sampler.augment,
+        maker = self.label_maker_a if draw.is_strong and self.label_maker_a else self.label_maker
+        item = render(draw, s, maker, self.sampler.augment,
                       self.sampler.rng(self.epoch, index, stream=1))
         item["id"] = s.id
         return item
@@ -500,7 +503,12 @@ def build_training_data(recipe: dict[str, Any], registries: Any, length: int | N
     spec = recipe["labels"]["weak"]
     maker = registries.label_makers.build(spec["name"], where="labels.weak",
                                           **{k: v for k, v in spec.items() if k != "name"})
+    spec_a = recipe["labels"].get("weak_set_a")
+    maker_a = None if not spec_a else registries.label_makers.build(
+        spec_a["name"], where="labels.weak_set_a",
+        **{k: v for k, v in spec_a.items() if k != "name"})
     if length is None:
         n = sum(r.num_points() for r in (strong, weak) if r is not None)
         length = max(1, int(math.ceil(n / max(patch.positive_fraction, 1e-6))))
-    return TrainingData(PatchDataset(sampler, maker, length, epoch), sampler, strong, weak)
+    return TrainingData(PatchDataset(sampler, maker, length, epoch, label_maker_a=maker_a),
+                        sampler, strong, weak)

@@ -87,6 +87,8 @@ SCHEMA: dict[str, Any] = {
     },
     "labels": {
         "weak": Component("label_makers", default={"name": "concentric"}),
+        "weak_set_a": Component("label_makers",
+                                help="weak labels of set-A samples (default: labels.weak)"),
     },
     "loss": {
         "weak": Component("losses", default={"name": "concentric", "reduction": "mean"}),

@@ -250,7 +250,8 @@ class TrainStream:
                                           seed=d.sampler.seed)
         n = d.strong.num_points()
         length = max(1, math.ceil(n / max(d.sampler.patch.positive_fraction, 1e-6)))
-        return self.pdata.PatchDataset(sampler, d.dataset.label_maker, length)
+        return self.pdata.PatchDataset(sampler, d.dataset.label_maker, length,
+                                       label_maker_a=getattr(d.dataset, "label_maker_a", None))
 
     def set_stage(self, stage: Stage) -> None:
         self.stage, self._iter, self._next = stage, None, -1

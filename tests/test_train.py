@@ -344,3 +344,16 @@ def test_train_command(tmp_path: Path, tiny_regs, monkeypatch) -> None:
     assert main(["train", str(path), "--out", str(out)]) == 2  # exists: needs --resume
     rc = main(["train", str(out), "--resume", "--set", "train.iterations=3"])  # a run folder
     assert rc == 0 and RunDir(out).existing()[-1][0] == 3
+
+
+def test_weak_labels_per_set(tiny_regs) -> None:
+    """labels.weak_set_a: set-A items get their own weak labels (e.g. ICPR 2012 random radii
+    while ICPR 2014 uses r15/R30)."""
+    recipe = _recipe(tiny_regs, "labels.weak_set_a={name: disk, radius: 1.0}",
+                     "data.patch.positive_fraction=1.0", "train.batch_size=8")
+    run = build(recipe, tiny_regs)
+    run.data.set_stage(plan_stages(recipe)[0])
+    batch = run.data.batch(0)
+    area = (batch["weak"] == 1).flatten(1).sum(1)
+    a, b = area[batch["is_strong"]], area[~batch["is_strong"]]
+    assert len(a) and len(b) and int(a.max()) <= 5 * 2 < int(b.min())  # r=1 disks vs r=4
