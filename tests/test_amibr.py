@@ -128,11 +128,25 @@ def test_labels_sit_on_the_real_figure_pixels(amibr_root):
     assert checked >= 6
 
 
-def test_deterministic_and_seeded(amibr_root):
+def test_every_disc_fits_inside_its_field(amibr_root):
+    ds = factory(split="val", density=60.0)  # crowded fields: darts pushed to the borders
+    xy = np.concatenate([ds.points(i, p) for i in range(len(ds)) for p in (0, 1)])
+    assert len(xy) == 2 * ds.num_points()
+    assert xy.min() >= 31 + 3 and xy.max() <= ds.field_size - 1 - 31 - 3
+    some = [i for i in range(len(ds)) if (ds.points(i) < 40).any()][:3]
+    assert some and all(ds[i].image.shape == (480, 480, 3) for i in some)
+
+
+def test_deterministic_seeded_and_picklable(amibr_root):
+    import pickle
     a, b = factory(split="val", fields=5), factory(split="val", fields=5)
     c = factory(split="val", fields=5, seed=1)
-    np.testing.assert_array_equal(a[0].image, b[0].image)
-    assert not np.array_equal(a[0].image, c[0].image)
+    first = a[0].image
+    np.testing.assert_array_equal(first, b[0].image)
+    assert not np.array_equal(first, c[0].image)
+    blob = pickle.dumps(a)
+    assert len(blob) < 200_000  # no decoded crops travel to DataLoader workers
+    np.testing.assert_array_equal(pickle.loads(blob)[0].image, first)
 
 
 def _tile_centres(ds):

@@ -171,6 +171,12 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         self._cache: OrderedDict[str, list[Donor]] = OrderedDict()
         self.cache_slides = cache_slides
 
+    def __getstate__(self) -> dict:
+        """Pickle without the caches (DataLoader workers rebuild them lazily)."""
+        state = dict(self.__dict__)
+        state["_cache"], state["_placements"] = OrderedDict(), {}
+        return state
+
     # -- construction -------------------------------------------------------------------------
     def _resolve_root(self, root: str | Path | None) -> Path:
         if root is None:
@@ -368,8 +374,14 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
 
     def _dart(self, rng: np.random.Generator, taken: list[tuple[float, float]],
               force: bool = False, decoys: list | None = None) -> tuple[float, float] | None:
-        """A disc centre (integer px) at least 2 * (R_MAX + offset) from the others."""
-        lo, hi = R_MAX + MAX_OFFSET, self.field_size - R_MAX - MAX_OFFSET
+        """A disc centre (integer px) at least 2 * (R_MAX + offset) from the others.
+
+        Centres keep ``R_MAX + MAX_OFFSET + 2`` px from the border: a disc (radius up to
+        R_MAX, drawn in a box of R_MAX + 1, centred up to MAX_OFFSET from the figure) stays
+        inside the field.
+        """
+        lo = R_MAX + MAX_OFFSET + 2
+        hi = self.field_size - lo
         gap2 = (2 * (R_MAX + MAX_OFFSET)) ** 2
         for _ in range(200):
             x, y = float(rng.integers(lo, hi)), float(rng.integers(lo, hi))
