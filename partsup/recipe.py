@@ -113,6 +113,8 @@ SCHEMA: dict[str, Any] = {
         "amp": F(bool, default=True, help="bf16 autocast on GPU (ignored on CPU)"),
         "grad_clip": F(*NUM, _NONE, default=None),
         "val_every": F(int, default=500),
+        "val_sweep": F(bool, default=True, help="validation F1: best over the calibrate: grid "
+                       "(what calibration would reach); false: with the detect: values"),
         "checkpoint_every": F(int, default=500),
         "keep_last": F(int, default=2),
         "log_every": F(int, default=10),

@@ -413,45 +413,71 @@ def train_step(run: Run, batch: dict[str, Any], stage: str, optimizer: torch.opt
 # Validation
 # ------------------------------------------------------------------------------------------------
 def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
-    """Detection F1 on the validation split with the recipe's ``detect`` parameters.
+    """Detection F1 on the validation split (the detection pipeline of :mod:`partsup.detect`).
 
-    During a ``weak`` stage the fusion uses the weak map only (w = 1). Images are shared out
-    across ranks and the TP/FP/FN counts summed. Returns ``Counts.as_dict()`` plus ``images``,
-    or None when the recipe has no validation split.
+    With ``train.val_sweep`` (default) the F1 is the best over the recipe's ``calibrate:`` grid
+    of (w, s1, a1), i.e. what calibration would reach with these weights (maps are computed
+    once per image, then swept, as ``partsup calibrate`` does); otherwise the ``detect:``
+    values are used as they are. During a ``weak`` stage only the weak map counts (w = 1).
+    Images are shared out across ranks and the counts summed.
+
+    Returns ``Counts.as_dict()`` plus ``images``, ``w``, ``s1``, ``a1`` (the grid point), or
+    None when the recipe has no validation split.
     """
     if run.val is None:
         return None
+    import tempfile
+
+    from partsup.calibration import MapCache, sweep
     from partsup.detect import Detector, DetectParams
-    from partsup.metrics import Counts, match
 
     params = DetectParams.from_dict(run.recipe["detect"])
-    if stage == "weak" or run.model.mode == "weak_only":
+    weak_map_only = stage == "weak" or run.model.mode == "weak_only"
+    if weak_map_only:
         params.w = 1.0
-    protocol = _protocol(run)
+    grid = run.recipe["calibrate"] if run.recipe["train"].get("val_sweep", True) else \
+        {"w": [params.w], "s1": [params.s1], "a1": [params.a1]}
+    w_grid = [1.0] if weak_map_only else grid["w"]
     detector = Detector(run.model, params, run.registries, device=run.device,
                         amp=bool(run.recipe["train"]["amp"]))
-    counts = Counts()
-    n = 0
+    n = len(run.val)
+    mine = range(run.dist.rank, n, run.dist.world) if n >= run.dist.world else range(n)
     was_training = run.model.training
     try:
-        for i in range(run.dist.rank, len(run.val), run.dist.world):
-            sample = run.val[i]
-            dets = detector.detect(sample.image, sample.mpp)
-            xy = np.array([[d.x, d.y] for d in dets], np.float64).reshape(-1, 2)
-            scores = np.array([d.score for d in dets], np.float64)
-            counts = counts + match(sample.points, xy, scores,
-                                    protocol.radius_for(sample.mpp)).counts
-            n += 1
+        with tempfile.TemporaryDirectory(prefix="partsup-val-") as folder:
+            cache = MapCache(folder)
+            images = []
+            for i in mine:
+                sample = run.val[i]
+                images.append(cache.add(sample.id, *detector.maps(sample.image), sample.points,
+                                        sample.mpp))
+            rows = sweep(images, params, run.registries, _protocol(run), w_grid, grid["s1"],
+                         grid["a1"]).rows if images else []
+            del images
     finally:
         run.model.train(was_training)
-    if run.dist.enabled:
-        t = torch.tensor([counts.tp, counts.fp, counts.fn, n], dtype=torch.float64,
-                         device=run.device if run.device.type == "cuda" else "cpu")
+    return _best_row(run, rows, len(mine), n, w_grid, grid)
+
+
+def _best_row(run: Run, rows: list[Any], mine: int, n: int, w_grid: list[float],
+              grid: dict[str, Any]) -> dict[str, Any]:
+    """Sum each grid point's counts over ranks; the best F1 (first of ties, grid order)."""
+    from partsup.metrics import Counts
+    keys = [(float(w), float(s), float(a)) for w in w_grid for s in grid["s1"] for a in grid["a1"]]
+    counts = np.zeros((len(keys), 3), np.int64)
+    index = {k: i for i, k in enumerate(keys)}
+    for r in rows:
+        c = r.counts
+        counts[index[(float(r.w), float(r.s1), float(r.a1))]] = (c.tp, c.fp, c.fn)
+    if run.dist.enabled and n >= run.dist.world:
+        t = torch.from_numpy(counts).to(torch.float64)
+        t = t.to(run.device) if run.device.type == "cuda" else t
         tdist.all_reduce(t)
-        counts = Counts(int(t[0]), int(t[1]), int(t[2]))
-        n = int(t[3])
-    out = counts.as_dict()
-    out["images"] = n
+        counts = t.cpu().numpy().astype(np.int64)
+    totals = [Counts(*map(int, c)) for c in counts]
+    best = max(range(len(keys)), key=lambda i: totals[i].f1)
+    out: dict[str, Any] = totals[best].as_dict()
+    out.update(images=n, w=keys[best][0], s1=keys[best][1], a1=keys[best][2])
     return out
 
 
@@ -701,6 +727,7 @@ class _State:
     iteration: int = 0
     best_f1: float | None = None
     best_iteration: int | None = None
+    best_detect: dict[str, float] | None = None  # the grid point of the best validation F1
     stage_name: str | None = None
     optimizer: Any = None
     scheduler: Any = None
@@ -718,7 +745,8 @@ def _payload(run: Run, state: _State, stage: Stage, optimizer: Any, scheduler: A
         "detect": None,
         "iteration": state.iteration,
         "stage": stage.name,
-        "best": {"metric": state.best_f1, "iteration": state.best_iteration},
+        "best": {"metric": state.best_f1, "iteration": state.best_iteration,
+                 "detect": state.best_detect},
         "sampler": {"iteration": state.iteration, "world": world, "batch_size": batch,
                     "position": _sampler_position(run)},
     }
@@ -805,6 +833,7 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
         state.iteration = int(ckpt["iteration"])
         state.best_f1 = ckpt["best"]["metric"]
         state.best_iteration = ckpt["best"]["iteration"]
+        state.best_detect = ckpt["best"].get("detect")
     display = Display(console, stages[-1].end, state.iteration, dist.is_main)
     try:
         with StopRequest() as stop:
@@ -925,16 +954,23 @@ def _validate_and_keep_best(run: Run, run_dir: RunDir, state: _State, stage: Sta
         run_dir.log({"iteration": state.iteration, "stage": stage.name,
                      "val_f1": result["f1"], "val_precision": result["precision"],
                      "val_recall": result["recall"], "val_tp": result["tp"],
-                     "val_fp": result["fp"], "val_fn": result["fn"]})
+                     "val_fp": result["fp"], "val_fn": result["fn"],
+                     "val_w": result["w"], "val_s1": result["s1"], "val_a1": result["a1"]})
     final_stage = stage == stages[-1]
     if final_stage and (state.best_f1 is None or result["f1"] > state.best_f1):
         state.best_f1, state.best_iteration = result["f1"], state.iteration
+        state.best_detect = {k: result[k] for k in ("w", "s1", "a1")}
         if run.dist.is_main:
             save_checkpoint(run_dir.best, _payload(run, state, stage, None, None, training=False))
             display.message(f"iteration {state.iteration}: validation F1 {result['f1']:.3f} "
-                            f"(best) -> {run_dir.best}")
+                            f"{_at(result)} (best) -> {run_dir.best}")
     elif run.dist.is_main:
-        display.message(f"iteration {state.iteration}: validation F1 {result['f1']:.3f}")
+        display.message(f"iteration {state.iteration}: validation F1 {result['f1']:.3f} "
+                        f"{_at(result)}")
+
+
+def _at(result: dict[str, Any]) -> str:
+    return f"(w={result['w']:g}, s1={result['s1']:g}, a1={result['a1']:g})"
 
 
 def _finish(run: Run, run_dir: RunDir, state: _State, stage: Stage) -> None:
