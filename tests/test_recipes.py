@@ -105,3 +105,18 @@ def test_light_recipes_build_their_model(name: str, env: Path) -> None:
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 64, 64))
     assert out.weak.shape == out.strong.shape == (1, 2, 64, 64)
+
+
+def test_every_schema_key_is_documented() -> None:
+    from partsup.recipe import SCHEMA
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "recipes.md").read_text()
+
+    def keys(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            path = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict):
+                yield from keys(v, path)
+            else:
+                yield path
+    missing = [k for k in keys(SCHEMA) if f"`{k}`" not in doc]
+    assert not missing, f"docs/recipes.md does not document {missing}"

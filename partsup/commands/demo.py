@@ -26,11 +26,11 @@ from rich.table import Table
 DEMO_DATA: dict[str, dict[str, Any]] = {
     "icpr2012": {"like": "icpr2012", "n_images": 16, "seed": 1, "size": 512,
                  "val_fraction": 0.0, "test_fraction": 0.0},
-    "amida13": {"like": "amida13", "n_images": 64, "seed": 2, "size": 512,
+    "amida13": {"like": "amida13", "n_images": 80, "seed": 2, "size": 512,
                 "val_fraction": 0.15, "test_fraction": 0.25},
 }
-MODELS = (("partmitosis", "PartMitosis (transfer, end-to-end)", []),
-          ("weak_only", "weak-only baseline (SegMitos)", ["model.mode=weak_only"]))
+MODELS = (("partmitosis", "PartMitosis", []),
+          ("weak_only", "weak-only", ["model.mode=weak_only"]))
 TARGET_F1 = 0.80
 
 
@@ -149,18 +149,19 @@ class DemoCommand:
 
     def _report(self, rows: list[dict[str, Any]], gen_s: float, total: float, out: Path,
                 console: Console) -> None:
-        table = Table(title="partsup demo: synthetic AMIDA13-style test split "
-                            "(8 um, greedy one-to-one)")
-        for col in ("model", "w", "s1", "a1", "val F1", "test P", "test R", "test F1",
-                    "TP/FP/FN", "train s"):
-            table.add_column(col, justify="left" if col == "model" else "right")
+        table = Table(title="partsup demo: synthetic AMIDA13-style test split, 8 um, "
+                            "greedy one-to-one")
+        for col in ("model", "val F1", "test P", "test R", "test F1", "TP/FP/FN", "train"):
+            table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
         for r in rows:
             v, t = r["val"], r["test"]
-            table.add_row(r["label"], f"{v['w']:g}", f"{v['s1']:g}", f"{v['a1']:g}",
-                          f"{v['f1']:.3f}", f"{t['precision']:.3f}", f"{t['recall']:.3f}",
-                          f"[bold]{t['f1']:.3f}[/]", f"{t['tp']}/{t['fp']}/{t['fn']}",
-                          f"{r['train_s']:.0f}")
+            table.add_row(r["label"], f"{v['f1']:.3f}", f"{t['precision']:.3f}",
+                          f"{t['recall']:.3f}", f"[bold]{t['f1']:.3f}[/]",
+                          f"{t['tp']}/{t['fp']}/{t['fn']}", f"{r['train_s']:.0f} s")
         console.print(table)
+        console.print("calibrated on the validation split: " + "; ".join(
+            f"{r['label']} w={r['val']['w']:g} s1={r['val']['s1']:g} a1={r['val']['a1']:g}"
+            for r in rows), highlight=False)
         f1 = rows[0]["test"]["f1"]
         verdict = "[green]reached[/]" if f1 >= TARGET_F1 else "[red]NOT reached[/]"
         console.print(f"PartMitosis test F1 {f1:.3f}: target {TARGET_F1:.2f} {verdict}. "
