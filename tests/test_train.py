@@ -357,3 +357,43 @@ def test_weak_labels_per_set(tiny_regs) -> None:
     area = (batch["weak"] == 1).flatten(1).sum(1)
     a, b = area[batch["is_strong"]], area[~batch["is_strong"]]
     assert len(a) and len(b) and int(a.max()) <= 5 * 2 < int(b.min())  # r=1 disks vs r=4
+
+
+def test_demo_runs_end_to_end_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`partsup demo` wiring (data generation, two trainings, calibrate, evaluate, table) with a
+    tiny model and tiny synthetic data; the real demo's timing and F1 are in docs/performance.md."""
+    from partsup.cli import main
+    from partsup.commands import demo
+    monkeypatch.setattr(demo, "DEMO_DATA", {
+        "icpr2012": {"like": "icpr2012", "n_images": 3, "seed": 1, "size": 128,
+                     "val_fraction": 0.0, "test_fraction": 0.0},
+        "amida13": {"like": "amida13", "n_images": 12, "seed": 2, "size": 128,
+                    "val_fraction": 0.25, "test_fraction": 0.25}})
+    out = tmp_path / "demo"
+    monkeypatch.setenv("PARTSUP_DEMO_DATA", str(out / "data"))
+    recipe = {**TINY, "plugins": [],
+              "data": {"strong": {"name": "icpr2012", "root": "${PARTSUP_DEMO_DATA}/icpr2012",
+                                  "split": "train", "allow_empty": True},
+                       **{k: {"name": "amida13", "root": "${PARTSUP_DEMO_DATA}/amida13",
+                              "split": s} for k, s in (("weak", "train"), ("val", "val"),
+                                                       ("test", "test"))},
+                       "patch": {"size": 32}},
+              "train": {**TINY["train"], "iterations": 2, "val_every": 2},
+              "calibrate": {"w": [0.5, 1.0], "s1": [0.5], "a1": [0]},
+              "eval": {"protocol": "amida13"}}
+    path = tmp_path / "tiny-demo.yaml"
+    path.write_text(_yaml.safe_dump(recipe))
+    argv = ["--plugin", "tiny_plugin", "demo", "--recipe", str(path), "--out", str(out),
+            "--device", "cpu"]
+    assert main(argv) in (0, 1)  # 1: the tiny model misses the F1 target, as it should
+    summary = _json.loads((out / "summary.json").read_text())
+    assert [r["key"] for r in summary["rows"]] == ["partmitosis", "weak_only"]
+    for row in summary["rows"]:
+        assert {"tp", "fp", "fn", "f1"} <= set(row["test"]) and 0 <= row["val"]["f1"] <= 1
+        assert load_checkpoint(row["checkpoint"])["detect"]["w"] in (0.5, 1.0)  # calibrated
+    assert load_checkpoint(out / "weak_only" / "best.pt")["recipe"]["model"]["mode"] == \
+        "weak_only"
+    text = capsys.readouterr().out
+    assert "PartMitosis" in text and "weak-only" in text and "test F1" in text
+    main(argv)  # a second run reuses the completed trainings
+    assert "reusing the completed run" in capsys.readouterr().out

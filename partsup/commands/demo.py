@@ -160,8 +160,8 @@ class DemoCommand:
                           f"{t['tp']}/{t['fp']}/{t['fn']}", f"{r['train_s']:.0f} s")
         console.print(table)
         console.print("calibrated on the validation split: " + "; ".join(
-            f"{r['label']} w={r['val']['w']:g} s1={r['val']['s1']:g} a1={r['val']['a1']:g}"
-            for r in rows), highlight=False)
+            f"{r['label']} " + (f"w={r['val']['w']:g} " if r["key"] != "weak_only" else "")
+            + f"s1={r['val']['s1']:g} a1={r['val']['a1']:g}" for r in rows), highlight=False)
         f1 = rows[0]["test"]["f1"]
         verdict = "[green]reached[/]" if f1 >= TARGET_F1 else "[red]NOT reached[/]"
         console.print(f"PartMitosis test F1 {f1:.3f}: target {TARGET_F1:.2f} {verdict}. "
