@@ -4,7 +4,7 @@
                                          [--val-fields 80] [--realistic-fields 150]
                                          [--threads 2] [--json out.json]
 
-1. Trains a small U-Net-like CNN (``bench/synth_baseline.py``'s, ~0.2 M parameters, from
+1. Trains a small U-Net-like CNN (``bench/synth_baseline.py``'s, ~0.12 M parameters, from
    scratch, CPU) on ami-br *train* fields for ``--train-seconds``: 128x128 patches, half of them
    around a figure, from a pool of pre-rendered fields (density 18 per 2000x2000 px so the pool
    holds enough figures; the appearance of figures, decoys and quilt does not depend on density);
@@ -250,8 +250,9 @@ def main() -> None:
           f"{cf['found_in_A_and_at_new_position_in_B']:.3f}")
     print(f"  B detections left at old positions: {cf['B_detections_left_at_old_positions']} "
           f"({cf['B_stale_per_field']:.3f} per field)")
-    print(f"  false detections / Mpx: A away from figures {cf['fp_per_mpx_A_away_from_figures']:.2f}"
-          f", C without figures {cf['fp_per_mpx_C_no_figures']:.2f}")
+    print(f"  false detections / Mpx: A away from figures "
+          f"{cf['fp_per_mpx_A_away_from_figures']:.2f}, "
+          f"C without figures {cf['fp_per_mpx_C_no_figures']:.2f}")
     print(f"  false detections on seam bands: {cf['seam_band_share_of_false_detections']:.3f} "
           f"(bands cover {cf['seam_band_share_of_area']:.3f} of the area)")
     r = res["realistic_density"]

@@ -180,7 +180,6 @@ def _strokes(rng: np.random.Generator, acc: np.ndarray, cx: np.ndarray, cy: np.n
     per-step turning noise (radians) for thread-like strokes.
     """
     n_steps = 12
-    t = np.linspace(-0.5, 0.5, n_steps, dtype=np.float32)
     turn = np.cumsum(rng.normal(0, curl, (len(cx), n_steps)), 1) if curl else 0.0
     a = ang[:, None] + turn
     step = (length / n_steps)[:, None]
@@ -188,7 +187,6 @@ def _strokes(rng: np.random.Generator, acc: np.ndarray, cx: np.ndarray, cy: np.n
     dy = np.cumsum(np.sin(a) * step, 1)
     dx -= dx[:, n_steps // 2: n_steps // 2 + 1]
     dy -= dy[:, n_steps // 2: n_steps // 2 + 1]
-    del t
     _splat(acc, (cx[:, None] + dx).ravel(), (cy[:, None] + dy).ravel())
 
 
@@ -291,8 +289,8 @@ def _figure_patch(rng: np.random.Generator, phase: str, mpp: float) -> np.ndarra
                 n = int(rng.integers(22, 34))
                 rad = rng.uniform(1.8, 2.8) * um
                 rr, ph = rad * np.sqrt(rng.uniform(0, 1, n)), rng.uniform(0, 2 * np.pi, n)
-                _strokes(rng, acc, bx + rr * np.cos(ph), by + rr * np.sin(ph), rng.uniform(0, 2 * np.pi, n),
-                         rng.uniform(1.0, 2.4, n) * um, curl=0.4)
+                _strokes(rng, acc, bx + rr * np.cos(ph), by + rr * np.sin(ph),
+                         rng.uniform(0, 2 * np.pi, n), rng.uniform(1.0, 2.4, n) * um, curl=0.4)
     acc = ndi.gaussian_filter(acc, 0.55 * um * 0.6 + 0.3)
     return 1.0 - np.exp(-acc / (acc.max() * 0.22 + 1e-6))
 
@@ -704,6 +702,14 @@ class _MIDOG(_Layout):
 
 MANIFEST = "synth.yaml"
 
+#: per-style stream of image seeds, so that styles do not share their tissue layouts
+STYLE_STREAM = {"icpr2012": 1, "icpr2014": 2, "amida13": 3, "midog": 4}
+
+
+def image_rng(seed: int, like: str, i: int) -> np.random.Generator:
+    """The generator of image ``i`` of ``generate(..., like=like, seed=seed)``."""
+    return np.random.default_rng([seed, STYLE_STREAM[like], i])
+
 LAYOUTS: dict[str, Callable[[Path, dict[str, int]], _Layout]] = {
     "icpr2012": _ICPR2012, "icpr2014": _ICPR2014, "amida13": _AMIDA13, "midog": _MIDOG}
 
@@ -714,9 +720,9 @@ def generate(out: str | Path, like: str = "amida13", n_images: int = 24, seed: i
              test_fraction: float = 0.25, overwrite: bool = False) -> SynthDataset:
     """Write a synthetic dataset in the real on-disk layout of ``like``.
 
-    Image ``i`` is rendered from ``numpy.random.default_rng([seed, i])`` in the style ``like``
-    (so the first images do not change with ``n_images``); the first test-split images come
-    first, then val, then train. The registered reader of the same name loads the result;
+    Image ``i`` is rendered from :func:`image_rng` ``(seed, like, i)`` in the style ``like``
+    (so the first images do not change with ``n_images``, and styles do not share layouts);
+    the test-split images come first, then val, then train. The registered reader of the same name loads the result;
     ``SynthDataset.splits`` holds the reader options for each split (also in
     ``<out>/synth.yaml``).
 
@@ -748,7 +754,7 @@ def generate(out: str | Path, like: str = "amida13", n_images: int = 24, seed: i
     if like == "midog":  # the MIDOG reader draws its own split (same fractions)
         counts = {"all": {"images": 0, "mitoses": 0, "mimics": 0}}
     for i, split in enumerate(order):
-        rng = np.random.default_rng([seed, i])
+        rng = image_rng(seed, like, i)
         im = render(rng, like, size, density, mimic_ratio)
         layout.write(split, im, rng)
         c = counts["all" if like == "midog" else split]

@@ -11,14 +11,14 @@ from scipy import ndimage as ndi
 from partsup.cli import main
 from partsup.errors import DataError
 from partsup.metrics import Counts, match
-from partsup.synth import (LAYOUTS, MIMICS, PHASES, STYLES, generate, hematoxylin, render,
-                           threshold_blobs)
+from partsup.synth import (LAYOUTS, MIMICS, PHASES, STYLES, generate, hematoxylin,
+                           image_rng, render, threshold_blobs)
 
 
 @pytest.mark.parametrize("like", sorted(LAYOUTS))
 def test_each_layout_reads_back_through_its_reader(tmp_path, registries, like):
     ds = generate(tmp_path / like, like, n_images=6, seed=1, size=(160, 192))
-    expected = [render(np.random.default_rng([1, i]), like, (160, 192)) for i in range(6)]
+    expected = [render(image_rng(1, like, i), like, (160, 192)) for i in range(6)]
     total_points = 0
     for split, spec in ds.splits.items():
         reader = registries.datasets.build(**spec)
@@ -47,7 +47,7 @@ def test_icpr2012_masks_are_the_figure_pixels(tmp_path, registries):
     reader = registries.datasets.build(**ds.splits["all"])
     expected = {}  # reader id -> rendered image (generate writes test, val, train in order)
     for i in range(4):
-        im = render(np.random.default_rng([2, i]), "icpr2012", 192, density=60)
+        im = render(image_rng(2, "icpr2012", i), "icpr2012", 192, density=60)
         expected[tuple(np.round(im.points.ravel()))] = im
     checked = 0
     for i in range(len(reader)):
@@ -119,10 +119,10 @@ def _counts(images, blobs, t, lo, hi):
 
 
 def test_classical_baseline_stays_below_f1_half_on_the_test_split():
-    # generate(..., seed=0) writes the test split first: images [0, i] for i < n_test; the
-    # baseline's threshold and area window are tuned on later (training) images
-    test = [render(np.random.default_rng([0, i]), "amida13", 384) for i in range(12)]
-    train = [render(np.random.default_rng([0, i]), "amida13", 384) for i in range(12, 24)]
+    # generate(..., seed=0) writes the test split first (images i < n_test); the baseline's
+    # threshold and area window are tuned on later (training) images
+    test = [render(image_rng(0, "amida13", i), "amida13", 384) for i in range(12)]
+    train = [render(image_rng(0, "amida13", i), "amida13", 384) for i in range(12, 24)]
     assert sum(len(im.points) for im in test) >= 15
     thresholds = [0.10, 0.13, 0.16, 0.19, 0.22, 0.25]
     grid = [(t, lo, hi) for t in thresholds for lo in (10, 30, 60, 120, 200)

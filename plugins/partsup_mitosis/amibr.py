@@ -390,8 +390,13 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                 return x, y
         if not force:
             return None
-        # crowded field: take the spot anyway and drop the decoys it overlaps
-        x, y = float(rng.integers(lo, hi)), float(rng.integers(lo, hi))
+        # crowded field: the spot farthest from the other figures; drop the decoys it overlaps
+        others = np.asarray([p for p in taken if p not in (decoys or [])]).reshape(-1, 2)
+        cand = rng.integers(lo, hi, size=(200, 2)).astype(float)
+        if len(others):
+            far = np.sqrt(((cand[:, None] - others[None]) ** 2).sum(-1)).min(1)
+            cand = cand[np.argmax(far)][None]
+        x, y = float(cand[0, 0]), float(cand[0, 1])
         if decoys is not None:
             for d in [d for d in decoys if (x - d[0]) ** 2 + (y - d[1]) ** 2 < gap2]:
                 decoys.remove(d)
