@@ -1,4 +1,4 @@
-"""Regenerate the pictures of docs/bundled-data.md (run from the repository root).
+"""Regenerate the pictures of docs/datasets.md (section "Bundled data") (run from the repository root).
 
     python docs/img/make_bundled_data_figures.py
 
