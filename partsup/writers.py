@@ -252,37 +252,83 @@ def _load_json(path: Path) -> Any:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 
+def _number(value: Any) -> float:
+    """A JSON number (not a bool, not a string) as a finite float; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{value!r} is not a number")
+    out = float(value)
+    if not np.isfinite(out):
+        raise ValueError(f"{value!r} is not finite")
+    return out
+
+
+def _geojson_feature(path: Path, i: int, feat: Any) -> tuple[float, float, float]:
+    """``(x, y, score)`` of feature ``i``; DataError naming the file and the index."""
+    where = f"{path}: feature {i}"
+    if not isinstance(feat, dict):
+        raise DataError(f"{where} is not a JSON object (got {type(feat).__name__})")
+    geom = feat.get("geometry") or {}
+    if not isinstance(geom, dict):
+        raise DataError(f"{where}: 'geometry' is not a JSON object")
+    if geom.get("type") != "Point":
+        raise DataError(f"{where} is a {geom.get('type')!r}, expected a Point")
+    coords = geom.get("coordinates")
+    try:
+        if not isinstance(coords, list) or len(coords) < 2:
+            raise ValueError("missing")
+        x, y = _number(coords[0]), _number(coords[1])
+    except ValueError:
+        raise DataError(f"{where}: a Point needs numeric 'coordinates' [x, y], "
+                        f"got {coords!r}") from None
+    props = feat.get("properties") or {}
+    meas = props.get("measurements") if isinstance(props, dict) else None
+    if isinstance(meas, list):  # QuPath <= 0.3: [{"name": ..., "value": ...}, ...]
+        meas = {m.get("name"): m.get("value") for m in meas if isinstance(m, dict)}
+    score = meas.get("score") if isinstance(meas, dict) else None
+    try:
+        return x, y, 1.0 if score is None else _number(score)
+    except ValueError as exc:
+        raise DataError(f"{where}: measurement 'score' must be a number ({exc})") from None
+
+
 def _read_geojson(path: Path, doc: Any) -> np.ndarray:
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise DataError(f"{path}: expected a GeoJSON FeatureCollection")
-    out = []
-    for i, feat in enumerate(doc.get("features", [])):
-        geom = (feat or {}).get("geometry") or {}
-        if geom.get("type") != "Point":
-            raise DataError(f"{path}: feature {i} is a {geom.get('type')!r}, expected a Point")
-        x, y = (float(v) for v in geom["coordinates"][:2])
-        meas = (feat.get("properties") or {}).get("measurements") or {}
-        if isinstance(meas, list):  # QuPath <= 0.3: [{"name": ..., "value": ...}, ...]
-            meas = {m.get("name"): m.get("value") for m in meas if isinstance(m, dict)}
-        score = meas.get("score", 1.0)
-        out.append((x, y, float(score) if score is not None else 1.0))
+    features = doc.get("features", [])
+    if not isinstance(features, list):
+        raise DataError(f"{path}: 'features' must be a list")
+    out = [_geojson_feature(path, i, feat) for i, feat in enumerate(features)]
     return np.asarray(out, np.float64).reshape(-1, 3)
+
+
+def _midog_point(path: Path, i: int, p: Any, scale: float) -> tuple[float, float, float]:
+    """``(x, y, score)`` in px of point ``i`` (mm times ``scale``); DataError naming the index."""
+    if not isinstance(p, dict):
+        raise DataError(f"{path}: point {i} is not a JSON object (got {type(p).__name__})")
+    try:
+        x, y = _number(p["point"][0]), _number(p["point"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        raise DataError(f"{path}: point {i} has no [x, y, z] 'point'") from None
+    try:
+        score = _number(p.get("probability", 1.0))
+    except ValueError as exc:
+        raise DataError(f"{path}: point {i}: 'probability' must be a number ({exc})") from None
+    return x * scale, y * scale, score
 
 
 def _read_midog(path: Path, doc: Any, mpp: float | None) -> np.ndarray:
     if not isinstance(doc, dict) or not isinstance(doc.get("points"), list):
         raise DataError(f"{path}: expected a MIDOG points JSON with a 'points' list")
-    mpp = mpp if mpp is not None else (doc.get("partsup") or {}).get("mpp")
+    meta = doc.get("partsup")
+    mpp = mpp if mpp is not None else (meta.get("mpp") if isinstance(meta, dict) else None)
+    try:
+        mpp = float(mpp)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        mpp = None
     if mpp is None or not mpp > 0:
         raise DataError(f"{path}: MIDOG points are in mm; pass the image's mpp to convert to px")
-    scale = 1000.0 / float(mpp)
-    out = []
-    for i, p in enumerate(doc["points"]):
-        try:
-            x, y = float(p["point"][0]), float(p["point"][1])
-        except (KeyError, IndexError, TypeError, ValueError):
-            raise DataError(f"{path}: point {i} has no [x, y, z] 'point'") from None
-        out.append((x * scale, y * scale, float(p.get("probability", 1.0))))
+    scale = 1000.0 / mpp
+    out = [_midog_point(path, i, p, scale) for i, p in enumerate(doc["points"])]
     return np.asarray(out, np.float64).reshape(-1, 3)
 
 

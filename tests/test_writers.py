@@ -157,6 +157,49 @@ def test_read_errors_name_the_file(tmp_path):
         read_detections(broken)
 
 
+def _point(coordinates=(3, 4), **props):
+    geometry = {"type": "Point"} if coordinates is None else \
+        {"type": "Point", "coordinates": list(coordinates)}
+    return {"type": "Feature", "geometry": geometry, "properties": props}
+
+
+@pytest.mark.parametrize("feature, error", [
+    (_point(None), r"feature 1: .*coordinates"),
+    (_point(("a", 4)), r"feature 1: .*coordinates"),
+    (_point((3,)), r"feature 1: .*coordinates"),
+    (7, r"feature 1 is not a JSON object"),
+    (_point(measurements={"score": "high"}), r"feature 1: .*score"),
+    (_point(measurements=[{"name": "score", "value": [1]}]), r"feature 1: .*score"),
+    ({"type": "Feature", "geometry": "Point"}, r"feature 1: .*geometry"),
+])
+def test_malformed_geojson_feature_names_file_and_index(tmp_path, feature, error):
+    path = tmp_path / "bad.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [_point(), feature]}))
+    with pytest.raises(DataError, match=re.escape(str(path)) + ": " + error):
+        read_detections(path)
+
+
+def test_geojson_features_must_be_a_list(tmp_path):
+    path = tmp_path / "bad.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": {"a": 1}}))
+    with pytest.raises(DataError, match=re.escape(str(path)) + ": .*features"):
+        read_detections(path)
+
+
+@pytest.mark.parametrize("point, error", [
+    ({"point": [0.1, 0.2, 0], "probability": "high"}, r"point 1: .*probability"),
+    ({"point": [0.1, 0.2, 0], "probability": None}, r"point 1: .*probability"),
+    ({"point": [0.1, "x", 0]}, r"point 1 has no \[x, y, z\] 'point'"),
+    (3, r"point 1 is not a JSON object"),
+])
+def test_malformed_midog_point_names_file_and_index(tmp_path, point, error):
+    path = tmp_path / "bad.midog.json"
+    ok = {"point": [0.01, 0.02, 0], "probability": 0.5}
+    path.write_text(json.dumps({"type": "Multiple points", "points": [ok, point]}))
+    with pytest.raises(DataError, match=re.escape(str(path)) + ": " + error):
+        read_detections(path, mpp=0.25)
+
+
 def test_counts_per_image_and_per_hpf():
     # ICPR 2012 HPF: 2084 px at 0.2456 um/px = 512 um square = 0.262 mm^2
     hpf = ImageCount("a", 5, 2084, 2084, 0.2456)
