@@ -6,8 +6,10 @@ validates a recipe's keyword arguments against the factory's signature before an
 """
 from __future__ import annotations
 
+import collections.abc
 import difflib
 import inspect
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
@@ -162,18 +164,35 @@ def _check_type(value: Any, ann: Any, path: str) -> None:
                           f"({type(value).__name__})")
 
 
+_UNIONS = (typing.Union, types.UnionType)
+#: generic origins that a YAML list satisfies (``Sequence[str]`` has origin collections.abc.Sequence)
+_SEQUENCES = (list, tuple, collections.abc.Sequence, collections.abc.Iterable,
+              collections.abc.Collection)
+_MAPPINGS = (dict, collections.abc.Mapping)
+
+
 def type_matches(value: Any, ann: Any) -> bool:
-    """Whether ``value`` (as read from YAML) fits annotation ``ann``; unknown kinds pass."""
+    """Whether ``value`` (as read from YAML) fits annotation ``ann``; unknown kinds pass.
+
+    Sequences are YAML lists (a string is not a list of names) and their items are checked
+    against the item annotation (``list[str]``, ``Sequence[int]``, ``tuple[int, int]``, ...).
+    """
     if ann is Any:
         return True
     origin = typing.get_origin(ann)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", object)):
-        return any(type_matches(value, a) for a in typing.get_args(ann))
+    args = typing.get_args(ann)
+    if origin in _UNIONS:
+        return any(type_matches(value, a) for a in args)
     if origin is typing.Literal:
-        return value in typing.get_args(ann)
-    if origin in (list, tuple, typing.Sequence):
-        return isinstance(value, (list, tuple))
-    if origin is dict:
+        return value in args
+    if origin in _SEQUENCES:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(map(type_matches, value, args))
+        item = args[0] if args else Any
+        return all(type_matches(v, item) for v in value)
+    if origin in _MAPPINGS:
         return isinstance(value, dict)
     if ann is type(None):
         return value is None
@@ -192,12 +211,24 @@ def type_matches(value: Any, ann: Any) -> bool:
 
 def describe_type(ann: Any) -> str:
     origin = typing.get_origin(ann)
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", object)):
-        return " or ".join(describe_type(a) for a in typing.get_args(ann))
+    args = typing.get_args(ann)
+    if origin in _UNIONS:
+        return " or ".join(describe_type(a) for a in args)
     if origin is typing.Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
-    if origin in (list, tuple, typing.Sequence):
-        return "a list"
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in _SEQUENCES:
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return f"a list of {len(args)} ({', '.join(describe_type(a) for a in args)})"
+        item = args[0] if args else Any
+        return "a list" if item is Any else f"a list of {_plural(describe_type(item))}"
+    if origin in _MAPPINGS:
+        return "a mapping"
     if ann is type(None):
         return "null"
     return _SIMPLE.get(ann, getattr(ann, "__name__", str(ann)))
+
+
+def _plural(desc: str) -> str:
+    words = {"an integer": "integers", "a number": "numbers", "a string": "strings",
+             "true/false": "true/false values", "a list": "lists", "a mapping": "mappings"}
+    return words.get(desc, desc)

@@ -1,7 +1,7 @@
 """Registry: duplicates name both providers, unknown names list the known ones, kwargs checks."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Sequence
 
 import pytest
 
@@ -94,3 +94,29 @@ def test_non_callable_and_bad_name_rejected():
         reg.register("x", 3, provider="p")
     with pytest.raises(PluginError, match="invalid name"):
         reg.register("", make_thing, provider="p")
+
+
+def pick_cases(cases: "Sequence[str]" = ("A03",), size: tuple[int, int] = (1, 2),
+               weights: list[float] | None = None):
+    return cases, size, weights
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"cases": "A03"}, "expected a list of strings, got 'A03'"),
+    ({"cases": 5}, "expected a list of strings"),
+    ({"cases": ["A03", 4]}, "expected a list of strings"),
+    ({"size": [1, 2, 3]}, r"expected a list of 2 \(an integer, an integer\)"),
+    ({"weights": ["x"]}, "expected a list of numbers or null"),
+])
+def test_sequence_annotations_are_checked_item_by_item(kwargs, expected):
+    reg = Registry("dataset")
+    reg.register("pick", pick_cases)
+    with pytest.raises(RecipeError, match=expected):
+        reg.check_kwargs("pick", kwargs, where="data.val")
+
+
+def test_sequence_annotations_accept_lists():
+    reg = Registry("dataset")
+    reg.register("pick", pick_cases)
+    reg.check_kwargs("pick", {"cases": ["A03", "A04"], "size": [3, 4], "weights": [1, 0.5]})
+    reg.check_kwargs("pick", {"weights": None})
