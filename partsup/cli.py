@@ -70,7 +70,11 @@ def build_parser(registries: Registries) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (0 ok, 1 a task failed, 2 bad input)."""
+    """Run the CLI; returns the exit code.
+
+    0 ok; 1 a task failed (or an unexpected error, shown as one line; ``--debug`` re-raises it);
+    2 bad input (a :class:`PartsupError`: recipe, plugin, data or checkpoint problem); 130 Ctrl-C.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     pre, _ = _pre_parser().parse_known_args(argv)
     err = Console(stderr=True)
@@ -92,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print("interrupted")
         return 130
+    except Exception as exc:  # a bug or an unforeseen input: one line, traceback on --debug
+        if pre.debug:
+            raise
+        err.print(f"[bold red]error:[/] unexpected {type(exc).__name__}: {escape(str(exc))} "
+                  f"(run again with --debug for the traceback, and please report it)",
+                  highlight=False, soft_wrap=True)
+        return 1
 
 
 def console_main() -> None:

@@ -278,3 +278,26 @@ def test_configure_hook_can_reject_recipe(tmp_path):
             load_run(p)
     finally:
         sys.path.remove(str(tmp_path))
+
+
+def test_cli_unexpected_error_is_one_line_and_debug_reraises(tmp_path, monkeypatch, capsys):
+    _write_module(tmp_path, "buggy_cmd_plugin", """
+        from partsup.plugins import hookimpl
+        class Buggy:
+            name = "buggy"
+            help = "raises an unexpected error"
+            def add_arguments(self, parser):
+                pass
+            def run(self, args, ctx):
+                return {}["missing"]
+        @hookimpl
+        def partsup_register_commands(register):
+            register("buggy", Buggy)
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run_cli(["--plugin", "buggy_cmd_plugin", "buggy"], capsys)
+    assert code == 1
+    assert "unexpected KeyError: 'missing'" in err and "--debug" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(KeyError):
+        main(["--debug", "--plugin", "buggy_cmd_plugin", "buggy"])
