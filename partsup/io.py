@@ -388,17 +388,23 @@ def floats(fields: Sequence[str], n: int | None = None) -> list[float]:
 
 
 def group_split(names: Sequence[str], split: str, val: Sequence[str], test: Sequence[str],
-                norm: Callable[[str], str] = str) -> list[str]:
-    """Select group names for ``split``: val / test lists, train = the rest, all = every one."""
-    val_n = {norm(v) for v in val}
-    test_n = {norm(t) for t in test}
+                norm: Callable[[str], str] = str,
+                train: Sequence[str] | None = None) -> list[str]:
+    """Select group names for ``split`` (in the order of ``names``).
+
+    ``val`` / ``test`` pick their lists; ``all`` is every name. ``train`` is the names listed in
+    ``train`` when given, else every name in neither ``val`` nor ``test``. ``norm`` maps a name
+    to the key names compare by (e.g. ``"01"`` == ``"1"``).
+    """
+    keys = {"val": {norm(v) for v in val}, "test": {norm(t) for t in test}}
     if split == "all":
         return list(names)
-    if split == "val":
-        return [n for n in names if norm(n) in val_n]
-    if split == "test":
-        return [n for n in names if norm(n) in test_n]
-    return [n for n in names if norm(n) not in val_n and norm(n) not in test_n]
+    if split in keys:
+        return [n for n in names if norm(n) in keys[split]]
+    if train is not None:
+        train_n = {norm(t) for t in train}
+        return [n for n in names if norm(n) in train_n]
+    return [n for n in names if norm(n) not in keys["val"] and norm(n) not in keys["test"]]
 
 
 def mask_from_path(path: Path) -> np.ndarray:

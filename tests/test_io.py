@@ -7,7 +7,7 @@ import tifffile
 from PIL import Image
 
 from partsup.errors import DataError
-from partsup.io import image_size, mask_centroids, read_image
+from partsup.io import group_split, image_size, mask_centroids, read_image
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 
@@ -86,3 +86,14 @@ def test_mask_centroids_8_connected():
     c = mask_centroids(m)
     np.testing.assert_allclose(c, [[1.5, 1.5], [9, 7]])
     assert mask_centroids(np.zeros((3, 3))).shape == (0, 2)
+
+
+def test_group_split_with_and_without_a_train_list():
+    names = ["A03", "A04", "A05", "H03"]
+    assert group_split(names, "train", ["A03"], []) == ["A04", "A05", "H03"]  # the rest
+    assert group_split(names, "train", ["A03"], [], train=["A05", "A04"]) == ["A04", "A05"]
+    assert group_split(names, "train", ["A03"], [], train=[]) == []
+    assert group_split(names, "val", ["A03"], [], train=["A04"]) == ["A03"]
+    assert group_split(names, "all", ["A03"], [], train=["A04"]) == names
+    assert group_split(["1", "02"], "train", [], [], train=["01"], norm=lambda n: str(int(n))) \
+        == ["1"]

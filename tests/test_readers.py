@@ -139,6 +139,24 @@ def test_icpr2014_layout_split_and_hard_negatives(registries, tmp_path):
     assert other.ids == ["A05/A05_01Ac"]
 
 
+def test_icpr2014_train_is_the_paper_case_list(registries, tmp_path, caplog):
+    """H03 is the same tissue as validation case A03: it (and any unlisted case) is not trained on."""
+    write_icpr2014(tmp_path, {f"{c}_00Aa": ([(10, 20, 1.0)], []) for c in
+                              ("A03", "A04", "A14", "H03", "H04", "A99")})
+    with caplog.at_level("WARNING"):
+        train = _build(registries, "icpr2014", tmp_path, split="train")
+    assert train.groups == ["A04", "A14"]
+    assert "A99, H03, H04" in caplog.text and "split all" in caplog.text
+    assert _build(registries, "icpr2014", tmp_path, split="val").groups == ["A03"]
+    assert len(_build(registries, "icpr2014", tmp_path, split="all")) == 6
+    chosen = _build(registries, "icpr2014", tmp_path, split="train", train_cases=["H04", "A04"])
+    assert chosen.groups == ["A04", "H04"]
+    rest = _build(registries, "icpr2014", tmp_path, split="train", train_cases=None)
+    assert rest.groups == ["A04", "A14", "A99", "H03", "H04"]  # None: every case not val/test
+    with pytest.raises(DataError, match=r"A03.*both train_cases and val_cases"):
+        _build(registries, "icpr2014", tmp_path, split="train", train_cases=["A03", "A04"])
+
+
 def test_icpr2014_broken_inputs(registries, tmp_path):
     _icpr2014(tmp_path)
     bad = tmp_path / "A04" / "mitosis" / "A04_00Ab_mitosis.csv"

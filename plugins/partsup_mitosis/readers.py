@@ -11,6 +11,7 @@ are documented in docs/datasets.md.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,6 +24,10 @@ from partsup.io import (Reader, Record, as_points, floats, group_split, layout_a
 #: micrometres per pixel by scanner letter (first letter of the case / slide name)
 ICPR2012_MPP = {"A": 0.2456, "H": 0.2273}
 ICPR2014_MPP = {"A": 0.2455, "H": 0.2273}
+#: MITOS-ATYPIA-14 training cases of the paper (PartMitosis, like SegMitos); A03 is validation
+ICPR2014_TRAIN_CASES = ("A04", "A05", "A07", "A10", "A11", "A12", "A14")
+
+log = logging.getLogger(__name__)
 
 
 def _case_key(name: str) -> str:
@@ -144,33 +149,61 @@ class ICPR2014(Reader):
 <root>/<case>/mitosis/<frame>_mitosis.csv       lines x,y,confidence (x = column): mitoses
 <root>/<case>/mitosis/<frame>_not_mitosis.csv   lines x,y,confidence: hard negatives
 Scanner by case letter: A (Aperio) 0.2455 um/px, H (Hamamatsu) 0.2273 um/px.
-Splits by case: val = val_cases (default [A03], the paper's), test = test_cases (default none:
-point root at the test release and use split all), train = the other cases, all = every case.
+Splits by case: train = train_cases (default A04 A05 A07 A10 A11 A12 A14, the paper's; null =
+every case not in val/test), val = val_cases (default [A03], the paper's), test = test_cases
+(default none: point root at the test release and use split all), all = every case. A case in
+none of the lists (e.g. the Hamamatsu twins H03...) is read only by split all.
 An empty CSV means no annotation in that frame."""
     SOURCE = ("MITOS-ATYPIA-14 challenge (ICPR 2014), from its website "
               "https://mitos-atypia-14.grand-challenge.org/ (Dataset page)")
 
     def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
+                 train_cases: Sequence[str] | None = ICPR2014_TRAIN_CASES,
                  val_cases: Sequence[str] = ("A03",), test_cases: Sequence[str] = (),
                  min_confidence: float = 0.0, mpp: float | None = None,
                  allow_empty: bool = True, check_images: bool = True,
                  edge_tolerance: float | None = None) -> None:
         super().__init__(root, split, strict, edge_tolerance)
+        self.train_cases = None if train_cases is None else list(train_cases)
         self.val_cases, self.test_cases = list(val_cases), list(test_cases)
         self.min_confidence, self._mpp = min_confidence, mpp
         self.allow_empty, self.check_images = allow_empty, check_images
+        self._check_case_lists()
         cases = sorted(p.name for p in self.root.iterdir() if (p / "frames" / "x40").is_dir())
         if not cases:
             raise self.missing_folder(self.root / "<case>" / "frames" / "x40", "case folders")
-        chosen = group_split(cases, split, self.val_cases, self.test_cases)
+        chosen = group_split(cases, split, self.val_cases, self.test_cases,
+                             train=self.train_cases)
         if not chosen:
             raise DataError(f"{self.NAME}: split {split!r} selects no case under {self.root} "
-                            f"(cases: {', '.join(cases)}; val_cases={self.val_cases}, "
-                            f"test_cases={self.test_cases})")
+                            f"(cases: {', '.join(cases)}; train_cases={self.train_cases}, "
+                            f"val_cases={self.val_cases}, test_cases={self.test_cases})")
+        self._warn_unlisted(cases)
         for case in chosen:
             for frame in list_images(self.root / case / "frames" / "x40"):
                 self._scan_frame(case, frame)
         log_summary(self)
+
+    def _check_case_lists(self) -> None:
+        """Split train must not read a case that val_cases or test_cases name (a leak)."""
+        if self.split != "train" or self.train_cases is None:
+            return
+        for key, other in (("val_cases", self.val_cases), ("test_cases", self.test_cases)):
+            both = sorted(set(self.train_cases) & set(other))
+            if both:
+                raise DataError(f"{self.NAME}: case(s) {', '.join(both)} listed in both "
+                                f"train_cases and {key}")
+
+    def _warn_unlisted(self, cases: Sequence[str]) -> None:
+        """Log the cases that no split list names (only split all reads them)."""
+        if self.train_cases is None or self.split == "all":
+            return
+        listed = set(self.train_cases) | set(self.val_cases) | set(self.test_cases)
+        unlisted = [c for c in cases if c not in listed]
+        if unlisted:
+            log.warning("%s: case(s) %s under %s are in none of train_cases / val_cases / "
+                        "test_cases and are not used by split %s (only split all reads them)",
+                        self.NAME, ", ".join(unlisted), self.root, self.split)
 
     def _scan_frame(self, case: str, frame: Path) -> None:
         size = self.header_size(frame) if self.check_images else None
