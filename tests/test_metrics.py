@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from partsup.errors import RecipeError
 from partsup.metrics import Counts, match
 from partsup.types import Protocol
 
@@ -85,6 +86,22 @@ def test_every_registered_protocol(registries):
 ])
 def test_protocol_radii(registries, name, mpp, px):
     assert math.isclose(registries.protocols.build(name).radius_for(mpp), px, rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("name, paper_px", [("icpr2012", 20), ("icpr2014", 32), ("amida13", 32)])
+def test_paper_pixel_radius_is_used_as_is(registries, name, paper_px):
+    default = registries.protocols.build(name)
+    assert default.radius_px is None  # micrometres by default, converted per image
+    p = registries.protocols.build(name, radius_px=paper_px)
+    assert p.name == name and f"{paper_px} px" in p.description
+    for mpp in (0.2273, 0.2455, 0.25, 0.5):
+        assert p.radius_for(mpp) == paper_px
+    # a detection 20.2 px away: outside the paper's 20 px, inside 5 um at 0.2456 um/px (20.36 px)
+    if name == "icpr2012":
+        assert match([[0, 0]], [[20.2, 0]], radius_px=p.radius_for(0.2456)).counts.tp == 0
+        assert match([[0, 0]], [[20.2, 0]], radius_px=default.radius_for(0.2456)).counts.tp == 1
+    with pytest.raises(RecipeError, match=rf"{name}.*radius_px"):
+        registries.protocols.build(name, radius_px=0)
 
 
 def test_pixel_and_override_radii(registries):
