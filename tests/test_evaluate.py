@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from partsup.cli import Context, build_parser
-from partsup.errors import DataError
+from partsup.errors import DataError, PartsupError
 from partsup.model import Branch, build_model
 from partsup.plugins import Registries, hookimpl, make_plugin_manager
 from partsup.types import Sample
@@ -206,6 +206,23 @@ def test_evaluate_other_tools_formats(toy, tmp_path):
     assert per == {"case3/d": (2, 1, 0), "case3/e": (0, 1, 1), "case4/f": (0, 0, 0)}
     assert m["protocol"] == {"name": "pixels", "radius_um": 0.0, "radius_px": 30.0,
                              "description": m["protocol"]["description"]}
+
+
+def test_evaluate_rejects_unknown_detections_format(toy, tmp_path):
+    regs, root, _ = toy
+    det = tmp_path / "other"
+    (det / "case3").mkdir(parents=True)
+    (det / "case3" / "d.csv").write_text("x,y,score\n26,31,0.9\n")
+    argv = ["evaluate", "--dataset", "toy", "--data-root", str(root), "--detections", str(det),
+            "--out", str(tmp_path / "ev"), "--protocol", "pixels", "--detections-format"]
+    with pytest.raises(PartsupError) as exc:
+        run_cli(regs, argv + ["nope"])
+    msg = str(exc.value)
+    assert "\n" not in msg and "--detections-format" in msg and "'nope'" in msg
+    for name in ("csv", "geojson", "tupac", "mitos-atypia", "midog"):
+        assert name in msg and name in regs.writers
+    assert not (tmp_path / "ev").exists()
+    assert run_cli(regs, argv + ["csv"]) == 0
 
 
 def test_evaluate_detections_folder_that_matches_nothing(toy, tmp_path):

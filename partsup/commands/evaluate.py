@@ -26,7 +26,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from partsup.errors import DataError, RecipeError
+from partsup.errors import DataError, PartsupError, RecipeError
 from partsup.metrics import Counts, match, open_dataset, protocol_dict, resolve_protocol
 from partsup.types import Detection, Protocol, Sample
 
@@ -99,6 +99,19 @@ def detection_candidates(folder: Path, sample_id: str) -> list[Path]:
     if len(parts) > 1:  # MITOS-ATYPIA-14: <case>/mitosis/<frame>_mitosis.csv
         out.append(folder.joinpath(*parts[:-1], "mitosis", f"{parts[-1]}_mitosis.csv"))
     return out
+
+
+def check_detections_format(fmt: str | None, registries: Any) -> str | None:
+    """``fmt`` if it names a registered writer whose files can be read back, else PartsupError
+    listing those formats (None passes: the format is then told by each file's name)."""
+    from partsup.writers import WRITERS
+    if fmt is None:
+        return None
+    valid = [name for name in registries.writers.names() if name in WRITERS]
+    if fmt not in valid:
+        raise PartsupError(f"--detections-format: unknown format {fmt!r}; expected one of "
+                           f"{', '.join(valid)}")
+    return fmt
 
 
 class FileDetections:
@@ -230,8 +243,9 @@ class EvaluateCommand:
                          help="score detections made by any tool: one file per image, "
                               "DIR/<image id>.csv (x,y[,score] with header) or a challenge "
                               "format (.tupac.csv, _mitosis.csv, .midog.json, .geojson)")
-        parser.add_argument("--detections-format", default=None,
-                            help="format of the --detections files when the name does not say")
+        parser.add_argument("--detections-format", default=None, metavar="FORMAT",
+                            help="format of the --detections files when the name does not say: "
+                                 "csv, geojson, tupac, mitos-atypia or midog")
         parser.add_argument("--protocol", help="protocol name (default: the dataset's own, "
                             "else the recipe's eval.protocol)")
         parser.add_argument("--out", help="output folder (default eval/<dataset>-<split>)")
@@ -244,7 +258,8 @@ class EvaluateCommand:
         if args.checkpoint:
             detect, recipe, source = self._checkpoint_detector(args, ctx)
         else:
-            files = FileDetections(args.detections, args.detections_format)
+            fmt = check_detections_format(args.detections_format, ctx.registries)
+            files = FileDetections(args.detections, fmt)
             detect, source = files, {"detections": str(args.detections)}
         dataset = open_dataset(ctx.registries, args.dataset, args.data_root, args.split, recipe,
                                parse_options(args.option))
