@@ -316,8 +316,9 @@ class Reader(Sequence[Sample]):
 
     def check_inside(self, xy: tuple[float, float], size: tuple[int, int] | None,
                      where: str) -> tuple[float, float] | None:
-        """``xy`` if it lies in ``[0, W] x [0, H]``; within ``edge_tolerance`` px outside,
-        clamped to ``[0, W-1] x [0, H-1]``; farther out, reported (``where``) and None."""
+        """``xy`` if it lies on the image, ``[0, W-1] x [0, H-1]`` (px); up to ``edge_tolerance``
+        px beyond the image's edges (``-tol <= x <= W + tol``, same for y), clamped to
+        ``[0, W-1] x [0, H-1]``; farther out, reported (``where``) and None."""
         x, y = float(xy[0]), float(xy[1])
         if not (np.isfinite(x) and np.isfinite(y)):
             self.problems.report(f"{where}: non-finite point x={x}, y={y}")
@@ -325,7 +326,7 @@ class Reader(Sequence[Sample]):
         if size is None:
             return x, y
         h, w = size
-        if 0 <= x <= w and 0 <= y <= h:
+        if 0 <= x <= w - 1 and 0 <= y <= h - 1:
             return x, y
         tol = self.edge_tolerance
         if -tol <= x <= w + tol and -tol <= y <= h + tol:

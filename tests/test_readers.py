@@ -212,6 +212,12 @@ def test_amida13_broken_inputs(registries, tmp_path):
         _build(registries, "amida13", tmp_path)
     csv.write_text("5,65\n")  # 1 px outside the border: within tolerance, clamped
     assert _build(registries, "amida13", tmp_path).points(1)[0].tolist() == [63, 5]
+    # every kept point lies on a pixel: 0 <= x <= W-1, 0 <= y <= H-1 (x == W is one past the end)
+    for line, xy in ((f"5,{W}", [W - 1, 5]), (f"{H},5", [5, H - 1]),
+                     (f"{H - 0.5},{W - 0.5}", [W - 1, H - 1]), (f"{H - 1},{W - 1}", [W - 1, H - 1]),
+                     ("0,0", [0, 0])):
+        csv.write_text(line + "\n")
+        assert _build(registries, "amida13", tmp_path).points(1)[0].tolist() == xy, line
     csv.write_text("\n")
     with pytest.raises(DataError, match=rf"{csv}: empty label file"):
         _build(registries, "amida13", tmp_path)
