@@ -82,11 +82,11 @@ its folder; without them the whole root is split train (or all)."""
                             f"{','.join(header) or 'an empty file'})")
         reader.fieldnames = header
         n = 0
-        for lineno, row in enumerate(reader, start=2):
-            if not any((v or "").strip() for v in row.values()):
+        for row in reader:  # line_num: the file's line (DictReader skips blank lines)
+            if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
                 continue
             n += 1
-            self._point_row(path, lineno, row, by_name, sizes, out)
+            self._point_row(path, reader.line_num, row, by_name, sizes, out)
         if n == 0:
             self.problems.report(f"{path}: empty label file (header only)")
         return out
@@ -94,6 +94,12 @@ its folder; without them the whole root is split train (or all)."""
     def _point_row(self, path: Path, lineno: int, row: dict[str, Any], by_name: dict[str, str],
                    sizes: dict[str, Any], out: dict[str, tuple[list, list]]) -> None:
         where = f"{path}:{lineno}"
+        missing = [k for k in ("image", "x", "y") if row.get(k) is None]
+        if missing:  # DictReader fills the columns a short line lacks with None
+            n = sum(v is not None for k, v in row.items() if k is not None)
+            self.problems.report(f"{where}: malformed line: expected image,x,y ({n} field"
+                                 f"{'' if n == 1 else 's'}, no {', '.join(missing)})")
+            return
         try:
             name = (row.get("image") or "").strip()
             x, y = float(row["x"]), float(row["y"])

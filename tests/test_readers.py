@@ -335,12 +335,18 @@ def test_folder_split_folders_and_broken_inputs(registries, tmp_path):
     for text, error in (
             ("image,x,y\na.jpg,12,30\nzzz.png,1,1\n", ":3: image 'zzz.png' not found"),
             ("image,x,y\na,12,thirty\n", ":2: malformed line"),
+            ("image,x,y\na.jpg,12,30\n\na.jpg,1\n",
+             ":4: malformed line: expected image,x,y \\(2 fields, no y\\)$"),
+            ("x,image,y,label\n12,a\n", ":2: malformed line: expected image,x,y \\(2 fields, no y\\)$"),
+            ("image,x,y\na.jpg\n", ":2: malformed line: expected image,x,y \\(1 field, no x, y\\)$"),
             ("image,x,y\na,12,300\n", ":2: point x=12, y=300 lies outside"),
             ("file,col,row\na,1,1\n", ":1: header must name the columns image,x,y"),
             ("image,x,y\n", ": empty label file")):
         csv.write_text(text)
         with pytest.raises(DataError, match=rf"{csv}{error}"):
             _build(registries, "folder", tmp_path)
+    csv.write_text("image,x,y\na.jpg,12,30,extra\n")  # fields past the header are ignored
+    assert _build(registries, "folder", tmp_path).points(0).tolist() == [[12, 30]]
     csv.unlink()
     with pytest.raises(DataError, match="neither .*points.csv nor .*masks exists"):
         _build(registries, "folder", tmp_path)
