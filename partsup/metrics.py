@@ -221,20 +221,35 @@ def open_dataset(registries: Any, name: str, root: str | None = None, split: str
 
 
 def resolve_protocol(registries: Any, name: str | None, dataset: str | None = None,
-                     recipe: dict[str, Any] | None = None) -> Protocol:
+                     recipe: dict[str, Any] | None = None, radius_um: float | None = None,
+                     radius_px: float | None = None) -> Protocol:
     """The protocol to score with: ``name`` if given; else the dataset's own protocol when one
     is registered under the dataset's name; else the recipe's ``eval.protocol``; else
     ``amida13`` (8 um) or, without the mitosis plugin, ``microns`` (8 um). A recipe's
-    ``eval.radius_um`` overrides the radius of a protocol chosen from the recipe."""
-    import dataclasses
+    ``eval.radius_um`` / ``eval.radius_px`` override the radius of a protocol chosen from the
+    recipe; the ``radius_um`` / ``radius_px`` arguments (CLI flags) override any protocol."""
     section = (recipe or {}).get("eval") or {}
     if name:
-        return registries.protocols.build(name, where="--protocol")
-    if dataset and dataset in registries.protocols:
-        return registries.protocols.build(dataset)
-    chosen = section.get("protocol") or ("amida13" if "amida13" in registries.protocols
-                                         else "microns")
-    proto = registries.protocols.build(chosen, where="eval.protocol")
-    if section.get("radius_um") is not None:
-        proto = dataclasses.replace(proto, radius_um=float(section["radius_um"]), radius_px=None)
+        proto = registries.protocols.build(name, where="--protocol")
+    elif dataset and dataset in registries.protocols:
+        proto = registries.protocols.build(dataset)
+    else:
+        chosen = section.get("protocol") or ("amida13" if "amida13" in registries.protocols
+                                             else "microns")
+        proto = registries.protocols.build(chosen, where="eval.protocol")
+        proto = with_radius(proto, section.get("radius_um"), section.get("radius_px"))
+    return with_radius(proto, radius_um, radius_px)
+
+
+def with_radius(proto: Protocol, radius_um: float | None = None,
+                radius_px: float | None = None) -> Protocol:
+    """``proto`` with its match radius replaced: in pixels (used as-is for every image) if
+    ``radius_px`` is given, else in micrometres if ``radius_um`` is given."""
+    import dataclasses
+    if radius_px is not None:
+        return dataclasses.replace(proto, radius_px=float(radius_px),
+                                   description=f"{proto.description}; radius {radius_px:g} px")
+    if radius_um is not None:
+        return dataclasses.replace(proto, radius_um=float(radius_um), radius_px=None,
+                                   description=f"{proto.description}; radius {radius_um:g} um")
     return proto

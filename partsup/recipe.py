@@ -137,7 +137,9 @@ SCHEMA: dict[str, Any] = {
     },
     "eval": {
         "protocol": F(str, default="amida13"),
-        "radius_um": F(*NUM, _NONE, default=None, help="override the protocol's radius"),
+        "radius_um": F(*NUM, _NONE, default=None, help="override the protocol's radius, um"),
+        "radius_px": F(*NUM, _NONE, default=None,
+                       help="override the protocol's radius in pixels (the paper's 20 / 32 px)"),
     },
 }
 

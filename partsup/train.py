@@ -482,12 +482,9 @@ def _best_row(run: Run, rows: list[Any], mine: int, n: int, w_grid: list[float],
 
 
 def _protocol(run: Run) -> Any:
-    ev = run.recipe["eval"]
-    proto = run.registries.protocols.build(ev["protocol"], where="eval.protocol")
-    if ev.get("radius_um") is not None:
-        from partsup.types import Protocol
-        proto = Protocol(name=proto.name, radius_um=float(ev["radius_um"]))
-    return proto
+    """The recipe's ``eval.protocol`` with its ``radius_um`` / ``radius_px`` overrides."""
+    from partsup.metrics import resolve_protocol
+    return resolve_protocol(run.registries, None, None, run.recipe)
 
 
 # ------------------------------------------------------------------------------------------------

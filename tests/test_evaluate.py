@@ -314,6 +314,26 @@ def test_synthetic_amida13_oracle_detections(synth_amida13, tmp_path):
         assert (m["totals"]["tp"], m["totals"]["fp"], m["totals"]["fn"]) == expect, name
 
 
+def test_radius_flags_change_the_match_radius(synth_amida13, tmp_path):
+    """Detections 25 px from the truth: TP at the default 32 px, missed at --radius-px 20."""
+    regs = toy_registries()
+    test = regs.datasets.build("amida13", root=str(synth_amida13), split="test")
+    det = tmp_path / "det"
+    for i in range(len(test)):
+        (det / test.ids[i]).parent.mkdir(parents=True, exist_ok=True)
+        (det / f"{test.ids[i]}.tupac.csv").write_text(
+            "".join(f"{y + 25.0:.3f},{x:.3f}\n" for x, y in test.points(i)))
+    n = test.num_points()
+    for flags, expect in (([], (n, 0, 0)), (["--radius-px", "20"], (0, n, n)),
+                          (["--radius-um", "5"], (0, n, n))):
+        out = tmp_path / f"ev{len(flags)}{flags[:1]}"
+        run_cli(regs, ["evaluate", "--dataset", "amida13", "--data-root", str(synth_amida13),
+                       "--detections", str(det), "--out", str(out), "--no-overlays", *flags])
+        m = json.loads((out / "metrics.json").read_text())
+        assert (m["totals"]["tp"], m["totals"]["fp"], m["totals"]["fn"]) == expect, flags
+        assert m["images"][0]["radius_px"] == (32.0 if not flags else 20.0)
+
+
 def test_synthetic_amida13_checkpoint_calibrate_and_evaluate(synth_amida13, tmp_path):
     regs = toy_registries()
     ckpt = make_checkpoint(tmp_path / "run" / "m.pt", regs, synth_amida13)

@@ -107,3 +107,17 @@ def test_paper_pixel_radius_is_used_as_is(registries, name, paper_px):
 def test_pixel_and_override_radii(registries):
     assert registries.protocols.build("pixels", radius_px=20).radius_for(0.5) == 20
     assert registries.protocols.build("amida13", radius_um=5.0).radius_for(0.25) == 20
+
+
+def test_radius_overrides_from_recipe_and_cli(registries):
+    from partsup.metrics import resolve_protocol
+    recipe = {"eval": {"protocol": "icpr2012", "radius_um": None, "radius_px": 20}}
+    proto = resolve_protocol(registries, None, None, recipe)
+    assert proto.name == "icpr2012" and proto.radius_for(0.2456) == 20.0  # the paper's 20 px
+    assert resolve_protocol(registries, None, None, {"eval": {"protocol": "icpr2012"}}
+                            ).radius_for(0.2456) == pytest.approx(5 / 0.2456)
+    recipe = {"eval": {"protocol": "amida13", "radius_um": 5.0}}
+    assert resolve_protocol(registries, None, None, recipe).radius_for(0.25) == 20.0
+    # CLI flags override whatever protocol was chosen, px before um
+    assert resolve_protocol(registries, "midog", radius_px=32).radius_for(0.25) == 32.0
+    assert resolve_protocol(registries, "midog", radius_um=8).radius_for(0.25) == 32.0

@@ -66,6 +66,10 @@ class CalibrateCommand:
         parser.add_argument("--data-root", help="the dataset's folder")
         parser.add_argument("--split", default="val")
         add_option_argument(parser)
+        parser.add_argument("--radius-um", type=float, default=None,
+                            help="match radius in micrometres (overrides the protocol)")
+        parser.add_argument("--radius-px", type=float, default=None,
+                            help="match radius in pixels, e.g. the paper's 20 (ICPR 2012) or 32")
         parser.add_argument("--protocol", help="matching protocol (default: the dataset's own)")
         parser.add_argument("--out", help="folder for calibration.json and f1_vs_w.png "
                             "(default: <checkpoint folder>/calibration)")
@@ -91,7 +95,8 @@ class CalibrateCommand:
                                parse_options(args.option))
         if len(dataset) == 0:
             raise DataError(f"dataset {name!r} split {args.split!r} has no images")
-        protocol = resolve_protocol(ctx.registries, args.protocol, name, recipe)
+        protocol = resolve_protocol(ctx.registries, args.protocol, name, recipe,
+                                    args.radius_um, args.radius_px)
         grid = dict(recipe.get("calibrate") or {})
         for key in ("w", "s1", "a1"):
             grid[key] = parse_grid(getattr(args, key), f"--{key}") or grid.get(key)

@@ -246,6 +246,10 @@ class EvaluateCommand:
         parser.add_argument("--detections-format", default=None, metavar="FORMAT",
                             help="format of the --detections files when the name does not say: "
                                  "csv, geojson, tupac, mitos-atypia or midog")
+        parser.add_argument("--radius-um", type=float, default=None,
+                            help="match radius in micrometres (overrides the protocol)")
+        parser.add_argument("--radius-px", type=float, default=None,
+                            help="match radius in pixels, e.g. the paper's 20 (ICPR 2012) or 32")
         parser.add_argument("--protocol", help="protocol name (default: the dataset's own, "
                             "else the recipe's eval.protocol)")
         parser.add_argument("--out", help="output folder (default eval/<dataset>-<split>)")
@@ -265,7 +269,8 @@ class EvaluateCommand:
                                parse_options(args.option))
         if len(dataset) == 0:
             raise DataError(f"dataset {args.dataset!r} split {args.split!r} has no images")
-        protocol = resolve_protocol(ctx.registries, args.protocol, args.dataset, recipe)
+        protocol = resolve_protocol(ctx.registries, args.protocol, args.dataset, recipe,
+                                    args.radius_um, args.radius_px)
         out = Path(args.out or f"eval/{args.dataset}-{args.split}")
         with staged_dir(out) as tmp, progress_bar(ctx.console) as bar:
             task = bar.add_task(f"evaluate {args.dataset}/{args.split}", total=len(dataset))
