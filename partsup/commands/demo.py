@@ -59,6 +59,16 @@ def _completed(run_dir: Path, iterations: int) -> bool:
     return (run_dir / "best.pt").is_file() and bool(done) and done[-1][0] >= iterations
 
 
+def _resumable(run_dir: Path, recipe: dict[str, Any]) -> bool:
+    """An interrupted demo run of the same resolved recipe: continue it rather than start over."""
+    import yaml
+    from partsup.train import RunDir
+    saved = run_dir / "recipe.yaml"
+    if not saved.is_file() or not RunDir(run_dir).existing():
+        return False
+    return yaml.safe_load(saved.read_text()) == recipe
+
+
 def _run_command(name: str, argv: list[str], ctx: Any) -> None:
     """Run another partsup command quietly (its tables go to a buffer)."""
     from partsup.cli import Context
@@ -118,11 +128,13 @@ class DemoCommand:
         run_dir = out / key
         t0 = time.perf_counter()
         if args.retrain or not _completed(run_dir, recipe["train"]["iterations"]):
-            if run_dir.exists():
+            resume = not args.retrain and _resumable(run_dir, recipe)
+            if run_dir.exists() and not resume:
                 import shutil
                 shutil.rmtree(run_dir)
-            ctx.console.rule(f"[bold]{label}: training")
-            result = fit(recipe, registries, run_dir, console=ctx.console)
+            ctx.console.rule(f"[bold]{label}: " + ("resuming the interrupted training"
+                                                    if resume else "training"))
+            result = fit(recipe, registries, run_dir, console=ctx.console, resume=resume)
             if not result.completed:
                 raise SystemExit(130)
         else:
