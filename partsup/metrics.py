@@ -213,11 +213,25 @@ def open_dataset(registries: Any, name: str, root: str | None = None, split: str
     factory = registries.datasets.get(name, where="--dataset")
     section = recipe_dataset(name, split, recipe)
     where = dataset_root(name, root, section)
-    if where is None:
-        raise DataError(missing_root_message(name, factory))
     kwargs = {k: v for k, v in section.items() if k not in ("name", "root", "split")}
     kwargs.update(options or {})
+    if where is None:
+        if not _has_default_root(factory):
+            raise DataError(missing_root_message(name, factory))
+        # the reader knows where its data lives (e.g. ami-br beside the repository); it raises
+        # its own message, with the layout, when that folder is absent
+        return registries.datasets.build(name, where="--dataset", split=split, **kwargs)
     return registries.datasets.build(name, where="--dataset", root=where, split=split, **kwargs)
+
+
+def _has_default_root(factory: Any) -> bool:
+    """Whether a reader factory's ``root`` argument is optional (it has a default location)."""
+    import inspect
+    try:
+        param = inspect.signature(factory).parameters.get("root")
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.default is not inspect.Parameter.empty
 
 
 def resolve_protocol(registries: Any, name: str | None, dataset: str | None = None,

@@ -121,3 +121,31 @@ def test_radius_overrides_from_recipe_and_cli(registries):
     # CLI flags override whatever protocol was chosen, px before um
     assert resolve_protocol(registries, "midog", radius_px=32).radius_for(0.25) == 32.0
     assert resolve_protocol(registries, "midog", radius_um=8).radius_for(0.25) == 32.0
+
+
+def test_open_dataset_uses_a_readers_default_root(monkeypatch):
+    """A reader whose root is optional (ami-br: beside the repository) needs no --data-root;
+    one whose root is required gets the layout message."""
+    from partsup.errors import DataError
+    from partsup.metrics import open_dataset
+    from partsup.plugins import Registries, hookimpl, make_plugin_manager
+
+    class Readers:
+        @hookimpl
+        def partsup_register_datasets(self, register):
+            def with_default(root: str | None = None, split: str = "train", strict: bool = True):
+                """reader with a default root"""
+                return ("opened", root or "<default>", split)
+
+            def required(root: str, split: str = "train", strict: bool = True):
+                """reader that needs a root"""
+                return ("opened", root, split)
+            required.LAYOUT = "<root>/images/*.png"
+            register("with_default", with_default)
+            register("required", required)
+
+    monkeypatch.delenv("PARTSUP_DATA", raising=False)
+    regs = Registries.from_pm(make_plugin_manager(objects=[Readers()], entry_points=False))
+    assert open_dataset(regs, "with_default", None, "test") == ("opened", "<default>", "test")
+    with pytest.raises(DataError, match="no root folder"):
+        open_dataset(regs, "required", None, "test")
