@@ -20,6 +20,16 @@ FP_COLOR = (255, 220, 0)    # yellow
 MAX_SIDE = 2048
 
 
+def downsampled_canvas(image: np.ndarray, max_side: int = MAX_SIDE) -> tuple[Any, int]:
+    """``(PIL RGB image, stride)``: ``image`` ``(H, W, 3)`` uint8 taken every ``stride`` px, the
+    smallest integer stride that brings its long side to at most ``max_side``."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    stride = max(1, -(-max(h, w) // max_side))
+    return Image.fromarray(np.ascontiguousarray(image[::stride, ::stride, :3])), stride
+
+
 def draw_overlay(image: np.ndarray, gt: Any, det: Any, result: MatchResult,
                  max_side: int = MAX_SIDE, legend: bool = True) -> Any:
     """A PIL RGB image of ``image`` with the matching outcome drawn on it.
@@ -33,13 +43,12 @@ def draw_overlay(image: np.ndarray, gt: Any, det: Any, result: MatchResult,
         max_side: downsample (integer stride) so the long side is at most this.
         legend: write ``TP n  FN n  FP n`` in the top-left corner.
     """
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
     g = np.asarray(gt, np.float64).reshape(-1, 2)
     d = np.asarray(det, np.float64).reshape(-1, 2)
     h, w = image.shape[:2]
-    stride = max(1, -(-max(h, w) // max_side))
-    canvas = Image.fromarray(np.ascontiguousarray(image[::stride, ::stride, :3]))
+    canvas, stride = downsampled_canvas(image, max_side)
     draw = ImageDraw.Draw(canvas)
     width = max(2, round(max(h, w) / stride / 400))
     r = max(result.radius_px / stride, 4.0)

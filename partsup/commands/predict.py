@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 #: mpp used when neither --mpp nor the image says (MIDOG / AMIDA13 scanners)
 DEFAULT_MPP = 0.25
 #: overlays are downsampled to at most this many px on the long side
-OVERLAY_MAX_SIDE = 2048
 
 
 class DetectorLike(Protocol):
@@ -127,14 +126,13 @@ def read_input(path: Path) -> tuple[np.ndarray, float | None]:
 
 
 def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection],
-                  max_side: int = OVERLAY_MAX_SIDE) -> Path:
+                  max_side: int = 2048) -> Path:
     """Save ``image`` (downsampled by an integer stride to <= ``max_side`` px) with a circle
     around each detection (radius from its area, at least 12 px of the full image)."""
-    from PIL import Image, ImageDraw
+    from PIL import ImageDraw
 
-    h, w = image.shape[:2]
-    stride = max(1, -(-max(h, w) // max_side))
-    small = Image.fromarray(np.ascontiguousarray(image[::stride, ::stride]))
+    from partsup.overlay import downsampled_canvas
+    small, stride = downsampled_canvas(image, max_side)
     draw = ImageDraw.Draw(small)
     width = max(2, round(3 / stride * 2))
     for d in detections:
