@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 #: mpp used when neither --mpp nor the image says (MIDOG / AMIDA13 scanners)
 DEFAULT_MPP = 0.25
-#: overlays are downsampled to at most this many px on the long side
 
 
 class DetectorLike(Protocol):
@@ -126,7 +125,7 @@ def read_input(path: Path) -> tuple[np.ndarray, float | None]:
 
 
 def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection],
-                  max_side: int = 2048) -> Path:
+                  max_side: int = 2048) -> Path:  # overlay.MAX_SIDE
     """Save ``image`` (downsampled by an integer stride to <= ``max_side`` px) with a circle
     around each detection (radius from its area, at least 12 px of the full image)."""
     from PIL import ImageDraw
