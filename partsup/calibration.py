@@ -3,7 +3,7 @@
 The network runs **once** per validation image; both probability maps are cached (as ``.npy``
 files in a temporary folder, memory-mapped back, so RAM does not grow with the split). Then for
 every fusion weight ``w`` (paper: 0, 0.1, ..., 1) the maps are fused, smoothed and thresholded
-(Otsu) once per image, and every ``(s1, a1)`` pair of the grid only filters those blobs. TP/FP/FN
+(Otsu, or each fixed threshold of the ``threshold`` grid) once per image, and every ``(s1, a1)`` pair of the grid only filters those blobs. TP/FP/FN
 are summed over the images (micro F1, :mod:`partsup.metrics`); the best F1 wins (ties: the first
 in grid order, i.e. the smallest w, s1, a1).
 """
@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from partsup.detect import DetectParams, filter_blobs, find_blobs, fuse
+from partsup.detect import DetectParams, check_threshold, filter_blobs, find_blobs, fuse
 from partsup.filters import area_in
 from partsup.metrics import Counts, match
 from partsup.types import Protocol
@@ -68,9 +68,11 @@ class Row:
     s1: float
     a1: float
     counts: Counts
+    threshold: str | float = "otsu"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"w": self.w, "s1": self.s1, "a1": self.a1, **self.counts.as_dict()}
+        return {"w": self.w, "threshold": self.threshold, "s1": self.s1, "a1": self.a1,
+                **self.counts.as_dict()}
 
 
 @dataclass
@@ -83,8 +85,9 @@ class CalibrationResult:
     weak_only: bool = False
 
     def params(self, base: DetectParams) -> DetectParams:
-        """``base`` with the calibrated w, s1, a1."""
-        return dataclasses.replace(base, w=self.best.w, s1=self.best.s1, a1=self.best.a1)
+        """``base`` with the calibrated w, threshold, s1, a1."""
+        return dataclasses.replace(base, w=self.best.w, s1=self.best.s1, a1=self.best.a1,
+                                   threshold=self.best.threshold)
 
     def as_dict(self) -> dict[str, Any]:
         return {"best": self.best.as_dict(), "per_w": [r.as_dict() for r in self.per_w],
@@ -98,28 +101,43 @@ def _grid(values: Iterable[Any], name: str) -> list[float]:
     return out
 
 
+def threshold_grid(values: Iterable[Any] | None, default: str | float) -> list[str | float]:
+    """The foreground rules to try: ``values`` checked (``"otsu"`` or probabilities), or
+    ``[default]`` when ``values`` is None."""
+    if values is None:
+        return [check_threshold(default)]
+    out = [check_threshold(v, "calibrate.threshold") for v in values]
+    if not out:
+        raise ValueError("calibrate.threshold: the grid is empty")
+    return out
+
+
 def sweep(images: Sequence[CachedMaps], params: DetectParams, registries: Any,
           protocol: Protocol, w: Iterable[float], s1: Iterable[float], a1: Iterable[float],
-          progress: Callable[[float], None] | None = None) -> CalibrationResult:
-    """Evaluate every ``(w, s1, a1)`` of the grid on the cached maps.
+          progress: Callable[[float], None] | None = None,
+          threshold: Iterable[Any] | None = None) -> CalibrationResult:
+    """Evaluate every ``(w, threshold, s1, a1)`` of the grid on the cached maps.
 
     ``a1`` is in ``params.area_unit``; ``params.sigma``, its named filters and the filter hook
-    apply at every grid point. For weak-only models (no strong map) w has no effect and only
-    ``params.w`` is tried. ``progress(w)`` is called after each w.
+    apply at every grid point. ``threshold`` lists foreground rules (``"otsu"`` or fixed
+    probabilities; None = only ``params.threshold``). For weak-only models (no strong map) w
+    has no effect and only ``params.w`` is tried. ``progress(w)`` is called after each w.
     """
     ws, s1s, a1s = _grid(w, "w"), _grid(s1, "s1"), _grid(a1, "a1")
+    ts = threshold_grid(threshold, params.threshold)
     weak_only = all(im.p_strong is None for im in images)
     if weak_only:
         ws = [float(params.w)]
     rows: list[Row] = []
     for wv in ws:
-        p = dataclasses.replace(params, w=wv)
-        totals = np.zeros((len(s1s), len(a1s), 3), np.int64)
-        for im in images:
-            totals += _image_counts(im, p, registries, protocol, s1s, a1s)
-        for i, sv in enumerate(s1s):
-            for j, av in enumerate(a1s):
-                rows.append(Row(wv, sv, av, Counts(*map(int, totals[i, j]))))
+        for tv in ts:
+            p = dataclasses.replace(params, w=wv, threshold=tv)
+            totals = np.zeros((len(s1s), len(a1s), 3), np.int64)
+            for im in images:
+                totals += _image_counts(im, p, registries, protocol, s1s, a1s)
+            for i, sv in enumerate(s1s):
+                for j, av in enumerate(a1s):
+                    rows.append(Row(wv, sv, av, Counts(*map(int, totals[i, j])), tv))
         if progress is not None:
             progress(wv)
     best = max(rows, key=lambda r: r.counts.f1)  # max keeps the first of equal values
@@ -132,7 +150,7 @@ def _image_counts(im: CachedMaps, params: DetectParams, registries: Any, protoco
     """``(len(s1s), len(a1s), 3)`` int64 TP, FP, FN of one image over the (s1, a1) grid."""
     weak = np.asarray(im.p_weak, np.float32)
     strong = None if im.p_strong is None else np.asarray(im.p_strong, np.float32)
-    blobs = find_blobs(fuse(weak, strong, params, registries), params.sigma)
+    blobs = find_blobs(fuse(weak, strong, params, registries), params.sigma, params.threshold)
     base = filter_blobs(blobs, params, im.mpp, registries, thresholds=False)
     area = area_in(blobs, im.mpp, params.area_unit)
     xy = np.stack([blobs.x, blobs.y], 1) if len(blobs) else np.zeros((0, 2))

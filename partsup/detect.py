@@ -4,7 +4,9 @@ Pipeline (paper section III.D; facts.md "Post-processing")::
 
     image (H, W, 3) uint8 --infer_maps--> P_weak, P_strong (H, W) float32
       --partsup_fuse--> S = w * P_weak + (1 - w) * P_strong
-      --find_blobs--> Gaussian smoothing (sigma px) -> Otsu over the whole map, strict ``>``
+      --find_blobs--> Gaussian smoothing (sigma px) -> threshold, strict ``>``: Otsu over the
+                      whole map (the paper's rule, ``threshold: otsu``) or a fixed probability
+                      (``threshold: 0.5``; does not move with how many objects a field holds)
                       -> 8-connected blobs (score = mean probability, prob-weighted centroid)
       --filter_blobs--> area > a1 (px or um^2) AND score > s1 AND named filters AND hook
       --> list[Detection]
@@ -46,6 +48,8 @@ class DetectParams:
         sigma: Gaussian smoothing sigma, pixels (0 = none).
         a1: keep blobs with ``area > a1`` (``area_unit``: ``"px"`` or ``"um2"``).
         s1: keep blobs with mean probability ``> s1``.
+        threshold: foreground rule on the smoothed map: ``"otsu"`` (Otsu over the whole map,
+            the paper's rule) or a fixed probability in (0, 1) (``smooth > threshold``).
         area_unit: unit of ``a1``.
         filters: extra named filters, ``[{"name": ..., **kwargs}, ...]``.
         tile, overlap: inference tile side and overlap, pixels.
@@ -56,6 +60,7 @@ class DetectParams:
     sigma: float = 1.0
     a1: float = 0.0
     s1: float = 0.5
+    threshold: str | float = "otsu"
     area_unit: Literal["px", "um2"] = "px"
     filters: list[dict[str, Any]] = field(default_factory=list)
     tile: int = 512
@@ -70,6 +75,7 @@ class DetectParams:
                               f"overlap={self.overlap}")
         if self.batch_tiles < 1:
             raise RecipeError(f"detect.batch_tiles: must be >= 1, got {self.batch_tiles}")
+        self.threshold = check_threshold(self.threshold)
 
     @classmethod
     def from_dict(cls, section: dict[str, Any] | None, **overrides: Any) -> "DetectParams":
@@ -89,6 +95,20 @@ class DetectParams:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (numbers, strings, lists) fit for YAML, JSON and checkpoints."""
         return dataclasses.asdict(self)
+
+
+def check_threshold(value: Any, key: str = "detect.threshold") -> str | float:
+    """``"otsu"`` or a float in (0, 1); anything else raises :class:`RecipeError`."""
+    if isinstance(value, str) and value.strip().lower() == "otsu":
+        return "otsu"
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        raise RecipeError(f"{key}: expected 'otsu' or a probability in (0, 1), "
+                          f"got {value!r}") from None
+    if isinstance(value, bool) or not 0.0 < t < 1.0:
+        raise RecipeError(f"{key}: expected 'otsu' or a probability in (0, 1), got {value!r}")
+    return t
 
 
 # -- tiled inference -------------------------------------------------------------------------
@@ -272,11 +292,12 @@ def _run_batch(model: Any, image: np.ndarray, boxes: list[tuple[int, int]], ay: 
 
 # -- blobs and filters -----------------------------------------------------------------------
 
-def find_blobs(prob: np.ndarray, sigma: float) -> Blobs:
+def find_blobs(prob: np.ndarray, sigma: float, threshold: str | float = "otsu") -> Blobs:
     """Candidate blobs of a probability map.
 
-    Smooths ``prob`` with a Gaussian (``sigma`` px; 0 = none), thresholds the smoothed map with
-    Otsu's threshold computed over the **whole** map (strict ``>``), labels 8-connected
+    Smooths ``prob`` with a Gaussian (``sigma`` px; 0 = none), thresholds the smoothed map
+    (strict ``>``) with Otsu's threshold computed over the **whole** map (``threshold="otsu"``,
+    the paper's rule) or with a fixed probability (``threshold`` a float), labels 8-connected
     components, and scores each blob by the mean of the *unsmoothed* probability over its
     pixels; the centroid is weighted by that probability (plain centroid where it sums to zero).
     A map whose smoothed values span less than :data:`FLAT_RANGE` has no blobs.
@@ -288,13 +309,14 @@ def find_blobs(prob: np.ndarray, sigma: float) -> Blobs:
     Args:
         prob: ``(H, W)`` float probability map in [0, 1].
         sigma: Gaussian sigma in pixels.
+        threshold: ``"otsu"`` or a fixed probability in (0, 1).
 
     Returns:
         :class:`Blobs` with ``x, y`` (px, float64), ``score`` (float64), ``area`` (px, int64)
         and ``labels`` ``(H, W)`` int32 (0 = background, blob k has label k + 1).
     """
     prob = np.asarray(prob, np.float32)
-    foreground = _foreground(prob, sigma)
+    foreground = _foreground(prob, sigma, threshold)
     labels = np.zeros(prob.shape, np.int32)
     if foreground is None:
         return _no_blobs(labels)
@@ -319,14 +341,18 @@ def _no_blobs(labels: np.ndarray) -> Blobs:
                  labels=labels)
 
 
-def _foreground(prob: np.ndarray, sigma: float) -> np.ndarray | None:
-    """``smooth(prob) > otsu(smooth(prob))`` as ``(H, W)`` bool, or None for a flat map.
+def _foreground(prob: np.ndarray, sigma: float, threshold: str | float = "otsu"
+                ) -> np.ndarray | None:
+    """``smooth(prob) > t`` as ``(H, W)`` bool (``t`` = Otsu of the smoothed map, or the fixed
+    ``threshold``), or None for a flat map under Otsu or an empty map.
 
     The smoothed float32 map lives only inside this function.
     """
     if prob.size == 0:
         return None
     smooth = ndimage.gaussian_filter(prob, float(sigma)) if sigma > 0 else prob
+    if threshold != "otsu":
+        return smooth > np.float32(threshold)
     if float(smooth.max()) - float(smooth.min()) < FLAT_RANGE:
         return None  # a flat map has nothing to separate (and Otsu cannot bin it)
     return smooth > _otsu(smooth)
@@ -428,7 +454,8 @@ def detect_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None, params: De
     Returns:
         Detections (x, y px; score = mean probability; area px), in label (raster) order.
     """
-    blobs = find_blobs(fuse(p_weak, p_strong, params, registries), params.sigma)
+    blobs = find_blobs(fuse(p_weak, p_strong, params, registries), params.sigma,
+                       params.threshold)
     return to_detections(blobs, filter_blobs(blobs, params, mpp, registries))
 
 
@@ -480,7 +507,7 @@ def load_detector(checkpoint: str | Path, registries: Any,
 
 def params_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> DetectParams:
     """The recipe's ``detect:`` section, updated by the checkpoint's calibrated values
-    (``ckpt["detect"]``: w, s1, a1, sigma, area_unit) when present, then by non-None overrides."""
+    (``ckpt["detect"]``: w, s1, a1, threshold, sigma, area_unit) when present, then by non-None overrides."""
     values = dict((ckpt.get("recipe") or {}).get("detect") or {})
     values.update(ckpt.get("detect") or {})
     return DetectParams.from_dict(values, **overrides)

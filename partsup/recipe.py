@@ -124,6 +124,9 @@ SCHEMA: dict[str, Any] = {
         "sigma": F(*NUM, default=1.0, help="Gaussian smoothing sigma, px"),
         "a1": F(*NUM, default=0.0, help="keep blobs with area > a1"),
         "s1": F(*NUM, default=0.5, help="keep blobs with mean probability > s1"),
+        "threshold": F(str, *NUM, default="otsu",
+                       help="foreground rule: otsu (over the whole map, the paper's) or a fixed "
+                            "probability in (0, 1)"),
         "area_unit": F(str, default="px", choices=("px", "um2")),
         "filters": F(list, default=[], help="extra named filters [{name: ..., ...}]"),
         "tile": F(int, default=512, help="inference tile size, px"),
@@ -134,6 +137,9 @@ SCHEMA: dict[str, Any] = {
         "w": F(list, default=[round(0.1 * i, 1) for i in range(11)]),
         "s1": F(list, default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
         "a1": F(list, default=[0, 20, 50, 100, 200, 300]),
+        "threshold": F(list, _NONE, default=None,
+                       help="foreground rules to try (otsu and/or probabilities); "
+                            "default: only detect.threshold"),
     },
     "eval": {
         "protocol": F(str, default="amida13"),

@@ -421,7 +421,7 @@ def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
     values are used as they are. During a ``weak`` stage only the weak map counts (w = 1).
     Images are shared out across ranks and the counts summed.
 
-    Returns ``Counts.as_dict()`` plus ``images``, ``w``, ``s1``, ``a1`` (the grid point), or
+    Returns ``Counts.as_dict()`` plus ``images``, ``w``, ``threshold``, ``s1``, ``a1`` (the grid point), or
     None when the recipe has no validation split.
     """
     if run.val is None:
@@ -435,8 +435,10 @@ def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
     weak_map_only = stage == "weak" or run.model.mode == "weak_only"
     if weak_map_only:
         params.w = 1.0
-    grid = run.recipe["calibrate"] if run.recipe["train"].get("val_sweep", True) else \
-        {"w": [params.w], "s1": [params.s1], "a1": [params.a1]}
+    from partsup.calibration import threshold_grid
+    grid = dict(run.recipe["calibrate"]) if run.recipe["train"].get("val_sweep", True) else \
+        {"w": [params.w], "s1": [params.s1], "a1": [params.a1], "threshold": None}
+    grid["threshold"] = threshold_grid(grid.get("threshold"), params.threshold)
     w_grid = [1.0] if weak_map_only else grid["w"]
     detector = Detector(run.model, params, run.registries, device=run.device,
                         amp=bool(run.recipe["train"]["amp"]))
@@ -452,7 +454,7 @@ def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
                 images.append(cache.add(sample.id, *detector.maps(sample.image), sample.points,
                                         sample.mpp))
             rows = sweep(images, params, run.registries, _protocol(run), w_grid, grid["s1"],
-                         grid["a1"]).rows if images else []
+                         grid["a1"], threshold=grid["threshold"]).rows if images else []
             del images
     finally:
         run.model.train(was_training)
@@ -463,12 +465,13 @@ def _best_row(run: Run, rows: list[Any], mine: int, n: int, w_grid: list[float],
               grid: dict[str, Any]) -> dict[str, Any]:
     """Sum each grid point's counts over ranks; the best F1 (first of ties, grid order)."""
     from partsup.metrics import Counts
-    keys = [(float(w), float(s), float(a)) for w in w_grid for s in grid["s1"] for a in grid["a1"]]
+    keys = [(float(w), t, float(s), float(a)) for w in w_grid for t in grid["threshold"]
+            for s in grid["s1"] for a in grid["a1"]]
     counts = np.zeros((len(keys), 3), np.int64)
     index = {k: i for i, k in enumerate(keys)}
     for r in rows:
         c = r.counts
-        counts[index[(float(r.w), float(r.s1), float(r.a1))]] = (c.tp, c.fp, c.fn)
+        counts[index[(float(r.w), r.threshold, float(r.s1), float(r.a1))]] = (c.tp, c.fp, c.fn)
     if run.dist.enabled and n >= run.dist.world:
         t = torch.from_numpy(counts).to(torch.float64)
         t = t.to(run.device) if run.device.type == "cuda" else t
@@ -477,7 +480,8 @@ def _best_row(run: Run, rows: list[Any], mine: int, n: int, w_grid: list[float],
     totals = [Counts(*map(int, c)) for c in counts]
     best = max(range(len(keys)), key=lambda i: totals[i].f1)
     out: dict[str, Any] = totals[best].as_dict()
-    out.update(images=n, w=keys[best][0], s1=keys[best][1], a1=keys[best][2])
+    out.update(images=n, w=keys[best][0], threshold=keys[best][1], s1=keys[best][2],
+               a1=keys[best][3])
     return out
 
 
@@ -724,7 +728,7 @@ class _State:
     iteration: int = 0
     best_f1: float | None = None
     best_iteration: int | None = None
-    best_detect: dict[str, float] | None = None  # the grid point of the best validation F1
+    best_detect: dict[str, Any] | None = None  # the grid point of the best validation F1
     stage_name: str | None = None
     optimizer: Any = None
     scheduler: Any = None
@@ -952,11 +956,12 @@ def _validate_and_keep_best(run: Run, run_dir: RunDir, state: _State, stage: Sta
                      "val_f1": result["f1"], "val_precision": result["precision"],
                      "val_recall": result["recall"], "val_tp": result["tp"],
                      "val_fp": result["fp"], "val_fn": result["fn"],
-                     "val_w": result["w"], "val_s1": result["s1"], "val_a1": result["a1"]})
+                     "val_w": result["w"], "val_threshold": result["threshold"],
+                     "val_s1": result["s1"], "val_a1": result["a1"]})
     final_stage = stage == stages[-1]
     if final_stage and (state.best_f1 is None or result["f1"] > state.best_f1):
         state.best_f1, state.best_iteration = result["f1"], state.iteration
-        state.best_detect = {k: result[k] for k in ("w", "s1", "a1")}
+        state.best_detect = {k: result[k] for k in ("w", "threshold", "s1", "a1")}
         if run.dist.is_main:
             save_checkpoint(run_dir.best, _payload(run, state, stage, None, None, training=False))
             display.message(f"iteration {state.iteration}: validation F1 {result['f1']:.3f} "
@@ -967,7 +972,8 @@ def _validate_and_keep_best(run: Run, run_dir: RunDir, state: _State, stage: Sta
 
 
 def _at(result: dict[str, Any]) -> str:
-    return f"(w={result['w']:g}, s1={result['s1']:g}, a1={result['a1']:g})"
+    return (f"(w={result['w']:g}, threshold={result['threshold']}, s1={result['s1']:g}, "
+            f"a1={result['a1']:g})")
 
 
 def _finish(run: Run, run_dir: RunDir, state: _State, stage: Stage) -> None:

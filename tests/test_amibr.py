@@ -204,3 +204,25 @@ def test_counterfactual_rendering_moves_only_the_figures(amibr_root):
     x, y = base.points[0].astype(int)
     assert not np.array_equal(base.image[y - 8:y + 9, x - 8:x + 9],
                               empty.image[y - 8:y + 9, x - 8:x + 9])
+
+
+def test_hard_negatives_are_the_decoy_centres_and_off_by_default(shared_data):
+    plain = factory(split="val", fields=12, density=40.0)
+    hard = factory(split="val", fields=12, density=40.0, hard_negatives=True)
+    assert all(plain.hard_negatives(i).shape == (0, 2) for i in range(len(plain)))
+    total = 0
+    for i in range(len(hard)):
+        negs, pts = hard.hard_negatives(i), hard.points(i)
+        assert negs.dtype == np.float32 and negs.shape[1] == 2
+        total += len(negs)
+        assert ((negs >= 0) & (negs < hard.field_size)).all()
+        if len(pts) and len(negs):  # decoy discs never overlap figure discs
+            d = np.sqrt(((negs[:, None] - pts[None]) ** 2).sum(-1))
+            assert d.min() >= 2 * 33 - 1e-6
+        # the same fields either way: the option only exposes the decoys
+        np.testing.assert_array_equal(hard.points(i), plain.points(i))
+    assert total >= 10 * len(hard)  # Poisson(10) + 3 per figure decoys per field
+    # a decoy sits on a dark (hematoxylin-rich) spot: darker than the field on average
+    s = hard[0]
+    x, y = hard.hard_negatives(0)[0].astype(int)
+    assert s.image[y - 3:y + 4, x - 3:x + 4].mean() < s.image.mean()

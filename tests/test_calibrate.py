@@ -100,3 +100,28 @@ def test_calibrate_dry_run_and_grid_options(tmp_path):
     assert load_checkpoint(ckpt)["detect"] is None
     with pytest.raises(RecipeError, match="--s1"):
         run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--s1", "a,b"])
+
+
+def test_sweep_over_foreground_rules_prefers_a_fixed_threshold_on_empty_fields(registries,
+                                                                               tmp_path):
+    # three fields: two without any object (faint nuclei only), one with two objects
+    def field(objects):
+        m = np.full((60, 60), 0.02, np.float32)
+        for x, y, v in [(10, 10, 0.35), (50, 10, 0.35), (10, 50, 0.35)] + objects:
+            m[y - 3: y + 4, x - 3: x + 4] = v
+        return m
+    cache = MapCache(tmp_path)
+    images = [cache.add("e1", field([]), None, np.zeros((0, 2)), 0.25),
+              cache.add("e2", field([]), None, np.zeros((0, 2)), 0.25),
+              cache.add("f", field([(30, 30, 0.9), (50, 50, 0.8)]), None,
+                        np.array([[30.0, 30.0], [50.0, 50.0]]), 0.25)]
+    proto = registries.protocols.build("pixels", radius_px=5)
+    res = sweep(images, DetectParams(sigma=0.0, w=1.0), registries, proto, [1.0], [0.3],
+                [0], threshold=["otsu", 0.5])
+    by_rule = {r.threshold: r.counts for r in res.rows}
+    assert by_rule["otsu"] == Counts(2, 9, 0)  # Otsu keeps every faint nucleus, even on empty fields
+    assert by_rule[0.5] == Counts(2, 0, 0)
+    assert res.best.threshold == 0.5 and res.params(DetectParams()).threshold == 0.5
+    assert res.as_dict()["best"]["threshold"] == 0.5
+    with pytest.raises(RecipeError, match="calibrate.threshold"):
+        sweep(images, DetectParams(), registries, proto, [1.0], [0.3], [0], threshold=[2.0])

@@ -344,3 +344,45 @@ def test_detect_params_from_recipe_section():
         DetectParams.from_dict({"wrong": 1})
     with pytest.raises(RecipeError, match="area_unit"):
         DetectParams(area_unit="mm")
+
+
+def _field(n_objects: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """A 200x200 map with faint nuclei-like blobs (0.35) and ``n_objects`` strong ones (0.9)."""
+    prob = np.full((200, 200), 0.02, np.float32)
+    spots = [(x, y) for y in range(20, 200, 40) for x in range(20, 200, 40)]
+    objects = spots[:n_objects]
+    for k, (x, y) in enumerate(spots):
+        prob[y - 4: y + 5, x - 4: x + 5] = 0.9 if k < n_objects else 0.35
+    return prob, objects
+
+
+def test_fixed_threshold_does_not_move_with_density_but_otsu_does():
+    # Otsu splits whatever the map holds: with no strong object it keeps the faint ones
+    empty, _ = _field(0)
+    assert len(find_blobs(empty, sigma=0, threshold="otsu")) == 25
+    assert len(find_blobs(empty, sigma=0, threshold=0.5)) == 0
+    for n in (1, 5, 20):
+        prob, objects = _field(n)
+        b = find_blobs(prob, sigma=0, threshold=0.5)
+        assert len(b) == n
+        got = sorted(zip(np.round(b.x).astype(int), np.round(b.y).astype(int)))
+        assert got == sorted(objects)
+    # strict '>' at a fixed threshold, too
+    flat = np.zeros((10, 10), np.float32)
+    flat[2:4, 2:4] = np.float32(0.5)
+    flat[6:8, 6:8] = np.float32(0.6)
+    b = find_blobs(flat, sigma=0, threshold=0.5)
+    assert len(b) == 1 and b.labels[6, 6] and not b.labels[2, 2]
+
+
+def test_threshold_values_are_checked(registries):
+    assert DetectParams(threshold="OTSU").threshold == "otsu"
+    assert DetectParams(threshold=0.4).threshold == 0.4
+    assert DetectParams(threshold="0.4").threshold == 0.4
+    for bad in (0, 1, 1.5, -0.1, "median", True, None):
+        with pytest.raises(RecipeError, match="detect.threshold"):
+            DetectParams(threshold=bad)
+    prob, objects = _field(3)
+    dets = detect_from_maps(prob, None, DetectParams(sigma=0, threshold=0.6, s1=0.1), 0.25,
+                            registries)
+    assert len(dets) == 3

@@ -1,8 +1,9 @@
-"""``partsup calibrate``: tune w, s1, a1 on a validation split and store them in the checkpoint.
+"""``partsup calibrate``: tune w, threshold, s1, a1 on a validation split and store them in the checkpoint.
 
 Runs the network once per image, caches both maps, sweeps the recipe's ``calibrate:`` grids
 (:mod:`partsup.calibration`), prints the best row for each w and the overall best, saves
-``calibration.json`` and ``f1_vs_w.png`` (paper Fig. 8) in ``--out``, and writes w, s1, a1 (with
+``calibration.json`` and ``f1_vs_w.png`` (paper Fig. 8) in ``--out``, and writes w, threshold,
+s1, a1 (with
 sigma and area_unit) into ``checkpoint["detect"]`` atomically, so that ``evaluate`` and
 ``predict`` need nothing else.
 """
@@ -36,6 +37,17 @@ def parse_grid(text: str | None, option: str) -> list[float] | None:
     return values
 
 
+def parse_thresholds(text: str | None) -> list[Any] | None:
+    """``"otsu,0.4,0.5"`` -> ``["otsu", 0.4, 0.5]`` (checked); None stays None."""
+    if text is None:
+        return None
+    from partsup.detect import check_threshold
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise RecipeError("--threshold: give at least one value (otsu or a probability)")
+    return [check_threshold(v, "--threshold") for v in values]
+
+
 def default_dataset(recipe: dict[str, Any]) -> str | None:
     """Name of the recipe's validation set (``data.val``), if any."""
     return ((recipe.get("data") or {}).get("val") or {}).get("name")
@@ -43,14 +55,14 @@ def default_dataset(recipe: dict[str, Any]) -> str | None:
 
 def per_w_table(result: Any, title: str) -> Table:
     table = Table(title=title)
-    for c in ("w", "s1", "a1", "TP", "FP", "FN", "precision", "recall", "F1"):
+    for c in ("w", "threshold", "s1", "a1", "TP", "FP", "FN", "precision", "recall", "F1"):
         table.add_column(c, justify="right")
     for r in result.per_w:
         c = r.counts
         mark = "[bold green]" if r is result.best else ""
         end = "[/]" if mark else ""
         table.add_row(*(f"{mark}{v}{end}" for v in (
-            f"{r.w:g}", f"{r.s1:g}", f"{r.a1:g}", c.tp, c.fp, c.fn, f"{c.precision:.3f}",
+            f"{r.w:g}", f"{r.threshold}", f"{r.s1:g}", f"{r.a1:g}", c.tp, c.fp, c.fn, f"{c.precision:.3f}",
             f"{c.recall:.3f}", f"{c.f1:.3f}")))
     return table
 
@@ -77,6 +89,9 @@ class CalibrateCommand:
         parser.add_argument("--s1", help="comma-separated grid (default: recipe calibrate.s1)")
         parser.add_argument("--a1", help="comma-separated grid, in detect.area_unit "
                             "(default: recipe calibrate.a1)")
+        parser.add_argument("--threshold", help="comma-separated foreground rules to try: otsu "
+                            "and/or probabilities, e.g. otsu,0.3,0.5,0.7 (default: recipe "
+                            "calibrate.threshold, else detect.threshold)")
         parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
         parser.add_argument("--dry-run", action="store_true",
                             help="sweep and report, but leave the checkpoint unchanged")
@@ -103,6 +118,7 @@ class CalibrateCommand:
             if not grid[key]:
                 raise RecipeError(f"{args.checkpoint}: recipe calibrate.{key} is empty; "
                                   f"pass --{key}")
+        grid["threshold"] = parse_thresholds(args.threshold) or grid.get("threshold")
         out = Path(args.out or Path(args.checkpoint).parent / "calibration")
 
         with staged_dir(out) as tmp, tempfile.TemporaryDirectory(dir=tmp) as cache_dir, \
@@ -116,13 +132,14 @@ class CalibrateCommand:
                 bar.advance(task)
             wtask = bar.add_task("sweep w", total=len(grid["w"]))
             result = sweep(images, params, ctx.registries, protocol, grid["w"], grid["s1"],
-                           grid["a1"], progress=lambda w: bar.advance(wtask))
+                           grid["a1"], progress=lambda w: bar.advance(wtask),
+                           threshold=grid["threshold"])
             del images
             best = result.params(params)
             write_json(result, tmp / "calibration.json", {
                 "checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,
                 "images": len(dataset), "protocol": protocol_dict(protocol),
-                "detect": best.to_dict(), "grid": {k: grid[k] for k in ("w", "s1", "a1")}})
+                "detect": best.to_dict(), "grid": {k: grid[k] for k in ("w", "threshold", "s1", "a1")}})
             plot_f1_vs_w(result, tmp / "f1_vs_w.png",
                          f"{name}/{args.split}: F1 vs fusion weight w ({protocol.name})")
 
@@ -132,16 +149,16 @@ class CalibrateCommand:
         b = result.best
         if result.weak_only:
             ctx.console.print("weak-only model: w has no effect; only s1 and a1 were tuned")
-        ctx.console.print(f"best: w={b.w:g} s1={b.s1:g} a1={b.a1:g} {params.area_unit} -> "
+        ctx.console.print(f"best: w={b.w:g} threshold={b.threshold} s1={b.s1:g} a1={b.a1:g} {params.area_unit} -> "
                           f"F1 {b.counts.f1:.3f} (P {b.counts.precision:.3f}, "
                           f"R {b.counts.recall:.3f})")
         if args.dry_run:
             ctx.console.print("dry run: checkpoint left unchanged")
         else:
             stored = {k: v for k, v in best.to_dict().items()
-                      if k in ("w", "s1", "a1", "sigma", "area_unit")}
+                      if k in ("w", "threshold", "s1", "a1", "sigma", "area_unit")}
             update_detect_params(args.checkpoint, stored)
-            ctx.console.print(f"stored w, s1, a1 in {escape(str(args.checkpoint))}")
+            ctx.console.print(f"stored w, threshold, s1, a1 in {escape(str(args.checkpoint))}")
         ctx.console.print(f"wrote {escape(str(out))}/calibration.json and f1_vs_w.png")
         return 0
 

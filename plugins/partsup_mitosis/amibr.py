@@ -147,7 +147,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                  fields: int | None = None, val_fraction: float = 0.15,
                  test_fraction: float = 0.2, split_seed: int = 0,
                  sources: Sequence[str] | None = None, labels: Sequence[str] | None = None,
-                 cache_slides: int = 16) -> None:
+                 cache_slides: int = 16, hard_negatives: bool = False) -> None:
         self.root = self._resolve_root(root)
         if split not in self.SPLITS:
             raise DataError(f"{self.NAME}: unknown split {split!r}; expected one of "
@@ -158,6 +158,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         self.step = tile - feather
         self.field_size = grid * self.step
         self.density, self.decoys, self.seed = float(density), float(decoys), int(seed)
+        self.with_hard_negatives = bool(hard_negatives)
         self.mpp_value = 0.25
         all_figs = self._read_metadata(sources, labels)
         self.slides = self._split_slides(all_figs, split, val_fraction, test_fraction, split_seed)
@@ -323,8 +324,14 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         return np.asarray([(x, y) for x, y, _ in figs], np.float32).reshape(-1, 2)
 
     def hard_negatives(self, i: int) -> np.ndarray:
-        """No labelled non-mitoses in AMi-Br: ``(0, 2)``."""
-        return np.zeros((0, 2), np.float32)
+        """``(M, 2)`` float32 x, y (px) of field ``i``'s decoy discs (each centred on the
+        darkest spot of a figure-free piece of tissue, usually a non-mitotic nucleus) when the
+        reader was built with ``hard_negatives=True``; else ``(0, 2)`` (AMi-Br labels no
+        non-mitoses). No image is decoded."""
+        if not self.with_hard_negatives:
+            return np.zeros((0, 2), np.float32)
+        _, decoys = self._placement(i, 0)
+        return np.asarray(decoys, np.float32).reshape(-1, 2)
 
     def size(self, i: int) -> tuple[int, int]:
         """``(H, W)`` of field ``i`` (all fields are square)."""
@@ -594,7 +601,7 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
             density: float = 1.8, decoys: float = 10.0, seed: int = 0,
             fields: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2,
             split_seed: int = 0, sources: Sequence[str] | None = None,
-            labels: Sequence[str] | None = None) -> AmiBrFields:
+            labels: Sequence[str] | None = None, hard_negatives: bool = False) -> AmiBrFields:
     """The ``ami-br`` dataset: fields ``grid * (tile - feather)`` px square (default 480).
 
     Args:
@@ -608,11 +615,15 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
         seed: assembly seed (placements, tiles); the split depends only on ``split_seed``.
         fields: keep only this many fields (a seeded subset), e.g. for quick evaluations.
         sources, labels: keep only these sources (MIDOG21, TUPAC16) / labels (normal, atypical).
+        hard_negatives: report the decoy discs' centres as hard negatives (non-mitotic
+            nuclei), so training can centre negative patches on them
+            (``data.patch.hard_negative_fraction``).
     """
     return AmiBrFields(root, split, strict, crop=crop, tile=tile, grid=grid, feather=feather,
                        density=density, decoys=decoys, seed=seed, fields=fields,
                        val_fraction=val_fraction, test_fraction=test_fraction,
-                       split_seed=split_seed, sources=sources, labels=labels)
+                       split_seed=split_seed, sources=sources, labels=labels,
+                       hard_negatives=hard_negatives)
 
 
 factory.LAYOUT = AmiBrFields.LAYOUT  # type: ignore[attr-defined]
