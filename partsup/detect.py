@@ -54,6 +54,8 @@ class DetectParams:
         filters: extra named filters, ``[{"name": ..., **kwargs}, ...]``.
         tile, overlap: inference tile side and overlap, pixels.
         batch_tiles: tiles per forward pass.
+        tta: test-time augmentation: average the maps over the 8 dihedral transforms of each
+            tile (rotations by 90 degrees, with and without a mirror); 8x the inference time.
     """
 
     w: float = 0.5
@@ -66,6 +68,7 @@ class DetectParams:
     tile: int = 512
     overlap: int = 64
     batch_tiles: int = 4
+    tta: bool = False
 
     def __post_init__(self) -> None:
         if self.area_unit not in ("px", "um2"):
@@ -216,8 +219,8 @@ def _prepare(model: Any, dev: torch.device) -> bool:
 
 @torch.inference_mode()
 def infer_maps(model: Any, image: np.ndarray, tile: int = 512, overlap: int = 64,
-               batch_tiles: int = 4, device: str | torch.device = "cpu", amp: bool = True
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+               batch_tiles: int = 4, device: str | torch.device = "cpu", amp: bool = True,
+               tta: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Probability maps of a whole image of any size, by overlapping tiles blended seam-free.
 
     Each tile is preprocessed on its own (``model.preprocess``), so memory stays bounded by the
@@ -236,6 +239,7 @@ def infer_maps(model: Any, image: np.ndarray, tile: int = 512, overlap: int = 64
         batch_tiles: tiles per forward pass.
         device: torch device (``"auto"`` allowed); the model is moved there.
         amp: use bf16 autocast on CUDA (ignored on CPU).
+        tta: average each tile's maps over its 8 dihedral transforms (see :func:`dihedral_maps`).
 
     Returns:
         ``(p_weak, p_strong)``: ``(H, W)`` float32 in [0, 1]; ``p_strong`` None for weak-only
@@ -256,7 +260,7 @@ def infer_maps(model: Any, image: np.ndarray, tile: int = 512, overlap: int = 64
     boxes = [(y, x) for y in ay.starts for x in ax.starts]
     try:
         for i in range(0, len(boxes), batch_tiles):
-            _run_batch(model, image, boxes[i: i + batch_tiles], ay, ax, acc, dev, amp)
+            _run_batch(model, image, boxes[i: i + batch_tiles], ay, ax, acc, dev, amp, tta)
     finally:
         if was_training:
             model.train()
@@ -269,8 +273,30 @@ def infer_maps(model: Any, image: np.ndarray, tile: int = 512, overlap: int = 64
     return acc["weak"], acc.get("strong")
 
 
+def dihedral_maps(model: Any, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``model.probabilities`` averaged over the 8 dihedral transforms of ``inp``.
+
+    Each transform (``k`` quarter turns, then an optional mirror of the last axis) is applied
+    to the ``(B, 3, h, w)`` input and undone on the ``(B, h, w)`` maps before averaging, so
+    the result is aligned with ``inp`` pixel for pixel.
+    """
+    sums: list[torch.Tensor | None] = [None, None]
+    for k in range(8):
+        x = torch.rot90(inp, k % 4, dims=(2, 3))
+        x = torch.flip(x, dims=(3,)) if k >= 4 else x
+        for j, m in enumerate(model.probabilities(x)):
+            if m is None:
+                continue
+            m = m.float()
+            m = torch.flip(m, dims=(2,)) if k >= 4 else m
+            m = torch.rot90(m, -(k % 4), dims=(1, 2))
+            sums[j] = m if sums[j] is None else sums[j] + m
+    return sums[0] / 8.0, (None if sums[1] is None else sums[1] / 8.0)  # type: ignore[operator]
+
+
 def _run_batch(model: Any, image: np.ndarray, boxes: list[tuple[int, int]], ay: _Axis,
-               ax: _Axis, acc: dict[str, np.ndarray], dev: torch.device, amp: bool) -> None:
+               ax: _Axis, acc: dict[str, np.ndarray], dev: torch.device, amp: bool,
+               tta: bool = False) -> None:
     """Run one batch of tiles and add their weighted probabilities into ``acc``."""
     crops = [image[y: y + ay.side, x: x + ax.side] for y, x in boxes]
     xs = [torch.as_tensor(model.preprocess(_pad_to(c, PAD_MULTIPLE))) for c in crops]
@@ -278,7 +304,7 @@ def _run_batch(model: Any, image: np.ndarray, boxes: list[tuple[int, int]], ay: 
     if dev.type == "cuda":
         inp = inp.contiguous(memory_format=torch.channels_last)
     with _autocast(dev, amp):
-        p_weak, p_strong = model.probabilities(inp)
+        p_weak, p_strong = dihedral_maps(model, inp) if tta else model.probabilities(inp)
     maps = {"weak": p_weak.float().cpu().numpy()}
     if p_strong is not None:
         maps["strong"] = p_strong.float().cpu().numpy()
@@ -474,7 +500,8 @@ class Detector:
         """``(p_weak, p_strong | None)`` of ``image`` (H, W, 3) uint8, each (H, W) float32."""
         p = self.params
         return infer_maps(self.model, image, tile=p.tile, overlap=p.overlap,
-                          batch_tiles=p.batch_tiles, device=self.device, amp=self.amp)
+                          batch_tiles=p.batch_tiles, device=self.device, amp=self.amp,
+                          tta=p.tta)
 
     def detect(self, image: np.ndarray, mpp: float) -> list[Detection]:
         """Detections of one ``(H, W, 3)`` uint8 image of ``mpp`` um/px."""

@@ -132,6 +132,8 @@ SCHEMA: dict[str, Any] = {
         "tile": F(int, default=512, help="inference tile size, px"),
         "overlap": F(int, default=64, help="inference tile overlap, px"),
         "batch_tiles": F(int, default=4),
+        "tta": F(bool, default=False, help="average maps over the 8 dihedral transforms "
+                 "(8x inference time)"),
     },
     "calibrate": {
         "w": F(list, default=[round(0.1 * i, 1) for i in range(11)]),

@@ -386,3 +386,39 @@ def test_threshold_values_are_checked(registries):
     dets = detect_from_maps(prob, None, DetectParams(sigma=0, threshold=0.6, s1=0.1), 0.25,
                             registries)
     assert len(dets) == 3
+
+
+class _Asymmetric(nn.Module):
+    """A position-dependent 'model' (no dihedral symmetry): p = sigmoid of a fixed conv + ramp."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 1, 5, padding=2)
+
+    def preprocess(self, image):
+        return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+
+    def probabilities(self, x):
+        ramp = torch.linspace(-1, 1, x.shape[-1])[None, None, :]
+        return torch.sigmoid(self.conv(x)[:, 0] + ramp), None
+
+
+def test_tta_averages_the_eight_dihedral_transforms():
+    model = _Asymmetric()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (64, 96, 3)).astype(np.uint8)
+    plain, _ = infer_maps(model, image, tile=512, overlap=0)
+    tta, none = infer_maps(model, image, tile=512, overlap=0, tta=True)
+    assert none is None and tta.shape == plain.shape == (64, 96)
+    # reference: transform the image itself, run, undo, average
+    ref = np.zeros((64, 96), np.float64)
+    for k in range(8):
+        im = np.rot90(image, k % 4)
+        im = im[:, ::-1] if k >= 4 else im
+        m, _ = infer_maps(model, np.ascontiguousarray(im), tile=512, overlap=0)
+        m = m[:, ::-1] if k >= 4 else m
+        ref += np.rot90(m, -(k % 4))
+    np.testing.assert_allclose(tta, ref / 8, atol=1e-5)
+    assert np.abs(tta - plain).max() > 1e-2  # the model is not symmetric: TTA changes maps
+    assert DetectParams(tta=True).to_dict()["tta"] is True
