@@ -147,7 +147,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                  fields: int | None = None, val_fraction: float = 0.15,
                  test_fraction: float = 0.2, split_seed: int = 0,
                  sources: Sequence[str] | None = None, labels: Sequence[str] | None = None,
-                 cache_slides: int = 16, hard_negatives: bool = False) -> None:
+                 cache_slides: int = 512, hard_negatives: bool = False) -> None:
         self.root = self._resolve_root(root)
         if split not in self.SPLITS:
             raise DataError(f"{self.NAME}: unknown split {split!r}; expected one of "
