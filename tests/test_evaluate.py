@@ -496,3 +496,36 @@ def test_reader_options_from_command_line_and_recipe(tmp_path):
     from partsup.errors import RecipeError
     with pytest.raises(RecipeError, match="--option"):
         run_cli(regs, argv + ["--option", "nonsense"])
+
+
+def _documented_commands(section: str) -> list[str]:
+    """The ``partsup ...`` lines of the first bash block after heading ``section`` in
+    docs/evaluation.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    block = text.split(section, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [ln for ln in block.splitlines() if ln.strip()]
+
+
+def test_documented_ap_commands(synth_amida13, tmp_path, monkeypatch, capsys):
+    """The commands in docs/evaluation.md's AP section, run as written on the synthetic
+    AMIDA13-style set (DIR) with a toy checkpoint (best.pt)."""
+    import shlex
+    regs = toy_registries()
+    make_checkpoint(tmp_path / "best.pt", regs, synth_amida13)
+    monkeypatch.chdir(tmp_path)
+    lines = _documented_commands("### Average precision")
+    assert len(lines) == 2 and all(ln.startswith("partsup evaluate ") for ln in lines)
+    for line in lines:
+        argv = shlex.split(line.replace("DIR", str(synth_amida13)))[1:]
+        assert run_cli(regs, argv) == 0, line
+        assert "AP " in capsys.readouterr().out
+    m = json.loads((tmp_path / "eval" / "ap" / "metrics.json").read_text())
+    files = json.loads((tmp_path / "eval" / "ap-files" / "metrics.json").read_text())
+    assert m["totals"]["ap"] is not None and 0.0 <= m["totals"]["ap"] <= 1.0
+    assert len(m["pr_curve"]["recall"]) <= 200 and m["pr_scores"].startswith("candidates")
+    _assert_png(tmp_path / "eval" / "ap" / "pr_curve.png")
+    # the files hold the operating point only: same counts, AP over those detections alone
+    assert {k: v for k, v in files["totals"].items() if k != "ap"} == \
+        {k: v for k, v in m["totals"].items() if k != "ap"}
+    assert files["totals"]["ap"] is not None and files["pr_curve"]["n_points"] <= \
+        m["pr_curve"]["n_points"]

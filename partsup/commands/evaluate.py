@@ -311,7 +311,7 @@ def plot_pr_curve(path: Path, curve: PRCurve, total: Counts, title: str) -> Path
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     FigureCanvasAgg(fig).print_png(str(path))
     return path
