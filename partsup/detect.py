@@ -445,7 +445,8 @@ def candidates_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None,
         ``(candidates, keep)``: detections as :func:`detect_from_maps` gives them (x, y px),
         and a ``(K,)`` bool mask; ``candidates[keep]`` are the detections at ``params``.
     """
-    loose = dataclasses.replace(params, s1=-np.inf)
+    loose = dataclasses.replace(params)
+    loose.s1 = -np.inf  # set after construction: no range check applies to it
     candidates = detect_from_maps(p_weak, p_strong, loose, mpp, registries)
     keep = np.array([d.score > params.s1 for d in candidates], bool)
     return candidates, keep
