@@ -485,6 +485,26 @@ def detect_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None, params: De
     return to_detections(blobs, filter_blobs(blobs, params, mpp, registries))
 
 
+def candidates_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None,
+                         params: DetectParams, mpp: float, registries: Any
+                         ) -> tuple[list[Detection], np.ndarray]:
+    """Every candidate before the score threshold ``s1``, and which of them are detections.
+
+    Runs :func:`detect_from_maps` with ``s1 = -inf`` (so every other rule, filter and hook
+    applies as usual; hooks see ``params["s1"] == -inf``), then marks ``score > s1``. For
+    precision-recall curves over the score, which ``s1`` would otherwise cut short.
+
+    Returns:
+        ``(candidates, keep)``: detections as :func:`detect_from_maps` gives them (x, y px),
+        and a ``(K,)`` bool mask; ``candidates[keep]`` are the detections at ``params``.
+    """
+    loose = dataclasses.replace(params)
+    loose.s1 = -np.inf  # set after construction: no range check applies to it
+    candidates = detect_from_maps(p_weak, p_strong, loose, mpp, registries)
+    keep = np.array([d.score > params.s1 for d in candidates], bool)
+    return candidates, keep
+
+
 class Detector:
     """A model plus detection parameters: ``detect(image, mpp) -> list[Detection]``."""
 

@@ -262,6 +262,15 @@ def _number(value: Any) -> float:
     return out
 
 
+def _measured_score(feat: dict[str, Any]) -> Any:
+    """A GeoJSON feature's ``score`` measurement (QuPath), or None when it has none."""
+    props = feat.get("properties") or {}
+    meas = props.get("measurements") if isinstance(props, dict) else None
+    if isinstance(meas, list):  # QuPath <= 0.3: [{"name": ..., "value": ...}, ...]
+        meas = {m.get("name"): m.get("value") for m in meas if isinstance(m, dict)}
+    return meas.get("score") if isinstance(meas, dict) else None
+
+
 def _geojson_feature(path: Path, i: int, feat: Any) -> tuple[float, float, float]:
     """``(x, y, score)`` of feature ``i``; DataError naming the file and the index."""
     where = f"{path}: feature {i}"
@@ -280,11 +289,7 @@ def _geojson_feature(path: Path, i: int, feat: Any) -> tuple[float, float, float
     except ValueError:
         raise DataError(f"{where}: a Point needs numeric 'coordinates' [x, y], "
                         f"got {coords!r}") from None
-    props = feat.get("properties") or {}
-    meas = props.get("measurements") if isinstance(props, dict) else None
-    if isinstance(meas, list):  # QuPath <= 0.3: [{"name": ..., "value": ...}, ...]
-        meas = {m.get("name"): m.get("value") for m in meas if isinstance(m, dict)}
-    score = meas.get("score") if isinstance(meas, dict) else None
+    score = _measured_score(feat)
     try:
         return x, y, 1.0 if score is None else _number(score)
     except ValueError as exc:
@@ -365,3 +370,24 @@ def read_detections(path: str | Path, fmt: str | None = None,
         raise DataError(f"{path}: cannot tell the detection format from the name; "
                         f"pass one of {known}")
     return readers[fmt](path)
+
+
+def has_scores(path: str | Path, fmt: str | None = None) -> bool:
+    """Whether every detection in a readable detection file carries its own score.
+
+    ``csv`` and ``mitos-atypia`` require one; ``tupac`` (third column), ``geojson`` (measurement
+    ``score``) and ``midog`` (``probability``) may leave it out, and :func:`read_detections`
+    then gives 1.0. An empty file counts as scored. ``fmt`` as in :func:`read_detections`.
+    """
+    path = Path(path)
+    fmt = fmt or format_of(path)
+    if fmt == "tupac":
+        return all(len(v) > 2 for v in _number_rows(path, 3, optional=1))
+    if fmt not in ("geojson", "midog", "json"):
+        return True
+    doc = _load_json(path)
+    if isinstance(doc, dict) and isinstance(doc.get("features"), list):
+        return all(not isinstance(f, dict) or _measured_score(f) is not None
+                   for f in doc["features"])
+    points = doc.get("points") if isinstance(doc, dict) else None
+    return all(not isinstance(p, dict) or "probability" in p for p in points or [])

@@ -160,6 +160,114 @@ def test_evaluate_with_checkpoint(toy, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "case3/d" in printed and "F1 1.000" in printed
     assert not list(tmp_path.glob(".ev.*"))  # the staging folder was renamed away
+    # threshold-free: AP in the totals, the curve, the table and a PNG
+    assert m["totals"]["ap"] == 1.0 and m["pr_scores"].startswith("candidates before")
+    assert m["pr_curve"]["recall"][-1] == 1.0 and m["pr_curve"]["n_gt"] == 3
+    assert "AP 1.000" in printed and "pr_curve.png" in printed
+    assert _table_header(printed)[-1] == "AP"
+    _assert_png(out / "pr_curve.png")
+
+
+def _table_header(printed: str) -> list[str]:
+    """The column names of the first rich table in ``printed``."""
+    line = next(ln for ln in printed.splitlines() if "image" in ln and "precision" in ln)
+    return [c.strip() for c in line.strip("┃ ").split("┃")]
+
+
+def _assert_png(path: Path) -> None:
+    from PIL import Image
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.size[0] >= 400 and im.size[1] >= 300
+        assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 5
+
+
+def _ap_at(curve: dict, s1: float) -> tuple[float, float]:
+    """(precision, recall) of a metrics.json curve at the last threshold above ``s1``."""
+    i = max(k for k, t in enumerate(curve["thresholds"]) if t > s1)
+    return curve["precision"][i], curve["recall"][i]
+
+
+def test_evaluate_ap_covers_candidates_below_the_score_threshold(toy, tmp_path, capsys):
+    """The weak branch alone fires on mitoses and mimics (5 candidates, 3 hits). AP ranks all
+    candidates whatever s1 is; P/R/F1 stay the operating point's, which the curve passes."""
+    regs, root, ckpt = toy
+    from partsup.checkpoint import update_detect_params
+    aps, curves = [], []
+    for s1 in (0.5, 0.99, 0.9999):
+        update_detect_params(ckpt, {"w": 1.0, "s1": s1, "a1": 10.0, "sigma": 1.0,
+                                    "area_unit": "px"})
+        out = tmp_path / f"ev{s1}"
+        run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                       "--checkpoint", str(ckpt), "--out", str(out), "--no-overlays"])
+        m = json.loads((out / "metrics.json").read_text())
+        t, curve = m["totals"], m["pr_curve"]
+        aps.append(t["ap"])
+        curves.append(curve)
+        assert curve["n_points"] == len(curve["recall"]) == 5 and curve["recall"][-1] == 1.0
+        if t["tp"] + t["fp"]:
+            assert _ap_at(curve, s1) == pytest.approx((t["precision"], t["recall"]))
+    assert aps[0] == aps[1] == aps[2] == pytest.approx(0.75) and curves[0] == curves[2]
+    assert (t["tp"], t["fp"], t["fn"]) == (0, 0, 3)  # s1 0.9999 keeps nothing
+    assert (out / "pr_curve.png").is_file()
+    # its detection files hold only the operating point: AP over those alone is 0
+    run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                   "--detections", str(out / "detections"), "--out", str(tmp_path / "files")])
+    assert json.loads((tmp_path / "files" / "metrics.json").read_text())["totals"]["ap"] == 0.0
+
+
+def test_evaluate_detections_ap_needs_scores(toy, tmp_path, capsys):
+    """tupac files without their score column: AP "-" and a note; with it: AP over the
+    scores (a miss ranked first lowers AP although the counts are the same)."""
+    regs, root, _ = toy
+    for scored in (False, True):
+        det = tmp_path / f"det{scored}"
+        (det / "case3").mkdir(parents=True)
+        rows = {"d": [(31, 26, 0.2), (59, 74, 0.8), (80, 100, 0.9)], "e": [(25, 60, 0.7)]}
+        for name, pts in rows.items():
+            (det / "case3" / f"{name}.tupac.csv").write_text(
+                "".join(f"{r},{c},{sc}\n" if scored else f"{r},{c}\n" for r, c, sc in pts))
+        out = tmp_path / f"ev{scored}"
+        capsys.readouterr()
+        assert run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                              "--detections", str(det), "--out", str(out)]) == 0
+        printed = capsys.readouterr().out
+        m = json.loads((out / "metrics.json").read_text())
+        assert (m["totals"]["tp"], m["totals"]["fp"], m["totals"]["fn"]) == (3, 1, 0)
+        if scored:
+            # ranked: miss (0.9), hit (0.8), hit (0.7), hit (0.2): P 0, 1/2, 2/3, 3/4
+            assert m["totals"]["ap"] == pytest.approx(0.75)
+            assert "AP 0.750" in printed and "carry no scores" not in printed
+            _assert_png(out / "pr_curve.png")
+        else:
+            assert m["totals"]["ap"] is None and m["pr_curve"] is None
+            assert "AP -" in printed and not (out / "pr_curve.png").exists()
+            note = next(ln for ln in printed.splitlines() if "carry no scores" in ln)
+            assert note.startswith("AP -: 2 detection file(s)")
+            assert _table_header(printed)[-1] == "AP"
+
+
+def test_candidates_from_maps_keep_mask_gives_detect_from_maps(toy):
+    """candidates[keep] are exactly detect_from_maps' detections; the area filter still
+    applies to the candidates, the score threshold does not."""
+    from partsup.detect import DetectParams, candidates_from_maps, detect_from_maps
+    regs, _, _ = toy
+    rng = np.random.default_rng(1)
+    weak = np.zeros((64, 80), np.float32)
+    for k, (y, x, r) in enumerate([(10, 10, 4), (30, 50, 5), (50, 20, 2), (50, 65, 6)]):
+        yy, xx = np.mgrid[:64, :80]
+        weak[(yy - y) ** 2 + (xx - x) ** 2 <= r * r] = 0.3 + 0.15 * k
+    weak += rng.uniform(0, 0.02, weak.shape).astype(np.float32)
+    for s1 in (0.0, 0.4, 0.6, 0.9):
+        p = DetectParams(w=1.0, sigma=0.0, s1=s1, a1=20.0)
+        cands, keep = candidates_from_maps(weak, None, p, 0.25, regs)
+        assert [c for c, k in zip(cands, keep) if k] == detect_from_maps(weak, None, p, 0.25,
+                                                                       regs)
+        assert len(cands) == 3 and all(c.area > 20 for c in cands)  # the r = 2 disk is cut
+        assert keep.tolist() == [c.score > s1 for c in cands]
+    assert keep.sum() == 0
 
 
 def test_evaluate_counts_mimics_as_false_positives_not_ground_truth(toy, tmp_path):
@@ -388,3 +496,36 @@ def test_reader_options_from_command_line_and_recipe(tmp_path):
     from partsup.errors import RecipeError
     with pytest.raises(RecipeError, match="--option"):
         run_cli(regs, argv + ["--option", "nonsense"])
+
+
+def _documented_commands(section: str) -> list[str]:
+    """The ``partsup ...`` lines of the first bash block after heading ``section`` in
+    docs/evaluation.md."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text()
+    block = text.split(section, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [ln for ln in block.splitlines() if ln.strip()]
+
+
+def test_documented_ap_commands(synth_amida13, tmp_path, monkeypatch, capsys):
+    """The commands in docs/evaluation.md's AP section, run as written on the synthetic
+    AMIDA13-style set (DIR) with a toy checkpoint (best.pt)."""
+    import shlex
+    regs = toy_registries()
+    make_checkpoint(tmp_path / "best.pt", regs, synth_amida13)
+    monkeypatch.chdir(tmp_path)
+    lines = _documented_commands("### Average precision")
+    assert len(lines) == 2 and all(ln.startswith("partsup evaluate ") for ln in lines)
+    for line in lines:
+        argv = shlex.split(line.replace("DIR", str(synth_amida13)))[1:]
+        assert run_cli(regs, argv) == 0, line
+        assert "AP " in capsys.readouterr().out
+    m = json.loads((tmp_path / "eval" / "ap" / "metrics.json").read_text())
+    files = json.loads((tmp_path / "eval" / "ap-files" / "metrics.json").read_text())
+    assert m["totals"]["ap"] is not None and 0.0 <= m["totals"]["ap"] <= 1.0
+    assert len(m["pr_curve"]["recall"]) <= 200 and m["pr_scores"].startswith("candidates")
+    _assert_png(tmp_path / "eval" / "ap" / "pr_curve.png")
+    # the files hold the operating point only: same counts, AP over those detections alone
+    assert {k: v for k, v in files["totals"].items() if k != "ap"} == \
+        {k: v for k, v in m["totals"].items() if k != "ap"}
+    assert files["totals"]["ap"] is not None and files["pr_curve"]["n_points"] <= \
+        m["pr_curve"]["n_points"]

@@ -149,3 +149,126 @@ def test_open_dataset_uses_a_readers_default_root(monkeypatch):
     assert open_dataset(regs, "with_default", None, "test") == ("opened", "<default>", "test")
     with pytest.raises(DataError, match="no root folder"):
         open_dataset(regs, "required", None, "test")
+
+
+# -- precision-recall curve and average precision ----------------------------------------------
+
+def _line(xs):
+    """Points (x, 0) for each x."""
+    return [[x, 0.0] for x in xs]
+
+
+def test_ap_perfect_ranking_is_one():
+    from partsup.metrics import pr_curve
+    # two hits scored above a false alarm: precision 1 until recall 1
+    c = pr_curve([_line([0, 100])], [_line([0, 100, 300])], [[0.9, 0.8, 0.7]], radius_px=5)
+    assert c.ap == 1.0
+    assert c.precision.tolist() == [1.0, 1.0, pytest.approx(2 / 3)]
+    assert c.recall.tolist() == [0.5, 1.0, 1.0] and c.thresholds.tolist() == [0.9, 0.8, 0.7]
+    # the same false alarm ranked first: P = 0, 1/2, 2/3 at R = 0, 1/2, 1; the precision at
+    # recall 1/2 is raised to the 2/3 reached later (interpolation), so AP = 2/3, not 7/12
+    c = pr_curve([_line([0, 100])], [_line([0, 100, 300])], [[0.8, 0.7, 0.9]], radius_px=5)
+    assert c.precision.tolist() == [0.0, 0.5, pytest.approx(2 / 3)]
+    assert c.ap == pytest.approx(2 / 3)
+
+
+def test_ap_known_interleaving_is_exact():
+    from partsup.metrics import pr_curve
+    # ranked hit, miss, hit, miss, hit over 3 ground-truth points:
+    # P = 1, 1/2, 2/3, 1/2, 3/5 at R = 1/3, 1/3, 2/3, 2/3, 1; interpolated P = 1, 2/3, 3/5
+    c = pr_curve([_line([0, 100, 200])], [_line([0, 50, 100, 300, 200])],
+                 [[0.9, 0.8, 0.7, 0.6, 0.5]], radius_px=5)
+    assert c.ap == pytest.approx(1 / 3 + (1 / 3) * (2 / 3) + (1 / 3) * (3 / 5))  # 34/45
+    assert c.tp.tolist() == [1, 1, 2, 2, 3] and c.fp.tolist() == [0, 1, 1, 2, 2]
+
+
+def test_ap_counts_missed_ground_truth_and_pools_images():
+    from partsup.metrics import pr_curve
+    # image 1: one hit; image 2: its point is never found; image 3: a false alarm ranked first
+    c = pr_curve([_line([0]), _line([0]), []], [_line([0]), [], _line([9])],
+                 [[0.5], [], [0.6]], radius_px=[5, 5, 5])
+    assert c.n_gt == 2 and c.recall.tolist() == [0.0, 0.5]
+    assert c.precision.tolist() == [0.0, 0.5] and c.ap == 0.25
+
+
+def test_ap_edge_cases():
+    from partsup.metrics import pr_curve
+    none = pr_curve([_line([0])], [[]], [[]], radius_px=5)      # ground truth, no detections
+    assert none.ap == 0.0 and len(none.precision) == 0
+    no_gt = pr_curve([[]], [_line([0])], [[0.4]], radius_px=5)  # AP undefined
+    assert no_gt.ap is None and no_gt.precision.tolist() == [0.0]
+    assert np.isnan(no_gt.recall).all() and no_gt.points()["recall"] == [None]
+    empty = pr_curve([], [], [], radius_px=5)
+    assert empty.ap is None and empty.n_gt == 0
+    with pytest.raises(ValueError, match="scores"):
+        pr_curve([_line([0])], [_line([0])], [[0.1, 0.2]], radius_px=5)
+    with pytest.raises(ValueError, match="finite"):
+        pr_curve([_line([0])], [_line([0])], [[float("nan")]], radius_px=5)
+
+
+def test_ap_ties_enter_together_whatever_their_order():
+    from partsup.metrics import pr_curve
+    # a hit and a false alarm with equal scores form one point (P 1/2, R 1), in either order
+    for det in (_line([0, 50]), _line([50, 0])):
+        c = pr_curve([_line([0])], [det], [[0.5, 0.5]], radius_px=5)
+        assert c.thresholds.tolist() == [0.5] and c.precision.tolist() == [0.5]
+        assert c.ap == 0.5
+    # equal scores across images: also one point
+    c = pr_curve([_line([0]), _line([0])], [_line([50]), _line([0])], [[0.5], [0.5]], 5)
+    assert c.tp.tolist() == [1] and c.fp.tolist() == [1] and c.ap == 0.25
+
+
+def test_match_ranked_takes_detections_in_score_order():
+    from partsup.metrics import match_ranked
+    # two detections on one point: the higher score is the hit, even when farther away
+    assert match_ranked(_line([0]), _line([1, 4]), [0.5, 0.9], radius_px=5).tolist() == [
+        False, True]
+    assert match([[0, 0]], _line([1, 4]), [0.5, 0.9], radius_px=5).det_tp.tolist() == [
+        True, False]  # match() takes the nearest instead (same counts here)
+    # a detection takes its nearest point; list-order matching of the same case gives 1 TP
+    gt, det = _line([0, 20]), _line([12, -25])
+    assert match_ranked(gt, det, [0.9, 0.8], radius_px=30).tolist() == [True, True]
+    assert match(gt, det, [0.9, 0.8], radius_px=30).tp == 1
+    # the radius is inclusive; equal scores: lower index first
+    assert match_ranked([[0, 0]], [[3, 4]], [1.0], radius_px=5.0).tolist() == [True]
+    assert match_ranked([[0, 0]], [[3, 4.001]], [1.0], radius_px=5.0).tolist() == [False]
+    assert match_ranked(_line([0]), _line([2, 2]), [0.5, 0.5], 5).tolist() == [True, False]
+
+
+def test_ap_properties_on_random_cases():
+    """AP in [0, 1]; recall non-decreasing; cumulative counts nested; AP equals the rectangle
+    sum under the interpolated curve; shuffling the detections changes nothing."""
+    from partsup.metrics import average_precision, pr_curve
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n_img = int(rng.integers(1, 4))
+        gt = [rng.uniform(0, 100, (int(rng.integers(0, 6)), 2)) for _ in range(n_img)]
+        det = [rng.uniform(0, 100, (int(rng.integers(0, 8)), 2)) for _ in range(n_img)]
+        sc = [rng.choice([0.2, 0.5, 0.7, 0.9], len(d)) for d in det]  # many ties
+        c = pr_curve(gt, det, sc, radius_px=15)
+        if c.n_gt == 0:
+            assert c.ap is None
+            continue
+        assert 0.0 <= c.ap <= 1.0
+        assert np.all(np.diff(c.recall) >= 0) and np.all(np.diff(c.thresholds) < 0)
+        assert np.all(np.diff(c.tp) >= 0) and np.all(np.diff(c.fp) >= 0)
+        assert np.all((c.precision >= 0) & (c.precision <= 1))
+        assert c.ap <= max(c.recall, default=0.0) + 1e-12
+        if len(c.tp):
+            assert c.tp[-1] + c.fp[-1] == sum(len(d) for d in det)
+        assert average_precision(c.precision, c.recall) == c.ap
+        perm = [rng.permutation(len(d)) for d in det]
+        s = pr_curve(gt, [d[p] for d, p in zip(det, perm)], [x[p] for x, p in zip(sc, perm)],
+                     radius_px=15)
+        assert s.ap == pytest.approx(c.ap) and s.tp.tolist() == c.tp.tolist(), trial
+
+
+def test_pr_points_are_downsampled_keeping_the_ends():
+    from partsup.metrics import pr_curve
+    n = 1000
+    c = pr_curve([_line(range(0, 10 * n, 10))], [_line(range(0, 10 * n, 10))],
+                 [np.linspace(1, 0, n)], radius_px=1)
+    pts = c.points(200)
+    assert c.ap == 1.0 and pts["n_points"] == n and len(pts["precision"]) == 200
+    assert pts["thresholds"][0] == 1.0 and pts["thresholds"][-1] == 0.0
+    assert pts["recall"][-1] == 1.0 and len(c.points(5000)["recall"]) == n

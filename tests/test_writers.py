@@ -215,3 +215,35 @@ def test_counts_per_image_and_per_hpf():
     assert math.isnan(summarize([]).per_10_images)
     with pytest.raises(ValueError):
         area_mm2(10, 10, 0)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_has_scores_of_each_written_format(tmp_path, name):
+    from partsup.writers import has_scores
+    writer = WRITERS[name]()
+    path = tmp_path / f"tile{writer.suffix}"
+    writer.write(path, DETS, INFO)
+    assert has_scores(path) == (name != "tupac")  # the TUPAC layout has no score column
+    writer.write(tmp_path / f"empty{writer.suffix}", [], INFO)
+    assert has_scores(tmp_path / f"empty{writer.suffix}")
+
+
+def test_has_scores_of_hand_written_files(tmp_path):
+    from partsup.writers import has_scores
+    cases = {
+        "a.tupac.csv": ("10,20,0.9\n30,40,0.8\n", True),
+        "b.tupac.csv": ("10,20,0.9\n30,40\n", False),  # one row without its score
+        "c.geojson": (json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [3, 4]},
+             "properties": {"measurements": [{"name": "score", "value": 0.7}]}}]}), True),
+        "d.geojson": (json.dumps({"type": "FeatureCollection", "features": [
+            {"type": "Feature", "geometry": {"type": "Point", "coordinates": [3, 4]}}]}), False),
+        "e.midog.json": (json.dumps({"points": [{"point": [0.1, 0.2, 0]}]}), False),
+        "f.midog.json": (json.dumps({"points": [{"point": [0.1, 0.2, 0],
+                                                 "probability": 0.4}]}), True),
+    }
+    for name, (text, expect) in cases.items():
+        (tmp_path / name).write_text(text)
+        assert has_scores(tmp_path / name) is expect, name
+    (tmp_path / "g.txt").write_text("10,20\n")
+    assert has_scores(tmp_path / "g.txt", fmt="tupac") is False

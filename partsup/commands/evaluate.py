@@ -3,7 +3,9 @@
 Outputs (written to a temporary folder beside ``--out`` and renamed into place at the end, so an
 interrupted or failed run leaves nothing half-written)::
 
-    OUT/metrics.json            protocol, totals (TP/FP/FN, precision, recall, F1), per image
+    OUT/metrics.json            protocol, totals (TP/FP/FN, precision, recall, F1, AP), per
+                                image, and the precision-recall curve (<= 200 points)
+    OUT/pr_curve.png            precision vs recall, AP and the operating point (when AP exists)
     OUT/per_image.csv           the same per image
     OUT/detections/<id>.csv     x,y,score,area,match (tp|fp) per detection
     OUT/overlays/<id>.png       TP green, FN blue, FP yellow circles (paper Fig. 10)
@@ -18,6 +20,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -27,7 +30,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from partsup.errors import DataError, PartsupError, RecipeError
-from partsup.metrics import Counts, match, open_dataset, protocol_dict, resolve_protocol
+from partsup.metrics import (Counts, PRCurve, match, match_ranked, open_dataset, pr_from_flags,
+                             protocol_dict, resolve_protocol)
 from partsup.types import Detection, Protocol, Sample
 
 
@@ -114,24 +118,40 @@ def check_detections_format(fmt: str | None, registries: Any) -> str | None:
     return fmt
 
 
+@dataclass
+class Found:
+    """One image's detections at the operating point, and the scored ones the precision-recall
+    curve ranks (a superset, e.g. before the score threshold s1; None: no scores to rank)."""
+
+    detections: list[Detection]
+    ranked: list[Detection] | None
+
+
 class FileDetections:
-    """Detections made by another tool: one file per image in ``folder`` (any writer format)."""
+    """Detections made by another tool: one file per image in ``folder`` (any writer format).
+
+    ``unscored`` lists the files read whose detections carry no score of their own."""
 
     def __init__(self, folder: str | Path, fmt: str | None = None) -> None:
         self.folder = Path(folder)
         self.fmt = fmt
         self.found = 0
+        self.unscored: list[Path] = []
         if not self.folder.is_dir():
             raise DataError(f"--detections: folder {self.folder} not found")
 
-    def __call__(self, sample: Sample) -> list[Detection]:
-        from partsup.writers import read_detections
+    def __call__(self, sample: Sample) -> Found:
+        from partsup.writers import has_scores, read_detections
         for path in detection_candidates(self.folder, sample.id):
             if path.is_file():
                 self.found += 1
                 arr = read_detections(path, fmt=self.fmt, mpp=sample.mpp)
-                return [Detection(float(x), float(y), float(s), 0.0) for x, y, s in arr]
-        return []  # no file: no detections (the AMIDA13 convention)
+                dets = [Detection(float(x), float(y), float(s), 0.0) for x, y, s in arr]
+                if not has_scores(path, fmt=self.fmt):
+                    self.unscored.append(path)
+                    return Found(dets, None)
+                return Found(dets, dets)
+        return Found([], [])  # no file: no detections (the AMIDA13 convention)
 
 
 # -- one image -----------------------------------------------------------------------------------
@@ -144,6 +164,14 @@ class ImageScore:
     n_det: int
     counts: Counts
     radius_px: float
+    #: ``(scores (K,), tp (K,) bool)`` of the ranked detections, or None (no scores)
+    ranked: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def curve(self) -> PRCurve | None:
+        """This image's own precision-recall curve (None without scores)."""
+        return None if self.ranked is None else pr_from_flags(*[[a] for a in self.ranked],
+                                                              self.n_gt)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "mpp": self.mpp, "n_gt": self.n_gt, "n_det": self.n_det,
@@ -161,40 +189,70 @@ def write_detection_csv(path: Path, detections: Sequence[Detection], tp: np.ndar
                         "tp" if t else "fp"])
 
 
-def score_image(sample: Sample, detections: Sequence[Detection], protocol: Protocol,
-                out: Path, overlays: bool) -> ImageScore:
-    """Match one image's detections (hard negatives are never ground truth); write its CSV and
-    overlay under ``out``."""
+def _xy_scores(detections: Sequence[Detection]) -> tuple[np.ndarray, np.ndarray]:
+    """``(K, 2)`` x, y (px) and ``(K,)`` scores, float64."""
     xy = np.array([[d.x, d.y] for d in detections], np.float64).reshape(-1, 2)
-    scores = np.array([d.score for d in detections], np.float64)
+    return xy, np.array([d.score for d in detections], np.float64)
+
+
+def score_image(sample: Sample, found: Found, protocol: Protocol, out: Path,
+                overlays: bool) -> ImageScore:
+    """Match one image's detections (hard negatives are never ground truth); write its CSV and
+    overlay under ``out``; match ``found.ranked`` in score order for the PR curve."""
+    detections = found.detections
+    xy, scores = _xy_scores(detections)
     radius = protocol.radius_for(sample.mpp)
     result = match(sample.points, xy, scores, radius_px=radius)
+    ranked = None
+    if found.ranked is not None:
+        rxy, rscores = _xy_scores(found.ranked)
+        ranked = (rscores, match_ranked(sample.points, rxy, rscores, radius_px=radius))
     write_detection_csv(out / "detections" / f"{sample.id}.csv", detections, result.det_tp)
     if overlays:
         from partsup.overlay import save_overlay
         save_overlay(out / "overlays" / f"{sample.id}.png", sample.image, sample.points, xy,
                      result)
     return ImageScore(sample.id, float(sample.mpp), len(sample.points), len(xy), result.counts,
-                      radius)
+                      radius, ranked)
 
 
-def evaluate(dataset: Sequence[Sample], detect: Callable[[Sample], Sequence[Detection]],
-             protocol: Protocol, out: Path, overlays: bool = True,
+def evaluate(dataset: Sequence[Sample],
+             detect: Callable[[Sample], Found | Sequence[Detection]], protocol: Protocol,
+             out: Path, overlays: bool = True,
              on_image: Callable[[ImageScore], None] | None = None) -> list[ImageScore]:
-    """Detect and score every sample of ``dataset``, writing per-image outputs under ``out``."""
+    """Detect and score every sample of ``dataset``, writing per-image outputs under ``out``.
+
+    ``detect`` returns a :class:`Found`, or a plain list of detections (then ranked as they
+    are for the precision-recall curve)."""
     scores = []
     for i in range(len(dataset)):
         sample = dataset[i]
-        s = score_image(sample, list(detect(sample)), protocol, out, overlays)
+        found = detect(sample)
+        if not isinstance(found, Found):
+            found = Found(list(found), list(found))
+        s = score_image(sample, found, protocol, out, overlays)
         scores.append(s)
         if on_image is not None:
             on_image(s)
     return scores
 
 
-def write_metrics(out: Path, scores: Sequence[ImageScore], info: dict[str, Any]) -> Counts:
+def pooled_curve(scores: Sequence[ImageScore]) -> PRCurve | None:
+    """The precision-recall curve over all images (None when an image has no scores)."""
+    if any(s.ranked is None for s in scores):
+        return None
+    return pr_from_flags([s.ranked[0] for s in scores], [s.ranked[1] for s in scores],
+                         sum(s.n_gt for s in scores))
+
+
+def write_metrics(out: Path, scores: Sequence[ImageScore], info: dict[str, Any],
+                  curve: PRCurve | None = None) -> Counts:
+    """``metrics.json`` (``totals.ap``: None without scores or ground truth; ``pr_curve``: at
+    most 200 points) and ``per_image.csv``; returns the summed counts."""
     total = Counts.total(s.counts for s in scores)
-    doc = {**info, "totals": total.as_dict(), "images": [s.as_dict() for s in scores]}
+    totals = {**total.as_dict(), "ap": None if curve is None else curve.ap}
+    doc = {**info, "totals": totals, "images": [s.as_dict() for s in scores],
+           "pr_curve": None if curve is None else curve.points(200)}
     (out / "metrics.json").write_text(json.dumps(doc, indent=1) + "\n")
     with (out / "per_image.csv").open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
@@ -209,20 +267,68 @@ def _pct(c: Counts, attr: str, den: int) -> str:
     return f"{getattr(c, attr):.3f}" if den else "-"
 
 
-def results_table(scores: Sequence[ImageScore], total: Counts, title: str) -> Table:
+def _ap(curve: PRCurve | None) -> str:
+    return "-" if curve is None or curve.ap is None else f"{curve.ap:.3f}"
+
+
+def results_table(scores: Sequence[ImageScore], total: Counts, title: str,
+                  curve: PRCurve | None = None) -> Table:
+    """Per-image counts, P/R/F1 and AP ("-": undefined), totals in the footer."""
     table = Table(title=title, show_footer=True)
-    cols = ("image", "GT", "det", "TP", "FP", "FN", "precision", "recall", "F1")
+    cols = ("image", "GT", "det", "TP", "FP", "FN", "precision", "recall", "F1", "AP")
     foot = ("total", str(sum(s.n_gt for s in scores)), str(sum(s.n_det for s in scores)),
             str(total.tp), str(total.fp), str(total.fn), f"{total.precision:.3f}",
-            f"{total.recall:.3f}", f"{total.f1:.3f}")
+            f"{total.recall:.3f}", f"{total.f1:.3f}", _ap(curve))
     for i, (c, f) in enumerate(zip(cols, foot)):
         table.add_column(c, footer=f, justify="left" if i == 0 else "right", overflow="fold")
     for s in scores:
         c = s.counts
         table.add_row(escape(s.id), str(s.n_gt), str(s.n_det), str(c.tp), str(c.fp), str(c.fn),
                       _pct(c, "precision", c.tp + c.fp), _pct(c, "recall", c.tp + c.fn),
-                      _pct(c, "f1", c.tp + c.fp + c.fn))
+                      _pct(c, "f1", c.tp + c.fp + c.fn), _ap(s.curve))
     return table
+
+
+def plot_pr_curve(path: Path, curve: PRCurve, total: Counts, title: str) -> Path:
+    """``path`` (PNG): precision against recall (axes 0-1), the all-point interpolated area
+    shaded, AP in the legend, and the operating point (``total``) as a star with P/R/F1."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.6), dpi=120)
+    ax = fig.add_subplot()
+    n_ranked = int(curve.tp[-1] + curve.fp[-1]) if len(curve.tp) else 0
+    r = np.r_[0.0, curve.recall]
+    p = np.r_[curve.precision[:1] if n_ranked else [0.0], curve.precision]
+    envelope = np.maximum.accumulate(p[::-1])[::-1]
+    ax.fill_between(r, envelope, step="pre", color="tab:blue", alpha=0.15)
+    ax.plot(r, envelope, drawstyle="steps-pre", color="tab:blue", lw=1.8,
+            label=f"AP {curve.ap:.3f} (all-point; {n_ranked} ranked, {curve.n_gt} ground truth)")
+    ax.plot(r[1:], p[1:], ".", color="tab:blue", ms=5, alpha=0.6, label="precision at each score")
+    ax.plot([total.recall], [total.precision], "*", color="tab:red", ms=15, mec="black",
+            label=f"operating point: P {total.precision:.3f}, R {total.recall:.3f}, "
+                  f"F1 {total.f1:.3f}")
+    ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(str(path))
+    return path
+
+
+#: how ``metrics.json``'s ``pr_curve`` and ``totals.ap`` were computed
+PR_MATCHING = ("per image, detections in score order each take their nearest unused ground "
+               "truth within the radius (inclusive); all images ranked together, equal scores "
+               "entering together; AP = all-point interpolated area under precision vs recall")
+
+
+def write_pr_plot(out: Path, curve: PRCurve | None, total: Counts, title: str) -> bool:
+    """``out/pr_curve.png`` when AP is defined (scores and ground truth); whether written."""
+    if curve is None or curve.ap is None:
+        return False
+    plot_pr_curve(out / "pr_curve.png", curve, total, title)
+    return True
 
 
 # -- the command ---------------------------------------------------------------------------------
@@ -285,24 +391,42 @@ class EvaluateCommand:
                     "protocol": protocol_dict(protocol), "matching": "greedy one-to-one, "
                     "ground truth in order, nearest unused detection within the radius "
                     "(inclusive); hard negatives are never ground truth", **source}
-            total = write_metrics(tmp, scores, info)
-        ctx.console.print(results_table(scores, total, f"{args.dataset}/{args.split} — "
-                                        f"{protocol.name} ({protocol.description})"))
+            curve = pooled_curve(scores)
+            info.update(pr_scores="candidates before the score threshold s1" if args.checkpoint
+                        else "the detections' own scores", pr_matching=PR_MATCHING)
+            total = write_metrics(tmp, scores, info, curve)
+            plotted = write_pr_plot(tmp, curve, total, f"{args.dataset}/{args.split}, "
+                                    f"{protocol.name}: {info['pr_scores']}")
+        title = f"{args.dataset}/{args.split} — {protocol.name} ({protocol.description})"
+        ctx.console.print(results_table(scores, total, title, curve))
         ctx.console.print(f"F1 {total.f1:.3f}  precision {total.precision:.3f}  recall "
-                          f"{total.recall:.3f}  (TP {total.tp}, FP {total.fp}, FN {total.fn}; "
-                          f"summed over {len(scores)} images)")
+                          f"{total.recall:.3f}  AP {_ap(curve)}  (TP {total.tp}, FP {total.fp}, "
+                          f"FN {total.fn}; summed over {len(scores)} images)")
+        if args.detections and files.unscored:
+            ctx.console.print(f"AP -: {len(files.unscored)} detection file(s) carry no scores "
+                              f"(e.g. {escape(str(files.unscored[0]))}), so nothing ranks them")
         ctx.console.print(f"wrote {escape(str(out))}/metrics.json, detections/, "
-                          f"{'overlays/, ' if args.overlays else ''}per_image.csv")
+                          f"{'overlays/, ' if args.overlays else ''}"
+                          f"{'pr_curve.png, ' if plotted else ''}per_image.csv")
         return 0
 
     @staticmethod
     def _checkpoint_detector(args: argparse.Namespace, ctx: Any
-                             ) -> tuple[Callable[[Sample], Sequence[Detection]], dict, dict]:
+                             ) -> tuple[Callable[[Sample], Found], dict, dict]:
         from partsup.detect import load_detector
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
         source = {"checkpoint": str(args.checkpoint), "detect": detector.params.to_dict(),
                   "calibrated": ckpt.get("detect") is not None}
-        return (lambda s: detector.detect(s.image, s.mpp)), ckpt.get("recipe") or {}, source
+        return partial(_candidates, detector), ckpt.get("recipe") or {}, source
+
+
+def _candidates(detector: Any, sample: Sample) -> Found:
+    """The operating point's detections and every candidate before s1 (for the PR curve)."""
+    from partsup.detect import candidates_from_maps
+    p_weak, p_strong = detector.maps(sample.image)
+    cands, keep = candidates_from_maps(p_weak, p_strong, detector.params, sample.mpp,
+                                       detector.registries)
+    return Found([d for d, k in zip(cands, keep) if k], cands)
 
 
 COMMAND = EvaluateCommand
