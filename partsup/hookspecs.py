@@ -5,7 +5,8 @@ plugin provided the component, so duplicates and ``partsup plugins`` can name pr
 Semantics: registration hooks are called for *all* plugins (results combined into registries);
 ``partsup_fuse`` is *first result wins* (the core's default runs last); ``partsup_filter_candidates``
 is *all results combined* (a candidate survives only if every returned keep-mask keeps it);
-``partsup_configure`` is called for all plugins, results ignored.
+``partsup_configure`` is called for all plugins, results ignored; ``partsup_default_checkpoint``
+is *first result wins*.
 """
 from __future__ import annotations
 
@@ -108,3 +109,9 @@ def partsup_filter_candidates(blobs: Any, mpp: float, params: dict[str, Any]) ->
 @hookspec
 def partsup_configure(recipe: dict[str, Any]) -> None:
     """Called with the resolved recipe (a plain dict) before a run; raise to reject it."""
+
+
+@hookspec(firstresult=True)
+def partsup_default_checkpoint() -> Any:
+    """A ready-made checkpoint (a ``str`` or ``Path`` to a ``.pt`` file) that commands use when
+    the user gives no ``--checkpoint``, or None to abstain. First non-None result wins."""

@@ -96,6 +96,11 @@ class AllHooks:
         return np.asarray(blobs.score) > 0.2
 
     @hookimpl
+    def partsup_default_checkpoint(self):
+        self.calls.append("partsup_default_checkpoint")
+        return "/models/default.pt"
+
+    @hookimpl
     def partsup_configure(self, recipe):
         self.calls.append("partsup_configure")
         if recipe.get("name") == "forbidden":
@@ -131,6 +136,7 @@ def test_all_hooks_called_and_semantics():
     assert np.logical_and.reduce(masks).tolist() == [False, True, True]
     regs.pm.hook.partsup_configure(recipe={"name": "ok"})
     assert "partsup_configure" in plugin.calls
+    assert regs.pm.hook.partsup_default_checkpoint() == "/models/default.pt"  # first result
 
 
 def test_fresh_manager_per_run():

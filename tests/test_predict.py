@@ -226,3 +226,25 @@ def test_overlay_downsamples_big_images(tmp_path):
     small = np.asarray(Image.open(path))
     assert max(small.shape[:2]) <= 2048
     assert (small != 230).any()  # the circle is drawn
+
+
+def test_no_checkpoint_uses_a_plugin_default_and_says_so(tmp_path, plugin, checkpoint, capsys,
+                                                          monkeypatch):
+    (tmp_path / "pkg" / "partsup_default_test.py").write_text(textwrap.dedent(f'''
+        from partsup.plugins import hookimpl
+
+        @hookimpl
+        def partsup_default_checkpoint():
+            return {str(checkpoint)!r}
+    '''))
+    img = save(tmp_path / "a.png", he_like(300, 400, centres=[(100.0, 100.0)]))
+    monkeypatch.setenv("PARTSUP_DISABLE_PLUGINS", "mitosis")  # the shipped model stays out
+    rc = main(["--plugin", plugin, "--plugin", "partsup_default_test", "predict", str(img),
+               "--out", str(tmp_path / "o"), "--format", "csv", "--device", "cpu"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert f"using the default model {checkpoint}" in captured.err.replace("\n", "")
+    assert "1 mitoses in 1 image(s)" in captured.out
+    # no plugin offers one: a one-line error that names the option
+    assert run([img, "--out", tmp_path / "o2"], plugin) == 2
+    assert "no --checkpoint given and no plugin ships a default model" in capsys.readouterr().err

@@ -239,14 +239,30 @@ def write_summary_csv(path: Path, results: Sequence[Result]) -> Path:
     return path
 
 
+def resolve_checkpoint(given: Path | None, ctx: Any) -> Path:
+    """``given``, or the checkpoint a plugin ships (``partsup_default_checkpoint``), announced
+    on stderr. Raises PartsupError when neither exists."""
+    if given is not None:
+        return given
+    default = ctx.registries.pm.hook.partsup_default_checkpoint()
+    if default is None:
+        raise PartsupError("no --checkpoint given and no plugin ships a default model; "
+                           "pass --checkpoint RUN/best.pt")
+    ctx.err.print(f"predict: no --checkpoint given: using the default model "
+                  f"{escape(str(default))} (see docs/model-card.md)", highlight=False)
+    return Path(default)
+
+
 class PredictCommand:
     name = "predict"
     help = "detect mitoses in images or folders; write csv/geojson/challenge files and counts"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
-        parser.add_argument("--checkpoint", required=True, type=Path,
-                            help="a checkpoint written by partsup train")
+        parser.add_argument("--checkpoint", type=Path, default=None,
+                            help="a checkpoint written by partsup train (default: the model a "
+                                 "plugin ships, if any; the bundled one is described in "
+                                 "docs/model-card.md)")
         parser.add_argument("--out", type=Path, default=Path("predictions"),
                             help="output folder (default ./predictions)")
         parser.add_argument("--format", default="csv,geojson",
@@ -280,7 +296,8 @@ class PredictCommand:
         from partsup.detect import resolve_device
         device = resolve_device(args.device)
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
-        detector = build_detector(args.checkpoint, ctx.registries, device, overrides)
+        checkpoint = resolve_checkpoint(args.checkpoint, ctx)
+        detector = build_detector(checkpoint, ctx.registries, device, overrides)
         ctx.err.print(f"predict: {len(items)} image(s) on {device}; formats "
                       f"{', '.join(writers)}; writing to {escape(str(args.out))}", highlight=False)
         results = [Result(m, error=f"{m.path}: no such file or folder") for m in missing]
