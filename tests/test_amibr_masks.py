@@ -167,6 +167,13 @@ def test_masks_render_deterministically_and_without_figures(amibr_root):
     assert a.mask.sum() > 0
     empty = ds.render(i, figures=False)
     assert empty.mask is not None and empty.mask.sum() == 0
+    import pickle
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ds))[i].mask, a.mask)
+    one = factory(split="train", masks=True, mask_slides=ds.slides[0], fields=2)
+    assert one.slides == ds.slides
+    for bad in (True, 0):
+        with pytest.raises(DataError, match="mask_slides"):
+            factory(split="train", masks=True, mask_slides=bad)
 
 
 def _doc_yaml(marker: str) -> dict:

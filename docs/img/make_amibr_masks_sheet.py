@@ -85,7 +85,7 @@ def _tile(ax, f, crop: np.ndarray, res: MaskResult) -> None:
                    colors=["lime" if res.accepted else "red"])
     ax.plot([c], [c], "+", color="cyan", ms=5)
     label = f"{res.area} px" if res.accepted else res.reason.replace("the ", "")
-    ax.set_title(f"{f.slide[:10]} {Path(f.file).stem[-5:]}\n{label}", fontsize=6.5,
+    ax.set_title(f"{Path(f.file).stem} ({f.slide})\n{label}", fontsize=6,
                  color="black" if res.accepted else "darkred")
 
 

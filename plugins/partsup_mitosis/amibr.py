@@ -322,8 +322,14 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
 
         ``int k``: per source, the split's slides ranked by usable (not crowded) figures, most
         first (ties by name), taken in turn from each source (sources by name) until ``k``;
-        ``None``: 6 that way; a list: those slides, which must belong to the split.
+        ``None``: 6 that way; a list (or one name): those slides, which must belong to the
+        split.
         """
+        if isinstance(mask_slides, bool):
+            raise DataError(f"{self.NAME}: mask_slides must be a count or slide names, "
+                            f"got {mask_slides!r}")
+        if isinstance(mask_slides, str):
+            mask_slides = [mask_slides]
         if mask_slides is None or isinstance(mask_slides, int):
             k = 6 if mask_slides is None else int(mask_slides)
             if k < 1:
