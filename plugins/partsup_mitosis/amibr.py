@@ -138,6 +138,8 @@ class AmiBrFields(Sequence[Sample]):
     ``S = grid * (tile - feather)``, ``points (N, 2)`` float32 x, y (px) of the figures,
     ``mask None``, ``hard_negatives (0, 2)``, ``mpp 0.25``, ``id "<slide>/<k>"``,
     ``group = slide``. ``points(i)`` never decodes an image.
+
+    With ``masks=True``, ``mask`` is an ``(S, S)`` uint8 map (1 = figure; see the module doc).
     """
 
     NAME = "ami-br"

@@ -11,11 +11,11 @@ Rule (:func:`figure_mask`), on a crop of ``(C, C, 3)`` uint8 RGB with the figure
    none comes that close (the centre of an anaphase or telophase lies between its two daughter
    clumps), the components within ``PAIR_PX`` px instead.
 4. Holes filled, then a binary opening and closing with a disc of radius 1 px (the mask
-   outline is smoothed and single-pixel bridges to neighbours are cut); the components near the
-   centre are selected again after the opening.
-5. Rejected, with a reason, when: no dark component near the centre, the area is outside
-   ``[AREA_MIN_PX, AREA_MAX_PX]``, the mask reaches farther than ``MAX_RADIUS_PX`` from the
-   centre, or it touches the crop border.
+   outline is smoothed and single-pixel bridges to neighbours are cut), holes filled again;
+   the components near the centre are selected again after the opening.
+5. Rejected, with the first reason that applies: black slide-border padding at the centre, no
+   dark component near the centre, the area outside ``[AREA_MIN_PX, AREA_MAX_PX]``, the mask
+   touches the crop border, or it reaches farther than ``MAX_RADIUS_PX`` from the centre.
 
 Deterministic (no randomness). Returns :class:`MaskResult` (``mask`` uint8 ``(C, C)``, 1 =
 figure, or ``None`` with ``reason``).
@@ -87,8 +87,8 @@ def threshold(h: np.ndarray, valid: np.ndarray, c: int) -> float:
 
 
 def smooth(mask: np.ndarray, c: int, near_px: float) -> np.ndarray:
-    """Fill holes, open and close with a 3x3 cross-free disc (radius 1 px), keep the centre's
-    components: ``(C, C)`` bool."""
+    """Fill holes, open and close with the radius-1 px disc (a 3x3 cross), fill holes again and
+    keep the components within ``near_px`` of (c, c): ``(C, C)`` bool."""
     disc = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], bool)
     m = ndi.binary_fill_holes(mask)
     m = ndi.binary_opening(m, structure=disc)
@@ -98,10 +98,20 @@ def smooth(mask: np.ndarray, c: int, near_px: float) -> np.ndarray:
 
 
 def figure_mask(image: np.ndarray, near_px: float = NEAR_PX, pair_px: float = PAIR_PX,
-area_min: int = AREA_MIN_PX, area_max: int = AREA_MAX_PX, max_radius: float = MAX_RADIUS_PX) -> MaskResult:
-    """The mask of the figure at the centre of ``image`` (``(C, C, 3)`` uint8 RGB), or why not.
+                area_min: int = AREA_MIN_PX, area_max: int = AREA_MAX_PX,
+                max_radius: float = MAX_RADIUS_PX) -> MaskResult:
+    """The mask of the figure at the centre of ``image``, or why there is none.
 
-    See the module docstring for the rule; sizes in px at 0.25 um/px.
+    Args:
+        image: ``(C, C, 3)`` uint8 RGB crop, the figure at ``(C // 2, C // 2)``, ~0.25 um/px.
+        near_px, pair_px: how close (px) a component must come to the centre (first rule, and
+            the fallback for a figure split in two around the centre).
+        area_min, area_max: accepted mask area (px).
+        max_radius: farthest accepted mask pixel from the centre (px).
+
+    Returns:
+        :class:`MaskResult`; ``mask`` ``(C, C)`` uint8 (1 = figure) when accepted. The rule is
+        in the module docstring; it is deterministic.
     """
     n = image.shape[0]
     c = n // 2
