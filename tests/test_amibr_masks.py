@@ -238,6 +238,9 @@ def test_documented_sheet_command_gives_the_documented_counts(amibr_root, tmp_pa
     assert (tmp_path / "sheet.png").stat().st_size > 100_000
     want = _doc_counts()
     assert set(want) == {"mask slides", "all training slides"}
+    block = text.split(cmd + "\n", 1)[1].split("```")[0].splitlines()
+    printed = out.splitlines()
+    assert printed[:-1] == block[:-1] and printed[-1].startswith("wrote ")  # all but the path
     for name, counts in want.items():
         line = next(ln for ln in out.splitlines() if ln.startswith(name + ":"))
         got = {k: int(n) for n, k in re.findall(r"(\d+) ([a-z ]+?)(?:,|$)", line)}
