@@ -26,6 +26,14 @@ unlabelled neighbour); their surroundings still serve, with both figures masked 
 ``render(i, placement=k, figures=...)`` draws the same field with the figures moved to new
 positions (``placement`` > 0) or removed (``figures=False``); the background (quilt and decoys)
 stays the same: this is what the counterfactual check uses.
+
+**Masks (real set A).** With ``masks=True`` the reader keeps only ``mask_slides`` (a few slides
+of the split, see :meth:`AmiBrFields.choose_mask_slides`), builds a pixel mask of each of their
+figures (:func:`partsup_mitosis.amibr_masks.figure_mask`), leaves out the figures whose mask is
+rejected (their crops still serve as background, like crowded figures), and returns
+``Sample.mask``: a ``(S, S)`` uint8 map, 1 where a figure's mask lands. The mask is pasted with
+the figure's disc (same dihedral transform, same offset) and only where the disc is at least
+half opaque (at most ``radius - 2`` px from the disc centre, on valid crop pixels).
 """
 from __future__ import annotations
 
@@ -130,6 +138,8 @@ class AmiBrFields(Sequence[Sample]):
     ``S = grid * (tile - feather)``, ``points (N, 2)`` float32 x, y (px) of the figures,
     ``mask None``, ``hard_negatives (0, 2)``, ``mpp 0.25``, ``id "<slide>/<k>"``,
     ``group = slide``. ``points(i)`` never decodes an image.
+
+    With ``masks=True``, ``mask`` is an ``(S, S)`` uint8 map (1 = figure; see the module doc).
     """
 
     NAME = "ami-br"
@@ -147,7 +157,8 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                  fields: int | None = None, val_fraction: float = 0.15,
                  test_fraction: float = 0.2, split_seed: int = 0,
                  sources: Sequence[str] | None = None, labels: Sequence[str] | None = None,
-                 cache_slides: int = 512, hard_negatives: bool = False) -> None:
+                 cache_slides: int = 512, hard_negatives: bool = False, masks: bool = False,
+                 mask_slides: int | Sequence[str] | None = None) -> None:
         self.root = self._resolve_root(root)
         if split not in self.SPLITS:
             raise DataError(f"{self.NAME}: unknown split {split!r}; expected one of "
@@ -167,6 +178,13 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
             if f.slide in self.by_slide:
                 self.by_slide[f.slide].append(f)
         self.crowded = self._crowded()
+        self.masks = bool(masks)
+        self.figure_masks: dict[int, tuple[int, int, np.ndarray]] = {}
+        self.mask_rejects: dict[int, str] = {}
+        if self.masks:
+            self._use_mask_slides(mask_slides)
+        elif mask_slides is not None:
+            raise DataError(f"{self.NAME}: mask_slides={mask_slides!r} needs masks=True")
         self.fields = self._plan_fields(fields)
         self._placements: dict[tuple[int, int], tuple] = {}
         self._cache: OrderedDict[str, list[Donor]] = OrderedDict()
@@ -287,7 +305,8 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         per_field = self.density * self.field_size ** 2 / HPF_AREA
         plan = []
         for s_i, slide in enumerate(self.slides):
-            usable = [f for f in self.by_slide[slide] if f.index not in self.crowded]
+            usable = [f for f in self.by_slide[slide] if f.index not in self.crowded
+                      and f.index not in self.mask_rejects]
             n = max(1, math.ceil(len(usable) / per_field)) if per_field > 0 else 1
             if per_field == 0:
                 usable = []
@@ -299,6 +318,85 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
             order = np.random.default_rng([self.seed, 12]).permutation(len(plan))
             plan = [plan[j] for j in sorted(order[:limit])]
         return plan
+
+    # -- masks (real set A) ---------------------------------------------------------------------
+    def choose_mask_slides(self, mask_slides: int | Sequence[str] | None) -> list[str]:
+        """The slides that serve masks, sorted.
+
+        ``int k``: per source, the split's slides ranked by usable (not crowded) figures, most
+        first (ties by name), taken in turn from each source (sources by name) until ``k``;
+        ``None``: 6 that way; a list (or one name): those slides, which must belong to the
+        split.
+        """
+        if isinstance(mask_slides, bool):
+            raise DataError(f"{self.NAME}: mask_slides must be a count or slide names, "
+                            f"got {mask_slides!r}")
+        if isinstance(mask_slides, str):
+            mask_slides = [mask_slides]
+        if mask_slides is None or isinstance(mask_slides, int):
+            k = 6 if mask_slides is None else int(mask_slides)
+            if k < 1:
+                raise DataError(f"{self.NAME}: mask_slides must be >= 1, got {k}")
+            ranked: dict[str, list[str]] = {}
+            for slide in self.slides:
+                src = self.by_slide[slide][0].source
+                ranked.setdefault(src, []).append(slide)
+            queues = [sorted(v, key=lambda s: (-self._usable_count(s), s))
+                      for _, v in sorted(ranked.items())]
+            order = [q[j] for j in range(max(map(len, queues))) for q in queues if j < len(q)]
+            return sorted(order[:k])
+        names = [str(n) for n in mask_slides]
+        unknown = [n for n in names if n not in self.by_slide]
+        if unknown or not names:
+            raise DataError(f"{self.NAME}: mask_slides {unknown or names} are not slides of "
+                            f"split {self.split!r}")
+        return sorted(set(names))
+
+    def _usable_count(self, slide: str) -> int:
+        return sum(f.index not in self.crowded for f in self.by_slide[slide])
+
+    def _use_mask_slides(self, mask_slides: int | Sequence[str] | None) -> None:
+        """Keep only the mask slides; build every usable figure's mask, note the rejected."""
+        from partsup_mitosis.amibr_masks import figure_mask
+        self.slides = self.choose_mask_slides(mask_slides)
+        self.by_slide = {s: self.by_slide[s] for s in self.slides}
+        for slide in self.slides:
+            for f in self.by_slide[slide]:
+                if f.index in self.crowded:
+                    continue
+                res = figure_mask(self._read_crop(f))
+                if res.mask is None:
+                    self.mask_rejects[f.index] = res.reason
+                    continue
+                ys, xs = np.nonzero(res.mask)
+                y0, x0 = int(ys.min()), int(xs.min())
+                self.figure_masks[f.index] = (
+                    x0, y0, res.mask[y0:ys.max() + 1, x0:xs.max() + 1].copy())
+        if not self.figure_masks:
+            raise DataError(f"{self.NAME}: no figure of mask_slides {self.slides} has an "
+                            f"accepted mask")
+
+    def _read_crop(self, f: Figure) -> np.ndarray:
+        """The ``(crop, crop, 3)`` uint8 centre cut of ``f``'s crop (as :meth:`_donor` cuts)."""
+        from PIL import Image
+        path = self.root / f.file
+        try:
+            with Image.open(path) as im:
+                full = np.asarray(im.convert("RGB"))
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read crop ({type(exc).__name__}: {exc})") from exc
+        if full.shape[0] < self.crop or full.shape[1] < self.crop:
+            raise DataError(f"{path}: crop is {full.shape[0]}x{full.shape[1]} px, smaller than "
+                            f"crop={self.crop}")
+        cy0, cx0 = (full.shape[0] - self.crop) // 2, (full.shape[1] - self.crop) // 2
+        return np.ascontiguousarray(full[cy0:cy0 + self.crop, cx0:cx0 + self.crop])
+
+    def crop_mask(self, f: Figure) -> np.ndarray:
+        """``(crop, crop)`` uint8 mask (1 = figure) of an accepted figure, in crop pixels."""
+        x0, y0, m = self.figure_masks[f.index]
+        out = np.zeros((self.crop, self.crop), np.uint8)
+        out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+        return out
 
     # -- sequence ---------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -431,14 +529,15 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         for x, y in decoys:
             self._paste_decoy(canvas, donors, rng_d, fig_radii, x, y)
         pts = []
+        mask = np.zeros(canvas.shape[:2], np.uint8) if self.masks else None
         if figures:
             for x, y, f in figs:
-                self._paste_figure(canvas, donors, f, x, y)
+                self._paste_figure(canvas, donors, f, x, y, mask)
                 pts.append((x, y))
         image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
         suffix = "" if placement == 0 else f"@{placement}"
         suffix += "" if figures else "-nofig"
-        return Sample(image=image, points=np.asarray(pts, np.float32).reshape(-1, 2), mask=None,
+        return Sample(image=image, points=np.asarray(pts, np.float32).reshape(-1, 2), mask=mask,
                       mpp=self.mpp_value, id=f"{slide}/{k:04d}{suffix}", group=slide)
 
     def _quilt(self, donors: list[Donor], rng: np.random.Generator) -> np.ndarray:
@@ -489,7 +588,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         dst += alpha * src
 
     def _paste_figure(self, canvas: np.ndarray, donors: list[Donor], f: Figure, x: float,
-                      y: float) -> None:
+                      y: float, mask: np.ndarray | None = None) -> None:
         figs = self.by_slide[f.slide]
         d = donors[figs.index(f)]
         rng = np.random.default_rng([self.seed, 18, f.index])  # the disc's own look
@@ -502,6 +601,25 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         image, valid = _dihedral(d.image, k), _dihedral(d.valid, k)
         # the disc's centre is (ox, oy) from the figure; the figure lands on (x, y)
         self._paste_disc(canvas, image, valid, fx + ox, fy + oy, x + ox, y + oy, radius)
+        if mask is not None:
+            self._paste_mask(mask, _dihedral(self.crop_mask(f), k), valid, fx + ox, fy + oy,
+                             x + ox, y + oy, radius)
+
+    @staticmethod
+    def _paste_mask(out: np.ndarray, mask: np.ndarray, valid: np.ndarray, sx: float, sy: float,
+                    x: float, y: float, radius: float) -> None:
+        """OR the ``(C, C)`` uint8 ``mask`` into ``out`` ``(S, S)`` uint8 where the disc pasted
+        by :meth:`_paste_disc` with the same arguments is at least half opaque."""
+        r = int(math.ceil(radius)) + 1
+        sx, sy, x, y = int(round(sx)), int(round(sy)), int(round(x)), int(round(y))
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+        n = mask.shape[0]
+        ys, xs = np.clip(sy + yy, 0, n - 1), np.clip(sx + xx, 0, n - 1)
+        inside = (sy + yy >= 0) & (sy + yy < n) & (sx + xx >= 0) & (sx + xx < n)
+        opaque = (radius - np.sqrt(xx ** 2 + yy ** 2)) / DISC_EDGE >= 0.5
+        keep = (mask[ys, xs] > 0) & inside & opaque & valid[ys, xs]
+        dst = out[y - r:y + r + 1, x - r:x + r + 1]
+        dst |= keep.astype(np.uint8)
 
     def _paste_decoy(self, canvas: np.ndarray, donors: list[Donor], rng: np.random.Generator,
                      fig_radii: list[float], x: float, y: float) -> None:
@@ -601,7 +719,8 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
             density: float = 1.8, decoys: float = 10.0, seed: int = 0,
             fields: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2,
             split_seed: int = 0, sources: Sequence[str] | None = None,
-            labels: Sequence[str] | None = None, hard_negatives: bool = False) -> AmiBrFields:
+            labels: Sequence[str] | None = None, hard_negatives: bool = False,
+            masks: bool = False, mask_slides: int | list[str] | None = None) -> AmiBrFields:
     """The ``ami-br`` dataset: fields ``grid * (tile - feather)`` px square (default 480).
 
     Args:
@@ -618,12 +737,17 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
         hard_negatives: report the decoy discs' centres as hard negatives (non-mitotic
             nuclei), so training can centre negative patches on them
             (``data.patch.hard_negative_fraction``).
+        masks: real set A: only ``mask_slides``' fields, only figures whose pixel mask was
+            accepted (``partsup_mitosis.amibr_masks``), ``Sample.mask`` ``(S, S)`` uint8 (1 =
+            figure). Off (default): ``mask None``, fields exactly as without the option.
+        mask_slides: with ``masks``: an int k (the k slides of the split with the most figures,
+            taken in turn from each source; default 6) or a list of slide names.
     """
     return AmiBrFields(root, split, strict, crop=crop, tile=tile, grid=grid, feather=feather,
                        density=density, decoys=decoys, seed=seed, fields=fields,
                        val_fraction=val_fraction, test_fraction=test_fraction,
                        split_seed=split_seed, sources=sources, labels=labels,
-                       hard_negatives=hard_negatives)
+                       hard_negatives=hard_negatives, masks=masks, mask_slides=mask_slides)
 
 
 factory.LAYOUT = AmiBrFields.LAYOUT  # type: ignore[attr-defined]
