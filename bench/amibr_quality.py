@@ -1,0 +1,139 @@
+"""Real-tissue quality of a checkpoint on ami-br test fields at several densities.
+
+One command, one table, one JSON file. For each density (figures per 2000x2000 px) the
+checkpoint's maps are computed once per field, then scored with
+
+* ``calibrated``: the checkpoint's own detection parameters (what ``partsup predict`` and
+  ``partsup evaluate`` use; the same values at every density, no recalibration), and
+* ``otsu`` (with ``--otsu-from calibration.json``): the paper's rule (Otsu over the whole map)
+  with the best Otsu grid point of that validation calibration,
+
+giving TP/FP/FN, precision, recall, F1 (greedy one-to-one matching within the protocol radius,
+:func:`partsup.metrics.match`) and the average precision over all candidates before ``s1``.
+
+    .venv/bin/python bench/amibr_quality.py --checkpoint runs/amibr/best.pt \\
+        --densities 1.8,8,40 --out runs/amibr/quality.json
+
+``--fields N`` scores a seeded subset of N fields per density (quicker; say so when quoting).
+Skips with a message when ../shared/data/ami-br is absent.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+AMIBR = REPO.parent / "shared" / "data" / "ami-br"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoint", required=True, type=Path)
+    ap.add_argument("--densities", default="1.8,8,40",
+                    help="comma-separated figures per 2000x2000 px (default 1.8,8,40)")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--fields", type=int, default=None,
+                    help="a seeded subset of N fields per density (default: all)")
+    ap.add_argument("--sources", default=None,
+                    help="comma-separated ami-br sources to test on (MIDOG21, TUPAC16)")
+    ap.add_argument("--otsu-from", type=Path, default=None,
+                    help="a calibration.json whose best Otsu grid point is scored too")
+    ap.add_argument("--tta", action="store_true", help="dihedral test-time augmentation")
+    ap.add_argument("--root", type=Path, default=AMIBR, help="the AMi-Br folder")
+    ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
+    return ap.parse_args(argv)
+
+
+def best_otsu(calibration: Path) -> dict[str, Any]:
+    """The best-F1 row with ``threshold == "otsu"`` of a ``partsup calibrate`` JSON."""
+    rows = [r for r in json.loads(calibration.read_text())["rows"]
+            if r.get("threshold", "otsu") == "otsu"]
+    if not rows:
+        raise SystemExit(f"{calibration}: no Otsu row (calibrate with --threshold otsu,...)")
+    return max(rows, key=lambda r: r["f1"])
+
+
+def score(maps: list[tuple], params: Any, regs: Any, radius: float) -> dict[str, Any]:
+    """Counts at ``params`` and AP over the candidates before ``s1``, pooled over fields."""
+    from partsup.detect import candidates_from_maps
+    from partsup.metrics import Counts, match, pr_curve
+    total, gts, dets, scores = Counts(0, 0, 0), [], [], []
+    for p_weak, p_strong, gt, mpp in maps:
+        cands, keep = candidates_from_maps(p_weak, p_strong, params, mpp, regs)
+        xy = np.array([[d.x, d.y] for d in cands], np.float64).reshape(-1, 2)
+        sc = np.array([d.score for d in cands], np.float64)
+        total = total + match(gt, xy[keep], sc[keep], radius_px=radius).counts
+        gts.append(gt)
+        dets.append(xy)
+        scores.append(sc)
+    curve = pr_curve(gts, dets, scores, radius_px=radius)
+    return {**total.as_dict(), "ap": curve.ap}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    from partsup.detect import load_detector
+    from partsup.plugins import load
+    regs = load()
+    detector, ckpt = load_detector(args.checkpoint, regs, device="cpu")
+    detector.params.tta = bool(args.tta)
+    rules = {"calibrated": detector.params}
+    if args.otsu_from is not None:
+        row = best_otsu(args.otsu_from)
+        rules["otsu"] = dataclasses.replace(detector.params, threshold="otsu", w=row["w"],
+                                            s1=row["s1"], a1=row["a1"])
+    protocol = regs.protocols.build("midog")
+    sources = args.sources.split(",") if args.sources else None
+    out: dict[str, Any] = {"checkpoint": str(args.checkpoint), "split": args.split,
+                           "fields": args.fields, "sources": sources, "tta": args.tta,
+                           "rules": {k: dataclasses.asdict(v) for k, v in rules.items()},
+                           "densities": {}}
+    for density in [float(d) for d in args.densities.split(",")]:
+        reader = regs.datasets.build("ami-br", root=args.root, split=args.split,
+                                     density=density, fields=args.fields, sources=sources)
+        t0 = time.perf_counter()
+        maps = []
+        for i in range(len(reader)):
+            s = reader[i]
+            maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp))
+        seconds = time.perf_counter() - t0
+        radius = protocol.radius_for(reader.mpp(0))
+        row = {"fields": len(reader), "figures": reader.num_points(),
+               "seconds_maps": round(seconds, 1)}
+        row.update({name: score(maps, p, regs, radius) for name, p in rules.items()})
+        out["densities"][f"{density:g}"] = row
+        print(table_line(density, row, list(rules)), flush=True)
+    return out
+
+
+def table_line(density: float, row: dict[str, Any], rules: list[str]) -> str:
+    parts = [f"density {density:>4g}: {row['fields']:>5} fields, {row['figures']:>4} figures"]
+    for name in rules:
+        r = row[name]
+        ap = "-" if r["ap"] is None else f"{r['ap']:.3f}"
+        parts.append(f"{name}: P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
+                     f"AP {ap} (TP {r['tp']} FP {r['fp']} FN {r['fn']})")
+    return " | ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not (args.root / "metadata.csv").is_file():
+        print(f"skipped: {args.root} not found (the AMi-Br crops; see ../shared/data/README.md)")
+        return 0
+    result = run(args)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
