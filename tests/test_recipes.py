@@ -25,7 +25,7 @@ def env(monkeypatch, tmp_path: Path) -> Path:
 def test_the_expected_recipes_exist() -> None:
     names = {p.stem for p in RECIPES}
     assert {"quickstart", "partmitosis", "partmitosis-icpr2014", "segmitos",
-            "partmitosis-amibr", "partmitosis-amibr-gpu"} <= names
+            "partmitosis-amibr", "partmitosis-amibr-gpu", "segmitos-amibr"} <= names
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
