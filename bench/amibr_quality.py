@@ -9,7 +9,8 @@ checkpoint's maps are computed once per field, then scored with
   with the best Otsu grid point of that validation calibration,
 
 giving TP/FP/FN, precision, recall, F1 (greedy one-to-one matching within the protocol radius,
-:func:`partsup.metrics.match`) and the average precision over all candidates before ``s1``.
+:func:`partsup.metrics.match`), the average precision over all candidates before ``s1``, and how
+many false alarms sit on a decoy disc's nucleus (the rest fall on the quilt's own tissue).
 
     .venv/bin/python bench/amibr_quality.py --checkpoint runs/amibr/best.pt \\
         --densities 1.8,8,40 --out runs/amibr/quality.json
@@ -60,21 +61,32 @@ def best_otsu(calibration: Path) -> dict[str, Any]:
     return max(rows, key=lambda r: r["f1"])
 
 
+#: px: a false alarm this close to a decoy disc's centre sits on the decoy's nucleus
+DECOY_PX = 12.0
+
+
 def score(maps: list[tuple], params: Any, regs: Any, radius: float) -> dict[str, Any]:
-    """Counts at ``params`` and AP over the candidates before ``s1``, pooled over fields."""
+    """Counts at ``params``, AP over the candidates before ``s1`` (pooled over fields), and
+    where the false alarms sit: on a decoy disc's nucleus (within :data:`DECOY_PX` of its
+    centre), or elsewhere (the quilt's own nuclei and tissue)."""
     from partsup.detect import candidates_from_maps
     from partsup.metrics import Counts, match, pr_curve
-    total, gts, dets, scores = Counts(0, 0, 0), [], [], []
-    for p_weak, p_strong, gt, mpp in maps:
+    total, gts, dets, scores, fp_decoy = Counts(0, 0, 0), [], [], [], 0
+    for p_weak, p_strong, gt, mpp, decoys in maps:
         cands, keep = candidates_from_maps(p_weak, p_strong, params, mpp, regs)
         xy = np.array([[d.x, d.y] for d in cands], np.float64).reshape(-1, 2)
         sc = np.array([d.score for d in cands], np.float64)
-        total = total + match(gt, xy[keep], sc[keep], radius_px=radius).counts
+        m = match(gt, xy[keep], sc[keep], radius_px=radius)
+        total = total + m.counts
+        fp = xy[keep][~m.det_tp]
+        if len(fp) and len(decoys):
+            d = np.sqrt(((fp[:, None] - decoys[None]) ** 2).sum(-1)).min(1)
+            fp_decoy += int((d <= DECOY_PX).sum())
         gts.append(gt)
         dets.append(xy)
         scores.append(sc)
     curve = pr_curve(gts, dets, scores, radius_px=radius)
-    return {**total.as_dict(), "ap": curve.ap}
+    return {**total.as_dict(), "ap": curve.ap, "fp_on_decoys": fp_decoy}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,12 +108,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "densities": {}}
     for density in [float(d) for d in args.densities.split(",")]:
         reader = regs.datasets.build("ami-br", root=args.root, split=args.split,
-                                     density=density, fields=args.fields, sources=sources)
+                                     density=density, fields=args.fields, sources=sources,
+                                     hard_negatives=True)  # decoy centres: the same fields
         t0 = time.perf_counter()
         maps = []
         for i in range(len(reader)):
             s = reader[i]
-            maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp))
+            maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp,
+                         reader.hard_negatives(i).astype(np.float64)))
         seconds = time.perf_counter() - t0
         radius = protocol.radius_for(reader.mpp(0))
         row = {"fields": len(reader), "figures": reader.num_points(),
@@ -118,7 +132,8 @@ def table_line(density: float, row: dict[str, Any], rules: list[str]) -> str:
         r = row[name]
         ap = "-" if r["ap"] is None else f"{r['ap']:.3f}"
         parts.append(f"{name}: P {r['precision']:.3f} R {r['recall']:.3f} F1 {r['f1']:.3f} "
-                     f"AP {ap} (TP {r['tp']} FP {r['fp']} FN {r['fn']})")
+                     f"AP {ap} (TP {r['tp']} FP {r['fp']} [{r['fp_on_decoys']} on decoys] "
+                     f"FN {r['fn']})")
     return " | ".join(parts)
 
 
