@@ -105,8 +105,8 @@ class CalibrateCommand:
                                   f"pass --{key}")
         out = Path(args.out or Path(args.checkpoint).parent / "calibration")
 
-        with staged_dir(out) as tmp, tempfile.TemporaryDirectory(dir=tmp) as cache_dir, \
-                progress_bar(ctx.console) as bar:
+        with staged_dir(out, "partsup calibrate") as tmp, \
+                tempfile.TemporaryDirectory(dir=tmp) as cache_dir, progress_bar(ctx.console) as bar:
             cache = MapCache(cache_dir)
             task = bar.add_task(f"maps {name}/{args.split}", total=len(dataset))
             images = []

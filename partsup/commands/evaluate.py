@@ -1,7 +1,7 @@
 """``partsup evaluate``: score a checkpoint (or any tool's detections) on a dataset split.
 
-Outputs (written to a temporary folder beside ``--out`` and renamed into place at the end, so an
-interrupted or failed run leaves nothing half-written)::
+Outputs (written to a staging folder inside ``--out`` and moved into place at the end, so an
+interrupted or failed run leaves nothing half-written; see :mod:`partsup.outdir`)::
 
     OUT/metrics.json            protocol, totals (TP/FP/FN, precision, recall, F1), per image
     OUT/per_image.csv           the same per image
@@ -14,9 +14,6 @@ import argparse
 import contextlib
 import csv
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -34,30 +31,17 @@ from partsup.types import Detection, Protocol, Sample
 # -- staging -------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``out``; on success it replaces ``out``.
+def staged_dir(out: Path, command: str = "partsup evaluate") -> Iterator[Path]:
+    """Yield a staging folder inside ``out``; on success its files replace their namesakes in
+    ``out``, which must be new, empty, or a partsup output (:mod:`partsup.outdir`: nothing
+    partsup did not write is ever overwritten or deleted).
 
-    On any exception (including Ctrl-C) the temporary folder is removed and ``out`` is left
-    as it was.
+    On any exception (including Ctrl-C) the staging folder is removed and ``out`` is left as it
+    was.
     """
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as exc:
-        raise DataError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
-    try:
+    from partsup.outdir import staged_output
+    with staged_output(Path(out), command) as tmp:
         yield tmp
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def add_option_argument(parser: argparse.ArgumentParser) -> None:
