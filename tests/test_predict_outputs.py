@@ -1,0 +1,81 @@
+"""``partsup predict``: nothing lost, nothing surprising about its output folder and options."""
+from __future__ import annotations
+
+import csv
+import errno
+
+import pytest
+
+from test_predict import checkpoint, he_like, plugin, run, save  # noqa: F401
+
+
+def _rows(path):
+    return list(csv.DictReader(path.open()))
+
+
+def test_a_run_that_produced_nothing_keeps_the_previous_summary(tmp_path, plugin, checkpoint,
+                                                                capsys):
+    img = save(tmp_path / "in" / "a.png", he_like(200, 300, centres=[(100.0, 100.0)]))
+    out = tmp_path / "out"
+    assert run([img, "--checkpoint", checkpoint, "--out", out, "--format", "csv"], plugin) == 0
+    before = (out / "summary.csv").read_bytes()
+    capsys.readouterr()
+    assert run([tmp_path / "in" / "typo.png", "--checkpoint", checkpoint, "--out", out,
+                "--format", "csv"], plugin) == 1
+    assert (out / "summary.csv").read_bytes() == before
+    assert "summary.csv not written" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option,value,match", [
+    ("--mpp", "inf", "--mpp"), ("--mpp", "1e-9", "--mpp"), ("--mpp", "nan", "--mpp"),
+    ("--hpf-area", "inf", "--hpf-area"), ("--hpf-area", "1e9", "--hpf-area")])
+def test_implausible_mpp_and_hpf_area_are_refused(tmp_path, plugin, checkpoint, capsys, option,
+                                                  value, match):
+    img = save(tmp_path / "a.png", he_like(64, 64, centres=[]))
+    assert run([img, "--checkpoint", checkpoint, "--out", tmp_path / "o", option, value],
+               plugin) == 2
+    err = capsys.readouterr().err
+    assert match in err and "between" in err and "unexpected" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_out_naming_a_file_fails_once_before_inference(tmp_path, plugin, checkpoint, capsys,
+                                                       monkeypatch):
+    import partsup.commands.predict as predict
+    monkeypatch.setattr(predict, "build_detector", lambda *a, **k: pytest.fail("model loaded"))
+    imgs = [save(tmp_path / f"{c}.png", he_like(64, 64, centres=[])) for c in "ab"]
+    blocker = tmp_path / "out.txt"
+    blocker.write_text("mine")
+    assert run([*imgs, "--checkpoint", checkpoint, "--out", blocker], plugin) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is a file, not a folder" in err
+    assert "unexpected" not in err and blocker.read_text() == "mine"
+
+
+def test_full_disk_leaves_no_files_for_the_failed_image(tmp_path, plugin, checkpoint, capsys,
+                                                        monkeypatch):
+    from partsup.writers import GeoJsonWriter
+
+    def full(self, path, detections, info):
+        path.write_text("{")  # a partial file, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(GeoJsonWriter, "write", full)
+    img = save(tmp_path / "a.png", he_like(64, 64, centres=[]))
+    out = tmp_path / "out"
+    assert run([img, "--checkpoint", checkpoint, "--out", out, "--format", "csv,geojson"],
+               plugin) == 1
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "a.geojson: no space left on device" in err
+    assert sorted(p.name for p in out.iterdir()) == []  # no a.csv, a.geojson, overlay, summary
+
+
+def test_recursive_predict_never_reads_its_own_outputs(tmp_path, plugin, checkpoint,
+                                                       monkeypatch):
+    save(tmp_path / "slides" / "a.png", he_like(200, 300, centres=[(100.0, 100.0)]))
+    monkeypatch.chdir(tmp_path / "slides")
+    for _ in range(2):  # default --out ./predictions lies inside the input folder
+        assert run([".", "--recursive", "--checkpoint", checkpoint, "--format", "csv"],
+                   plugin) == 0
+    rows = _rows(tmp_path / "slides" / "predictions" / "summary.csv")
+    assert [r["id"] for r in rows] == ["a"]
+    assert not (tmp_path / "slides" / "predictions" / "predictions").exists()
