@@ -229,7 +229,10 @@ class PartialModel(nn.Module):
         """``(H, W, 3)`` uint8 RGB image -> ``(1, 3, H, W)`` float32 normalised, on the model's device."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # e.g. from PIL; torch warns about read-only arrays
+            image = image.copy()
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
         return self.normalize(x.to(self._device()))
 
     def _device(self) -> torch.device:
