@@ -79,3 +79,14 @@ def test_recursive_predict_never_reads_its_own_outputs(tmp_path, plugin, checkpo
     rows = _rows(tmp_path / "slides" / "predictions" / "summary.csv")
     assert [r["id"] for r in rows] == ["a"]
     assert not (tmp_path / "slides" / "predictions" / "predictions").exists()
+
+
+def test_nan_detection_parameters_are_refused_at_load(tmp_path, plugin, checkpoint, capsys):
+    from partsup.checkpoint import load_checkpoint, save_checkpoint
+    ckpt = load_checkpoint(checkpoint)
+    ckpt["detect"]["s1"] = float("nan")
+    save_checkpoint(checkpoint, ckpt)
+    imgs = [save(tmp_path / f"{c}.png", he_like(64, 64, centres=[])) for c in "ab"]
+    assert run([*imgs, "--checkpoint", checkpoint, "--out", tmp_path / "o"], plugin) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("error:") == 1 and "dark.pt: detect.s1: nan is not a finite number" in err
