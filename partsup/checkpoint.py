@@ -48,6 +48,22 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _torch_write_reason(exc: RuntimeError, folder: Path) -> str:
+    """Why torch could not write a file: its "[enforce fail at inline_container.cc ...] file
+    write failed" usually means a full disk (checked while the partial file still exists)."""
+    import shutil
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "write failed" not in text and "enforce fail" not in text:
+        return text
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return f"no space left on device in {folder}"
+    return f"torch could not write the file in {folder} (is the disk full?): {text}"
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename).
 
@@ -79,7 +95,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {_os_reason(exc)}") from exc
     except RuntimeError as exc:  # torch wraps some write failures (e.g. ENOSPC) in RuntimeError
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc}".splitlines()[0]) from exc
+        raise CheckpointError(f"cannot write checkpoint {path}: "
+                              f"{_torch_write_reason(exc, path.parent)}") from exc
     finally:
         if tmp is not None:
             try:

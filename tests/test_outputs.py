@@ -109,3 +109,18 @@ def test_evaluate_full_disk_is_a_one_line_error_and_leaves_nothing(toy, tmp_path
     with pytest.raises(DataError, match=r"cannot write to output folder .*ev: no space left"):
         _evaluate(regs, root, ckpt, out)
     assert not out.exists()  # created for this run, removed again (it was empty)
+
+
+def test_evaluate_out_dot(toy, tmp_path, monkeypatch):
+    regs, root, ckpt = toy
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert _evaluate(regs, root, ckpt, ".") == 0  # an empty working folder: fine
+    assert (work / "metrics.json").is_file() and (work / MARKER).is_file()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.tex").write_text("x")
+    monkeypatch.chdir(tmp_path / "other")
+    with pytest.raises(DataError, match=r"--out \. is not empty"):
+        _evaluate(regs, root, ckpt, ".")
+    assert [p.name for p in (tmp_path / "other").iterdir()] == ["thesis.tex"]
