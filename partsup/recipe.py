@@ -171,13 +171,28 @@ def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` / ``2E+5`` as numbers (YAML 1.2; YAML 1.1
+    needs a dot, ``1.0e-3``, and reads ``1e-3`` as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads scientific notation without a dot as a number."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file with ``yaml.safe_load``; malformed YAML is a one-line RecipeError."""
+    """Read a recipe file with :func:`safe_load`; malformed YAML is a one-line RecipeError."""
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe {p} not found")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_load(p.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -198,7 +213,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise RecipeError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value

@@ -23,3 +23,23 @@ def test_predicting_a_read_only_image_gives_no_torch_warning():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "not writable" not in proc.stderr
+
+
+def test_scientific_notation_is_a_number_in_recipes_and_overrides(tmp_path):
+    """YAML 1.1 reads ``1e-3`` as a string; docs/recipes.md shows ``lr: 1e-3``."""
+    import yaml
+
+    from partsup.recipe import load_recipe, parse_override
+    from test_train import TINY
+    from partsup.plugins import load
+    regs = load(["tiny_plugin"], disabled=())
+    path = tmp_path / "r.yaml"
+    text = yaml.safe_dump(TINY).replace("lr: 0.01", "lr: 2e-3")
+    assert "lr: 2e-3" in text
+    path.write_text(text)
+    assert load_recipe(path, registries=regs)["train"]["optimizer"]["lr"] == 0.002
+    recipe = load_recipe(path, ["train.optimizer.lr=1e-3", "train.grad_clip=1E+1"],
+                         registries=regs)
+    assert recipe["train"]["optimizer"]["lr"] == 0.001 and recipe["train"]["grad_clip"] == 10.0
+    assert parse_override("a=-5e-1") == (["a"], -0.5)
+    assert parse_override("a=e5") == (["a"], "e5")  # not a number: stays a string

@@ -53,13 +53,15 @@ def add_option_argument(parser: argparse.ArgumentParser) -> None:
 def parse_options(items: Sequence[str]) -> dict[str, Any]:
     """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
     import yaml
+
+    from partsup.recipe import safe_load
     out: dict[str, Any] = {}
     for text in items:
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"--option {text!r}: expected KEY=VALUE, e.g. val_cases=[A03]")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key.strip()] = safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
