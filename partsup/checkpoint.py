@@ -106,14 +106,32 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or ``path/best.pt`` when ``path`` is a run folder.
+
+    Raises:
+        CheckpointError: a folder without ``best.pt`` (the message lists the ``.pt`` files in it).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / "best.pt").is_file():
+        return path / "best.pt"
+    found = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.pt"))[-5:]
+    raise CheckpointError(f"{path} is a folder without best.pt; "
+                          + (f"it holds {', '.join(found)}: pass one of those" if found else
+                             "it holds no .pt file (pass a checkpoint file or a run folder)"))
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a partsup checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+    """Read a partsup checkpoint with ``torch.load(weights_only=True)`` onto the CPU; a run
+    folder stands for its ``best.pt`` (:func:`checkpoint_file`).
 
     Raises:
         CheckpointError: missing file, a file that is not a torch file, or a torch file that is
             not a partsup checkpoint (e.g. a bare state dict), each naming the path.
     """
-    path = Path(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
@@ -178,6 +196,7 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
 
 def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Path:
     """Replace ``checkpoint["detect"]`` with ``params`` (plain numbers/strings), atomically."""
+    path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     ckpt["detect"] = None if params is None else dict(params)
     return save_checkpoint(path, ckpt)

@@ -43,3 +43,29 @@ def test_scientific_notation_is_a_number_in_recipes_and_overrides(tmp_path):
     assert recipe["train"]["optimizer"]["lr"] == 0.001 and recipe["train"]["grad_clip"] == 10.0
     assert parse_override("a=-5e-1") == (["a"], -0.5)
     assert parse_override("a=e5") == (["a"], "e5")  # not a number: stays a string
+
+
+def test_checkpoint_run_folder_means_its_best_pt(tmp_path):
+    import json
+
+    import pytest
+
+    from partsup.errors import CheckpointError
+    from test_evaluate import make_checkpoint, run_cli, toy_registries
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    run = tmp_path / "run"
+    make_checkpoint(run / "best.pt", regs, root)
+    assert run_cli(regs, ["calibrate", "--checkpoint", str(run), "--w", "0", "--s1", "0.5",
+                          "--a1", "10"]) == 0
+    assert (run / "calibration" / "calibration.json").is_file()
+    assert run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                          "--checkpoint", str(run), "--out", str(tmp_path / "ev")]) == 0
+    assert json.loads((tmp_path / "ev" / "metrics.json").read_text())["calibrated"] is True
+    (tmp_path / "empty" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "empty" / "checkpoints" / "iter-00000004.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty is a folder without best\.pt.*"
+                                              r"checkpoints/iter-00000004\.pt"):
+        run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                       "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "e2")])

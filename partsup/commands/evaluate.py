@@ -224,7 +224,8 @@ class EvaluateCommand:
         parser.add_argument("--split", default="test")
         add_option_argument(parser)
         src = parser.add_mutually_exclusive_group(required=True)
-        src.add_argument("--checkpoint", help="a trained (ideally calibrated) checkpoint")
+        src.add_argument("--checkpoint", help="a trained (ideally calibrated) checkpoint, or "
+                         "its run folder (then its best.pt)")
         src.add_argument("--detections", metavar="DIR",
                          help="score detections made by any tool: one file per image, "
                               "DIR/<image id>.csv (x,y[,score] with header) or a challenge "

@@ -296,7 +296,8 @@ class PredictCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
         parser.add_argument("--checkpoint", required=True, type=Path,
-                            help="a checkpoint written by partsup train")
+                            help="a checkpoint written by partsup train, or its run folder "
+                                 "(then its best.pt)")
         parser.add_argument("--out", type=Path, default=Path("predictions"),
                             help="output folder (default ./predictions)")
         parser.add_argument("--format", default="csv,geojson",
