@@ -69,3 +69,27 @@ def test_checkpoint_run_folder_means_its_best_pt(tmp_path):
                                               r"checkpoints/iter-00000004\.pt"):
         run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
                        "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "e2")])
+
+
+def test_resume_hint_keeps_the_set_overrides(tmp_path, monkeypatch, capsys):
+    import re
+    import shlex
+
+    import yaml
+
+    import partsup.train as train
+    from partsup.cli import main
+    from test_train import TINY
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "val_every": 0}}))
+    out = tmp_path / "run"
+    monkeypatch.setattr(train.StopRequest, "requested", property(lambda self: True))
+    assert main(["train", str(recipe), "--set", "train.iterations=5", "--set",
+                 "train.checkpoint_every=5", "--out", str(out)]) == 143
+    monkeypatch.undo()
+    err = " ".join(capsys.readouterr().err.split())
+    hint = re.search(r"continue with: (partsup train .*? --resume)", err).group(1)
+    assert "recipe.yaml" in err  # says where the resolved recipe (and the overrides) are
+    assert main(shlex.split(hint)[1:]) == 0
+    assert [i for i, _ in train.RunDir(out).existing()][-1] == 5  # not the recipe's 6
+    assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["iterations"] == 5
