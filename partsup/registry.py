@@ -28,9 +28,12 @@ class Entry:
 
 
 def closest(name: str, known: list[str] | tuple[str, ...]) -> str | None:
-    """The known name closest to ``name``, or None if nothing is close."""
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return match[0] if match else None
+    """The known name closest to ``name`` (ignoring case), or None if nothing is close."""
+    lower = {k.lower(): k for k in known}
+    if name.lower() in lower:
+        return lower[name.lower()]
+    match = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5)
+    return lower[match[0]] if match else None
 
 
 def first_doc_line(obj: Any) -> str:

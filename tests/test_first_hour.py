@@ -93,3 +93,14 @@ def test_resume_hint_keeps_the_set_overrides(tmp_path, monkeypatch, capsys):
     assert main(shlex.split(hint)[1:]) == 0
     assert [i for i, _ in train.RunDir(out).existing()][-1] == 5  # not the recipe's 6
     assert yaml.safe_load((out / "recipe.yaml").read_text())["train"]["iterations"] == 5
+
+
+def test_did_you_mean_ignores_case(registries):
+    import pytest
+
+    from partsup.errors import RecipeError
+    with pytest.raises(RecipeError, match=r"--dataset: unknown dataset 'AMIDA13'\. Did you mean "
+                                          r"'amida13'\?"):
+        registries.datasets.get("AMIDA13", where="--dataset")
+    with pytest.raises(RecipeError, match=r"Did you mean 'icpr2014'\?"):
+        registries.datasets.get("ICPR-2014", where="--dataset")
