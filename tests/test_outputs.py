@@ -124,3 +124,14 @@ def test_evaluate_out_dot(toy, tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"--out \. is not empty"):
         _evaluate(regs, root, ckpt, ".")
     assert [p.name for p in (tmp_path / "other").iterdir()] == ["thesis.tex"]
+
+
+def test_per_image_csv_writes_a_dash_where_a_ratio_is_undefined(toy, tmp_path):
+    import csv
+    regs, root, ckpt = toy
+    out = tmp_path / "ev"
+    assert _evaluate(regs, root, ckpt, out) == 0
+    rows = {r["id"]: r for r in csv.DictReader((out / "per_image.csv").open())}
+    empty = rows["case4/f"]  # no ground truth, no detection
+    assert (empty["precision"], empty["recall"], empty["f1"]) == ("-", "-", "-")
+    assert rows["case3/d"]["precision"] == "1.0"

@@ -187,8 +187,17 @@ def write_metrics(out: Path, scores: Sequence[ImageScore], info: dict[str, Any])
         keys = list(scores[0].as_dict()) if scores else ["id"]
         w.writerow(keys)
         for s in scores:
-            w.writerow([s.as_dict()[k] for k in keys])
+            w.writerow(csv_row(s, keys))
     return total
+
+
+def csv_row(score: ImageScore, keys: Sequence[str]) -> list[Any]:
+    """The values of ``keys``; "-" for a ratio whose denominator is 0 (as the table shows)."""
+    c = score.counts
+    undefined = {"precision": c.tp + c.fp == 0, "recall": c.tp + c.fn == 0,
+                 "f1": c.tp + c.fp + c.fn == 0}
+    row = score.as_dict()
+    return ["-" if undefined.get(k) else row[k] for k in keys]
 
 
 def _pct(c: Counts, attr: str, den: int) -> str:
