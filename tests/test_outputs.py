@@ -135,3 +135,17 @@ def test_per_image_csv_writes_a_dash_where_a_ratio_is_undefined(toy, tmp_path):
     empty = rows["case4/f"]  # no ground truth, no detection
     assert (empty["precision"], empty["recall"], empty["f1"]) == ("-", "-", "-")
     assert rows["case3/d"]["precision"] == "1.0"
+
+
+def test_evaluate_detections_csv_with_x_y_only_as_its_help_says(toy, tmp_path):
+    regs, root, _ = toy
+    det = tmp_path / "det"
+    (det / "case3").mkdir(parents=True)
+    (det / "case3" / "d.csv").write_text("x,y\n26,31\n74,61\n")  # no score column
+    out = tmp_path / "ev"
+    assert run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                          "--detections", str(det), "--out", str(out), "--no-overlays"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["images"][0]["tp"] == 2
+    from partsup.writers import read_detections
+    assert read_detections(det / "case3" / "d.csv").tolist() == [[26, 31, 1.0], [74, 61, 1.0]]
