@@ -104,3 +104,16 @@ def test_did_you_mean_ignores_case(registries):
         registries.datasets.get("AMIDA13", where="--dataset")
     with pytest.raises(RecipeError, match=r"Did you mean 'icpr2014'\?"):
         registries.datasets.get("ICPR-2014", where="--dataset")
+
+
+def test_default_output_folders_are_git_ignored():
+    """``evaluate`` writes eval/ and ``predict`` predictions/ into the working folder by default."""
+    import shutil
+
+    import pytest
+    repo = TESTS.parent
+    if shutil.which("git") is None or not (repo / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("eval/amida13-test/metrics.json", "predictions/summary.csv"):
+        proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=repo)
+        assert proc.returncode == 0, f"{path} is not ignored by .gitignore"
