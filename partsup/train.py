@@ -630,12 +630,14 @@ def lock_run_folder(root: Path, enabled: bool = True) -> Iterator[None]:
 
     The lock is ``fcntl.flock`` on ``root/train.lock``, which holds the holder's PID; the
     operating system releases it when the process exits, however it exits. A second holder is
-    refused at once with a :class:`PartsupError` naming that PID.
+    refused at once with a :class:`PartsupError` naming that PID. A folder created here and
+    still empty at the end (a failed start) is removed again.
     """
     if not enabled:
         yield
         return
     path = Path(root) / "train.lock"
+    created = not Path(root).exists()
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
         fd = _acquire(path, root)
@@ -648,6 +650,9 @@ def lock_run_folder(root: Path, enabled: bool = True) -> Iterator[None]:
         with contextlib.suppress(OSError):
             path.unlink()  # before unlocking: a waiting process then locks a fresh file
         os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                Path(root).rmdir()  # a failed start: the folder it made is still empty
 
 
 def _acquire(path: Path, root: Path) -> int:
@@ -921,11 +926,11 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
         for key in RESUMABLE_CHANGES:
             _set_path(ckpt["recipe"], key, _get_path(recipe, key))
         recipe = ckpt["recipe"]
-    if dist.is_main:
+    run = build(recipe, registries, dist)  # before writing anything: a failed start leaves
+    if dist.is_main:                       # no half-made run folder
         run_dir.prepare(recipe)
         if ckpt is not None:
             run_dir.truncate_log(int(ckpt["iteration"]))
-    run = build(recipe, registries, dist)
     stages = plan_stages(recipe)
     state = _State()
     if ckpt is not None:

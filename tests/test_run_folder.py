@@ -129,3 +129,19 @@ def test_nan_weights_are_never_called_good_nor_saved_as_best(tmp_path: Path, tin
     runs = RunDir(tmp_path / "run")
     assert [i for i, _ in runs.existing()] == [1] and _finite(runs.checkpoint_path(1))
     assert not runs.best.exists()
+
+
+def test_a_failed_start_leaves_no_run_folder(tmp_path: Path, tiny_regs, monkeypatch) -> None:
+    import partsup.train as train
+
+    def broken(*a, **k):
+        raise PartsupError("tiny: dataset root /nowhere not found")
+    monkeypatch.setattr(train, "build", broken)  # e.g. data that is not there
+    with pytest.raises(PartsupError, match="not found"):
+        fit(_recipe(tiny_regs), tiny_regs, tmp_path / "runs" / "new")
+    assert not (tmp_path / "runs" / "new").exists()
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    with pytest.raises(PartsupError, match="not found"):
+        fit(_recipe(tiny_regs), tiny_regs, kept)
+    assert kept.is_dir() and list(kept.iterdir()) == []  # an existing folder stays
