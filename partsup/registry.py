@@ -37,8 +37,9 @@ def closest(name: str, known: list[str] | tuple[str, ...]) -> str | None:
 
 
 def first_doc_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first paragraph of ``obj``'s docstring, on one line (a summary may wrap)."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
 
 
 class Registry:

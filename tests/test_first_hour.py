@@ -117,3 +117,19 @@ def test_default_output_folders_are_git_ignored():
     for path in ("eval/amida13-test/metrics.json", "predictions/summary.csv"):
         proc = subprocess.run(["git", "check-ignore", "-q", path], cwd=repo)
         assert proc.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
+def test_plugins_table_shows_whole_summaries(registries):
+    import io
+
+    from rich.console import Console
+
+    from partsup.cli import Context, build_parser
+    buf = io.StringIO()
+    args = build_parser(registries).parse_args(["plugins"])
+    args._command.run(args, Context(registries=registries,
+                                    console=Console(file=buf, width=400)))
+    text = buf.getvalue()
+    assert "bbox = [x1, y1, x2, y2]" in text  # not eaten as rich markup
+    summary = registries.protocols.entry("icpr2014").summary
+    assert summary.endswith(".") and summary in text  # the whole first paragraph
