@@ -177,6 +177,7 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
     from partsup.model import build_model, load_strict
 
     ckpt = load_checkpoint(path)
+    _load_plugins(ckpt, registries, path)
     try:
         section = ckpt["recipe"]["model"]
     except (KeyError, TypeError):
@@ -192,6 +193,19 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
     model.to(device)
     model.eval()
     return model, ckpt
+
+
+def _load_plugins(ckpt: dict[str, Any], registries: Any, path: str | Path) -> None:
+    """Import the plugin modules the checkpoint's run used (its recipe's ``plugins``)."""
+    from partsup.errors import PluginError
+    modules = (ckpt.get("recipe") or {}).get("plugins") or []
+    if not modules or not hasattr(registries, "add_modules"):
+        return
+    try:
+        registries.add_modules([str(m) for m in modules])
+    except PluginError as exc:
+        raise PluginError(f"{path}: the run used plugin module(s) {', '.join(modules)}: "
+                          f"{exc}") from exc
 
 
 def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Path:

@@ -65,6 +65,11 @@ def build_parser(registries: Registries) -> argparse.ArgumentParser:
         sp = sub.add_parser(entry.name, help=entry.summary or getattr(cmd, "help", ""),
                             description=getattr(cmd, "help", None))
         cmd.add_arguments(sp)
+        # also accepted after the subcommand (read by the pre-parser, which sees them anywhere)
+        sp.add_argument("--plugin", action="append", dest="_plugin_after", default=[],
+                        metavar="MODULE", help="import an extra plugin module (repeatable)")
+        sp.add_argument("--debug", action="store_true", dest="_debug_after",
+                        help="show tracebacks on errors")
         sp.set_defaults(_command=cmd)
     return parser
 
@@ -85,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "_command", None) is None:
             parser.print_help()
             return 0
-        ctx = Context(registries=registries, err=err, debug=args.debug,
+        ctx = Context(registries=registries, err=err, debug=pre.debug,
                       plugin_modules=list(pre.plugin))
         return int(args._command.run(args, ctx) or 0)
     except PartsupError as exc:

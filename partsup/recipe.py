@@ -391,8 +391,10 @@ def load_run(path: str | Path, overrides: Iterable[str] = (), modules: Iterable[
     extra = raw.get("plugins") or []
     if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
         raise RecipeError(f"{path}: plugins: expected a list of module names, got {extra!r}")
-    registries = Registries.from_pm(make_plugin_manager([*modules, *extra]))
+    plugins = list(dict.fromkeys([*modules, *extra]))
+    registries = Registries.from_pm(make_plugin_manager(plugins))
     recipe = load_recipe(path, registries=registries, data=raw, env=env)
+    recipe["plugins"] = plugins  # recorded in the run: predict/evaluate/calibrate load them
     try:
         registries.pm.hook.partsup_configure(recipe=recipe)
     except PartsupError:

@@ -133,3 +133,26 @@ def test_plugins_table_shows_whole_summaries(registries):
     assert "bbox = [x1, y1, x2, y2]" in text  # not eaten as rich markup
     summary = registries.protocols.entry("icpr2014").summary
     assert summary.endswith(".") and summary in text  # the whole first paragraph
+
+
+def test_plugins_are_recorded_in_the_run_and_reloaded_by_predict(tmp_path, monkeypatch):
+    """--plugin after the subcommand works; predict needs no --plugin for a run that used one."""
+    import numpy as np
+    import yaml
+    from PIL import Image
+
+    from partsup.checkpoint import load_checkpoint
+    from partsup.cli import main
+    from test_train import TINY
+    recipe = tmp_path / "r.yaml"
+    no_plugins = {k: v for k, v in TINY.items() if k != "plugins"}
+    recipe.write_text(yaml.safe_dump({**no_plugins, "train": {**TINY["train"], "iterations": 2,
+                                                              "val_every": 0}}))
+    run = tmp_path / "run"
+    assert main(["train", str(recipe), "--out", str(run), "--plugin", "tiny_plugin"]) == 0
+    assert load_checkpoint(run / "best.pt")["recipe"]["plugins"] == ["tiny_plugin"]
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["plugins"] == ["tiny_plugin"]
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(tmp_path / "a.png")
+    assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(run), "--out",
+                 str(tmp_path / "pred"), "--format", "csv"]) == 0
+    assert (tmp_path / "pred" / "a.csv").is_file()
