@@ -90,3 +90,20 @@ def test_nan_detection_parameters_are_refused_at_load(tmp_path, plugin, checkpoi
     assert run([*imgs, "--checkpoint", checkpoint, "--out", tmp_path / "o"], plugin) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err.count("error:") == 1 and "dark.pt: detect.s1: nan is not a finite number" in err
+
+
+def test_predict_overlay_has_a_legend_with_the_count(tmp_path):
+    import numpy as np
+
+    from partsup.commands.predict import write_overlay
+    from partsup.types import Detection
+    img = np.full((400, 600, 3), 230, np.uint8)
+    far = [Detection(500, 300, 0.9, 300), Detection(450, 350, 0.8, 300)]
+    one = np.asarray(Image.open(write_overlay(tmp_path / "1.png", img, far[:1])))
+    two = np.asarray(Image.open(write_overlay(tmp_path / "2.png", img, far)))
+    corner = (slice(0, 30), slice(0, 200))
+    assert (one[corner] != 230).any()  # a legend band is drawn
+    assert not np.array_equal(one[corner], two[corner])  # it says how many
+
+
+from PIL import Image  # noqa: E402

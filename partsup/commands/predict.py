@@ -168,10 +168,11 @@ def read_input(path: Path) -> tuple[np.ndarray, float | None]:
 def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection],
                   max_side: int = 2048) -> Path:  # overlay.MAX_SIDE
     """Save ``image`` (downsampled by an integer stride to <= ``max_side`` px) with a circle
-    around each detection (radius from its area, at least 12 px of the full image)."""
+    around each detection (radius from its area, at least 12 px of the full image) and a legend
+    with their number in the top-left corner."""
     from PIL import ImageDraw
 
-    from partsup.overlay import downsampled_canvas
+    from partsup.overlay import downsampled_canvas, legend_band
     small, stride = downsampled_canvas(image, max_side)
     draw = ImageDraw.Draw(small)
     width = max(2, round(3 / stride * 2))
@@ -179,6 +180,9 @@ def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection]
         r = max(12.0, 1.6 * float(np.sqrt(max(d.area, 0.0) / np.pi))) / stride + width
         x, y = d.x / stride, d.y / stride
         draw.ellipse([x - r, y - r, x + r, y + r], outline=(0, 230, 90), width=width)
+    n = len(detections)
+    legend_band(draw, [(f"{n} detection{'s' if n != 1 else ''} (green circles)",
+                        (0, 230, 90))], max(small.size))
     path.parent.mkdir(parents=True, exist_ok=True)
     small.save(path)
     return path
