@@ -426,7 +426,8 @@ def read_csv_rows(path: Path, problems: Problems, min_fields: int,
         except ValueError as exc:
             problems.report(f"{path}:{lineno}: malformed line {','.join(fields)[:80]!r} ({exc})")
     if not rows and not allow_empty and not text.strip():
-        problems.report(f"{path}: empty label file (no annotation lines)")
+        problems.report(f"{path}: empty label file (no annotation lines; if its image has "
+                        f"no annotation, set the dataset option allow_empty: true)")
     return rows
 
 

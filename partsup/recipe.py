@@ -146,25 +146,52 @@ SCHEMA: dict[str, Any] = {
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def substitute_env(value: Any, path: str, source: str, env: dict[str, str] | None = None) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``value``."""
-    env = os.environ if env is None else env
-    if isinstance(value, dict):
-        return {k: substitute_env(v, _join(path, k), source, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute_env(v, f"{path}[{i}]", source, env) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
+def substitute_env(value: Any, path: str, source: str, env: dict[str, str] | None = None,
+                   missing: dict[str, list[str]] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``value``.
 
-    def repl(m: re.Match[str]) -> str:
-        var, default = m.group(1), m.group(2)
-        if var in env:
-            return env[var]
-        if default is not None:
-            return default
-        raise RecipeError(f"{source}: {path}: environment variable ${{{var}}} is not set "
-                          f"(export {var}=... or use ${{{var}:-default}})")
-    return _ENV.sub(repl, value)
+    A variable that is not set (and has no default) raises a RecipeError naming every unset
+    variable, where each is used, and how to fix it (or, with ``missing``, is collected there:
+    variable -> recipe keys).
+    """
+    env = os.environ if env is None else env
+    collect: dict[str, list[str]] = {} if missing is None else missing
+    if isinstance(value, dict):
+        out: Any = {k: substitute_env(v, _join(path, k), source, env, collect)
+                    for k, v in value.items()}
+    elif isinstance(value, list):
+        out = [substitute_env(v, f"{path}[{i}]", source, env, collect)
+               for i, v in enumerate(value)]
+    elif isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            collect.setdefault(var, []).append(path)
+            return m.group(0)
+        out = _ENV.sub(repl, value)
+    else:
+        out = value
+    if missing is None and collect:
+        raise RecipeError(f"{source}: "
+                          + "; ".join(_unset_hint(v, keys) for v, keys in collect.items()))
+    return out
+
+
+def _unset_hint(var: str, keys: list[str]) -> str:
+    """``KEYS: environment variable ${VAR} is not set (how to fix it)``."""
+    fixes = [f"export {var}=..."]
+    if any(k.startswith("data.") and k.endswith(".root") for k in keys):
+        fixes = [f"export {var}=<the folder holding the datasets> (`partsup datasets` shows "
+                 f"each one's layout and where to get it; `partsup synth` writes synthetic ones)"]
+    if any(k.endswith(".weights") for k in keys):
+        key = next(k for k in keys if k.endswith(".weights"))
+        fixes = [f"export {var}=<the folder with the weight file> (docs/backbones.md says how "
+                 f"to get it)", f"train from random weights with --set {key}=null"]
+    return (f"{', '.join(keys)}: environment variable ${{{var}}} is not set ("
+            + ", or ".join(fixes) + f", or write ${{{var}:-default}} in the recipe)")
 
 
 def _join(path: str, key: Any) -> str:

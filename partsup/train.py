@@ -926,6 +926,7 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
         for key in RESUMABLE_CHANGES:
             _set_path(ckpt["recipe"], key, _get_path(recipe, key))
         recipe = ckpt["recipe"]
+    check_inputs(recipe)
     run = build(recipe, registries, dist)  # before writing anything: a failed start leaves
     if dist.is_main:                       # no half-made run folder
         run_dir.prepare(recipe)
@@ -950,6 +951,26 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
         _finish(run, run_dir, state, stages[-1])
         plot_curves(run_dir)
     return result
+
+
+def check_inputs(recipe: dict[str, Any]) -> None:
+    """Raise one DataError naming every training dataset root and backbone weight file the
+    recipe names that does not exist (with how to get each), instead of one at a time."""
+    from partsup.errors import DataError
+    problems = []
+    for key in ("strong", "weak", "val"):
+        section = (recipe.get("data") or {}).get(key)
+        root = section.get("root") if isinstance(section, dict) else None
+        if root and not Path(str(root)).expanduser().exists():
+            problems.append(f"data.{key}.root {root} not found ({section.get('name')}: "
+                            f"`partsup datasets` shows its layout and where to get the data)")
+    weights = ((recipe.get("model") or {}).get("backbone") or {}).get("weights")
+    if isinstance(weights, str) and not Path(weights).expanduser().exists():
+        problems.append(f"model.backbone.weights {weights} not found (docs/backbones.md says "
+                        f"how to get it; or train from random weights with --set "
+                        f"model.backbone.weights=null)")
+    if problems:
+        raise DataError("cannot start training: " + "; ".join(problems))
 
 
 def _starting_checkpoint(run_dir: RunDir, recipe: dict[str, Any], resume: bool

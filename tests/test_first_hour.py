@@ -156,3 +156,46 @@ def test_plugins_are_recorded_in_the_run_and_reloaded_by_predict(tmp_path, monke
     assert main(["predict", str(tmp_path / "a.png"), "--checkpoint", str(run), "--out",
                  str(tmp_path / "pred"), "--format", "csv"]) == 0
     assert (tmp_path / "pred" / "a.csv").is_file()
+
+
+def test_partmitosis_without_data_names_everything_missing_at_once(tmp_path):
+    import pytest
+
+    from partsup.errors import RecipeError
+    from partsup.recipe import load_run
+    recipe = TESTS.parent / "recipes" / "partmitosis.yaml"
+    with pytest.raises(RecipeError) as info:
+        load_run(recipe, env={})
+    text = str(info.value)
+    assert "${PARTSUP_DATA}" in text and "${PARTSUP_WEIGHTS}" in text
+    assert "data.strong.root" in text and "data.weak.root" in text
+    assert "partsup datasets" in text and "model.backbone.weights=null" in text
+
+
+def test_missing_data_folders_and_weights_are_reported_together(tmp_path):
+    import pytest
+
+    from partsup.errors import PartsupError
+    from partsup.recipe import load_run
+    from partsup.train import fit
+    env = {"PARTSUP_DATA": str(tmp_path / "data"), "PARTSUP_WEIGHTS": str(tmp_path / "w")}
+    recipe, regs = load_run(TESTS.parent / "recipes" / "partmitosis.yaml",
+                            ["device=cpu"], env=env)
+    with pytest.raises(PartsupError) as info:
+        fit(recipe, regs, tmp_path / "run")
+    text = str(info.value)
+    for what in ("icpr2012", "amida13", "fcn32s_from_caffe.pth", "model.backbone.weights=null",
+                 "partsup datasets"):
+        assert what in text, what
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_label_file_error_names_the_allow_empty_option(registries, tmp_path):
+    import pytest
+
+    from partsup.errors import DataError
+    from partsup.io import Problems, read_csv_rows
+    csv = tmp_path / "a.csv"
+    csv.write_text("")
+    with pytest.raises(DataError, match=r"a\.csv: empty label file .*allow_empty: true"):
+        read_csv_rows(csv, Problems("icpr2012", strict=True), 2)
