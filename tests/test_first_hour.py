@@ -199,3 +199,43 @@ def test_empty_label_file_error_names_the_allow_empty_option(registries, tmp_pat
     csv.write_text("")
     with pytest.raises(DataError, match=r"a\.csv: empty label file .*allow_empty: true"):
         read_csv_rows(csv, Problems("icpr2012", strict=True), 2)
+
+
+def _readme_block(heading: str) -> list[str]:
+    """The lines of the first ```bash block after ``heading`` in README.md."""
+    text = (TESTS.parent / "README.md").read_text()
+    block = text.split(heading, 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+def test_readme_using_it_runs_as_written_from_a_fresh_clone(tmp_path, monkeypatch):
+    """Each line of README "Using it", in order, in an empty folder; only made tiny (fewer and
+    smaller images, iterations, batch, CPU), never reordered or completed."""
+    import shlex
+
+    from partsup.cli import main
+    tiny = {"synth": ["--size", "96", "--images", "8"],
+            "train": ["--set", "train.iterations=2", "--set", "train.val_every=2", "--set",
+                      "train.batch_size=2", "--set", "data.patch.size=64", "--set",
+                      "detect.tile=96", "--set", "detect.overlap=16", "--device", "cpu"],
+            "calibrate": ["--device", "cpu"], "evaluate": ["--device", "cpu", "--no-overlays"],
+            "predict": ["--device", "cpu"]}
+    monkeypatch.chdir(tmp_path)
+    lines = _readme_block("## Using it")
+    assert lines[0] == ". .venv/bin/activate"
+    ran = []
+    for line in lines[1:]:
+        words = shlex.split(line)
+        if words[0] == "export":
+            key, value = words[1].split("=", 1)
+            monkeypatch.setenv(key, value)
+            continue
+        assert words[0] == "partsup", line
+        args = [str(TESTS.parent / w) if w.startswith("recipes/") else w for w in words[1:]]
+        rc = main(args + tiny.get(args[0], []))
+        assert rc == 0, line
+        ran.append(args[0])
+    assert ran == ["plugins", "datasets", "synth", "synth", "train", "calibrate", "evaluate",
+                   "predict"]
+    assert (tmp_path / "eval" / "amida13-test" / "metrics.json").is_file()
+    assert (tmp_path / "predictions" / "summary.csv").is_file()
