@@ -246,8 +246,20 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def ordered_overrides(overrides: Iterable[str]) -> list[str]:
+    """``--set`` texts with the ones that set a component's ``name`` first (so that
+    ``--set model.backbone.width=16`` given before ``...name=tiny_cnn`` still applies)."""
+    items = list(overrides)
+    return sorted(items, key=lambda t: not t.split("=", 1)[0].strip().endswith(".name"))
+
+
 def apply_override(recipe: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
-    """Set ``recipe[k1][k2]... = value`` after checking the path exists in the schema."""
+    """Set ``recipe[k1][k2]... = value`` after checking the path exists in the schema.
+
+    Setting the ``name`` of a component (other than a dataset) to another component drops the
+    section's other options: they were the previous component's (``--set
+    model.backbone.name=tiny_cnn`` does not keep quickstart's ``arch`` and ``encoder``).
+    """
     node: Any = SCHEMA
     target = recipe
     for i, key in enumerate(keys):
@@ -260,6 +272,9 @@ def apply_override(recipe: dict[str, Any], keys: list[str], value: Any, source: 
                 raise RecipeError(f"{source}: --set {'.'.join(keys)}: unknown key {path!r}.{did}")
             node = node[key]
         elif isinstance(node, Component):
+            if last and key == "name" and node.kind != "datasets" and \
+                    isinstance(target.get("name"), str) and target["name"] != value:
+                target.clear()  # the previous component's options
             node = None  # component kwargs: checked against the factory signature later
         if last:
             target[key] = value
@@ -290,7 +305,7 @@ def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = (),
     """
     source = str(path) if path is not None else "<recipe>"
     raw = copy.deepcopy(data) if data is not None else read_yaml(path)  # type: ignore[arg-type]
-    for text in overrides:
+    for text in ordered_overrides(overrides):
         keys, value = parse_override(text)
         apply_override(raw, keys, value, source)
     raw = substitute_env(raw, "", source, env)
@@ -412,7 +427,7 @@ def load_run(path: str | Path, overrides: Iterable[str] = (), modules: Iterable[
     from partsup.plugins import Registries, make_plugin_manager
 
     raw = read_yaml(path)
-    for text in overrides:
+    for text in ordered_overrides(overrides):
         keys, value = parse_override(text)
         apply_override(raw, keys, value, str(path))
     extra = raw.get("plugins") or []

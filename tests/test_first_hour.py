@@ -239,3 +239,34 @@ def test_readme_using_it_runs_as_written_from_a_fresh_clone(tmp_path, monkeypatc
                    "predict"]
     assert (tmp_path / "eval" / "amida13-test" / "metrics.json").is_file()
     assert (tmp_path / "predictions" / "summary.csv").is_file()
+
+
+def test_backbone_contract_is_checked_whole():
+    """check_branch covers everything partsup calls on a backbone: a forward without
+    ``weight`` (needed by weight transfer) is refused when the backbone is built."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from partsup.errors import PluginError
+    from partsup.model import check_branch
+
+    class NoWeight(nn.Module):
+        feature_channels = 4
+        normalization = {"mean": [0, 0, 0], "std": [1, 1, 1], "scale": 255, "bgr": False}
+
+        def __init__(self):
+            super().__init__()
+            self.semantic = nn.Conv2d(4, 2, 1)
+
+        def features(self, x):
+            return x.repeat(1, 2, 1, 1)[:, :4]
+
+        def head(self, logits, size):
+            return logits
+
+        def forward(self, x):
+            return self.head(self.semantic(self.features(x)), x.shape[-2:])
+    with pytest.raises(PluginError, match=r"forward\(x, weight=None\)"):
+        check_branch(NoWeight(), "no_weight")
+    assert torch.is_tensor(NoWeight()(torch.zeros(1, 3, 4, 4)))
