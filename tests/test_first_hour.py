@@ -270,3 +270,26 @@ def test_backbone_contract_is_checked_whole():
     with pytest.raises(PluginError, match=r"forward\(x, weight=None\)"):
         check_branch(NoWeight(), "no_weight")
     assert torch.is_tensor(NoWeight()(torch.zeros(1, 3, 4, 4)))
+
+
+def test_help_and_plugins_do_not_import_the_smp_and_timm_stack():
+    """CLI start-up: --help and `partsup plugins` import no model zoo (smp, timm, torchvision
+    cost seconds); they are imported when an smp backbone is built."""
+    code = ("import sys, io, contextlib\n"
+            "from partsup.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            "    try:\n"
+            "        main(['--help'])\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "    main(['plugins'])\n"
+            "heavy = [m for m in ('segmentation_models_pytorch', 'timm', 'torchvision')"
+            " if m in sys.modules]\n"
+            "print(heavy)\n"
+            "from partsup.plugins import load\n"
+            "load(disabled=()).backbones.build('smp', arch='Unet', encoder='resnet18',"
+            " encoder_depth=3, decoder_channels=[16, 8, 4])\n"
+            "assert 'segmentation_models_pytorch' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
