@@ -293,3 +293,33 @@ def test_help_and_plugins_do_not_import_the_smp_and_timm_stack():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_f1_vs_w_legend_hides_no_data(registries, tmp_path, monkeypatch):
+    """The legend sat in the lower right, over the points at w = 0.8-1.0."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from partsup.calibration import MapCache, plot_f1_vs_w, sweep
+    from partsup.detect import DetectParams
+    weak = np.full((40, 40), 0.01, np.float32)
+    strong = weak.copy()
+    weak[28:33, 28:33] = 0.9  # the weak branch fires on a mimic only: F1 0 at high w
+    strong[8:13, 8:13] = 0.9
+    images = [MapCache(tmp_path).add("a", weak, strong, [[10, 10]], 0.25)]
+    res = sweep(images, DetectParams(sigma=0.0), registries,
+                registries.protocols.build("pixels", radius_px=5),
+                w=[round(0.1 * i, 1) for i in range(11)], s1=[0.5], a1=[0])
+    figs = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: figs.append(fig))
+    plot_f1_vs_w(res, tmp_path / "f.png")
+    fig = figs[0]
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    legend = ax.get_legend().get_window_extent()
+    for line in ax.get_lines():
+        for x, y in ax.transData.transform(line.get_xydata()):
+            assert not legend.contains(x, y), (line.get_label(), x, y)
+    # whatever the values: the legend lies beside the plotting area, not on it
+    assert not legend.overlaps(ax.get_window_extent())
+    plt.close(fig)
