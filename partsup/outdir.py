@@ -82,7 +82,8 @@ def check_output_folder(out: Path, option: str = "--out") -> None:
         raise DataError(f"{option} {out} is not empty and was not written by partsup (it holds "
                         f"{entries[0]!r}{' and more' if len(entries) > 1 else ''}); partsup "
                         f"never writes into or deletes from such a folder: choose a new or "
-                        f"empty folder")
+                        f"empty folder (a folder written by a partsup older than its {MARKER} "
+                        f"marker is refused too: remove it yourself, or choose another)")
 
 
 @contextlib.contextmanager
