@@ -323,3 +323,27 @@ def test_f1_vs_w_legend_hides_no_data(registries, tmp_path, monkeypatch):
     # whatever the values: the legend lies beside the plotting area, not on it
     assert not legend.overlaps(ax.get_window_extent())
     plt.close(fig)
+
+
+def test_make_venv_can_take_the_cpu_torch_wheel(tmp_path):
+    """`make venv` installs torch from PyPI (the CUDA build on Linux, about 6 GB); with
+    TORCH_INDEX it first installs torch from that index, e.g. PyTorch's CPU-only wheels."""
+    import shutil
+
+    import pytest
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    repo = TESTS.parent
+    index = "https://download.pytorch.org/whl/cpu"
+    dry = subprocess.run(["make", "-n", "-B", "venv", f"VENV={tmp_path / 'v'}",
+                          f"TORCH_INDEX={index}"], cwd=repo, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    torch_line = next(i for i, ln in enumerate(lines) if f"--index-url {index}" in ln)
+    assert "torch" in lines[torch_line]
+    assert torch_line < next(i for i, ln in enumerate(lines) if '-e ".[test]"' in ln)
+    plain = subprocess.run(["make", "-n", "-B", "venv", f"VENV={tmp_path / 'v'}"], cwd=repo,
+                           capture_output=True, text=True)
+    assert "--index-url" not in plain.stdout  # the default stays plain PyPI
+    readme = (repo / "README.md").read_text()
+    assert f"TORCH_INDEX={index}" in readme
