@@ -28,6 +28,13 @@ from partsup.errors import DataError
 #: the file that marks a folder as partsup's output (JSON: the command and the files it wrote)
 MARKER = ".partsup-output"
 _STAGING = ".partsup-staging-"
+#: what each command wrote before the marker existed: (its names, its JSON file, keys that JSON
+#: file holds). A folder holding only those names, whose JSON file has those keys, is taken as
+#: that command's output and written into (nothing in it is deleted).
+LEGACY = {"partsup evaluate": ({"metrics.json", "per_image.csv", "detections", "overlays"},
+                               "metrics.json", {"protocol", "matching", "totals", "images"}),
+          "partsup calibrate": ({"calibration.json", "f1_vs_w.png"}, "calibration.json",
+                                {"checkpoint", "grid", "rows", "per_w", "best"})}
 
 
 def os_reason(exc: OSError) -> str:
@@ -62,8 +69,9 @@ def _safe(rel: str) -> bool:
     return bool(rel) and not p.is_absolute() and ".." not in p.parts and p.name != MARKER
 
 
-def check_output_folder(out: Path, option: str = "--out") -> None:
-    """Refuse ``out`` unless it is absent, an empty folder, or a partsup output folder.
+def check_output_folder(out: Path, option: str = "--out", command: str = "") -> None:
+    """Refuse ``out`` unless it is absent, an empty folder, or a partsup output folder (with the
+    marker, or holding only the names ``command`` wrote before the marker existed).
 
     Raises:
         DataError: ``out`` is a file, or a non-empty folder that partsup did not write (names
@@ -78,12 +86,25 @@ def check_output_folder(out: Path, option: str = "--out") -> None:
         entries = [p.name for p in out.iterdir() if not p.name.startswith(_STAGING)]
     except OSError as exc:
         raise DataError(f"cannot read output folder {out}: {os_reason(exc)}") from exc
-    if entries:
+    if entries and not _legacy_output(out, entries, command):
         raise DataError(f"{option} {out} is not empty and was not written by partsup (it holds "
                         f"{entries[0]!r}{' and more' if len(entries) > 1 else ''}); partsup "
                         f"never writes into or deletes from such a folder: choose a new or "
-                        f"empty folder (a folder written by a partsup older than its {MARKER} "
-                        f"marker is refused too: remove it yourself, or choose another)")
+                        f"empty folder")
+
+
+def _legacy_output(out: Path, entries: list[str], command: str) -> bool:
+    """Whether ``out`` is ``command``'s output from before the marker (see :data:`LEGACY`)."""
+    if command not in LEGACY:
+        return False
+    names, doc_name, keys = LEGACY[command]
+    if not set(entries) <= names or doc_name not in entries:
+        return False
+    try:
+        doc = json.loads((out / doc_name).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and keys <= set(doc)
 
 
 @contextlib.contextmanager
@@ -96,7 +117,7 @@ def staged_output(out: Path, command: str = "partsup", option: str = "--out") ->
             (permission, read-only file system, full disk: the message names the folder).
     """
     out = Path(out)
-    check_output_folder(out, option)
+    check_output_folder(out, option, command)
     created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -149,3 +149,31 @@ def test_evaluate_detections_csv_with_x_y_only_as_its_help_says(toy, tmp_path):
     assert m["images"][0]["tp"] == 2
     from partsup.writers import read_detections
     assert read_detections(det / "case3" / "d.csv").tolist() == [[26, 31, 1.0], [74, 61, 1.0]]
+
+
+def test_output_folder_of_an_older_partsup_is_reused(tmp_path):
+    """A calibration folder written before the marker existed holds only partsup's names: it is
+    written into again (the demo reuses its run folders); one more file makes it the user's."""
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    ckpt = make_checkpoint(tmp_path / "run" / "best.pt", regs, root)
+    old = tmp_path / "run" / "calibration"
+    old.mkdir()
+    (old / "calibration.json").write_text(json.dumps(
+        {k: [] for k in ("checkpoint", "grid", "rows", "per_w", "best")}))
+    (old / "f1_vs_w.png").write_bytes(b"png")
+    args = ["calibrate", "--checkpoint", str(ckpt), "--w", "0", "--s1", "0.5", "--a1", "0"]
+    assert run_cli(regs, args) == 0
+    assert json.loads((old / "calibration.json").read_text())["dataset"] == "toy"
+    assert (old / MARKER).is_file()
+    (old / MARKER).unlink()
+    (old / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not written by partsup"):
+        run_cli(regs, args)
+    # a user's folder that merely uses one of partsup's names is not taken for its output
+    (old / "notes.txt").unlink()
+    (old / "calibration.json").write_text('{"mine": 1}')
+    with pytest.raises(DataError, match="not written by partsup"):
+        run_cli(regs, args)
+    assert (old / "calibration.json").read_text() == '{"mine": 1}'
