@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol as TypingProtocol, Sequence
 
@@ -83,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre, _ = _pre_parser().parse_known_args(argv)
     err = Console(stderr=True)
+    shown = warnings.showwarning
+    if not pre.debug:  # one line per warning, like errors (--debug: Python's own format)
+        warnings.showwarning = _warning_printer(err)
     try:
         registries = Registries.from_pm(make_plugin_manager(pre.plugin))
         parser = build_parser(registries)
@@ -108,6 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"(run again with --debug for the traceback, and please report it)",
                   highlight=False, soft_wrap=True)
         return 1
+    finally:
+        warnings.showwarning = shown
+
+
+def _warning_printer(err: Console) -> Any:
+    """A ``warnings.showwarning`` that prints ``warning: <message>`` on one line."""
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+             line: Any = None) -> None:
+        err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False,
+                  soft_wrap=True)
+    return show
 
 
 def console_main() -> None:

@@ -107,3 +107,14 @@ def test_predict_overlay_has_a_legend_with_the_count(tmp_path):
 
 
 from PIL import Image  # noqa: E402
+
+
+def test_warnings_are_one_line_messages(tmp_path, plugin, checkpoint, capsys):
+    import numpy as np
+    gray = tmp_path / "g.png"
+    Image.fromarray(np.full((64, 64), 200, np.uint8)).save(gray)
+    assert run([gray, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--format", "csv"],
+               plugin) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: " in err and "g.png: grayscale image" in err
+    assert "DataWarning" not in err and "warnings.warn(" not in err
