@@ -66,7 +66,7 @@ def test_full_disk_leaves_no_files_for_the_failed_image(tmp_path, plugin, checkp
                plugin) == 1
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "a.geojson: no space left on device" in err
-    assert sorted(p.name for p in out.iterdir()) == []  # no a.csv, a.geojson, overlay, summary
+    assert not out.exists() or sorted(out.iterdir()) == []  # no a.csv, geojson, overlay, summary
 
 
 def test_recursive_predict_never_reads_its_own_outputs(tmp_path, plugin, checkpoint,
@@ -118,3 +118,9 @@ def test_warnings_are_one_line_messages(tmp_path, plugin, checkpoint, capsys):
     err = " ".join(capsys.readouterr().err.split())
     assert "warning: " in err and "g.png: grayscale image" in err
     assert "DataWarning" not in err and "warnings.warn(" not in err
+
+
+def test_a_run_that_produced_nothing_leaves_no_new_folder(tmp_path, plugin, checkpoint):
+    out = tmp_path / "new"
+    assert run([tmp_path / "typo.png", "--checkpoint", checkpoint, "--out", out], plugin) == 1
+    assert not out.exists()

@@ -118,7 +118,8 @@ def check_range(option: str, value: float, low: float, high: float, unit: str) -
 
 
 def check_output_folder(out: Path) -> None:
-    """Create ``out`` and prove it is writable, before any model is loaded.
+    """Prove that ``out`` can be created and written, before any model is loaded (a folder made
+    for the proof is removed again: outputs create it when they are written).
 
     Raises:
         DataError: ``out`` is a file, or cannot be created or written (names it and why).
@@ -126,12 +127,17 @@ def check_output_folder(out: Path) -> None:
     from partsup.outdir import os_reason
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file, not a folder; choose a folder")
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=out):
             pass
     except OSError as exc:
         raise DataError(f"cannot write to output folder {out}: {os_reason(exc)}") from exc
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
 
 
 # -- one image ---------------------------------------------------------------------------------
