@@ -83,17 +83,24 @@ def test_evaluate_out_naming_a_file_is_refused_before_inference(toy, tmp_path, m
     assert blocker.read_text() == "x"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores folder permissions")
-def test_evaluate_unwritable_out_is_a_one_line_error(toy, tmp_path):
+def test_evaluate_unwritable_out_is_a_one_line_error(toy, tmp_path, monkeypatch):
     regs, root, ckpt = toy
     out = tmp_path / "ro"
     out.mkdir()
+    if os.geteuid() == 0:  # root ignores folder permissions: refuse the write as the OS would
+        import errno
+        import tempfile
+
+        def denied(*a, **k):
+            raise PermissionError(errno.EACCES, "Permission denied", str(out))
+        monkeypatch.setattr(tempfile, "mkdtemp", denied)
     out.chmod(0o500)
     try:
         with pytest.raises(DataError, match="cannot write to output folder .*permission denied"):
             _evaluate(regs, root, ckpt, out)
     finally:
         out.chmod(0o700)
+    assert list(out.iterdir()) == []
 
 
 def test_evaluate_full_disk_is_a_one_line_error_and_leaves_nothing(toy, tmp_path, monkeypatch):
