@@ -171,7 +171,7 @@ def plot_f1_vs_w(result: CalibrationResult, path: str | Path, title: str = "") -
     import matplotlib.pyplot as plt
 
     ws = [r.w for r in result.per_w]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    fig, ax = plt.subplots(figsize=(7.0, 3.8), dpi=120)
     ax.plot(ws, [r.counts.f1 for r in result.per_w], "o-", color="tab:red", label="F1")
     ax.plot(ws, [r.counts.precision for r in result.per_w], "s--", color="tab:blue", alpha=.5,
             ms=3, label="precision")
@@ -185,7 +185,7 @@ def plot_f1_vs_w(result: CalibrationResult, path: str | Path, title: str = "") -
     ax.set_ylim(0, 1.02)
     ax.set_xlim(min(ws) - 0.05, max(ws) + 0.05)
     ax.grid(alpha=.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the data
     ax.set_title(title or "F1 vs fusion weight (validation)", fontsize=10)
     fig.tight_layout()
     path = Path(path)

@@ -48,6 +48,22 @@ def _os_reason(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _torch_write_reason(exc: RuntimeError, folder: Path) -> str:
+    """Why torch could not write a file: its "[enforce fail at inline_container.cc ...] file
+    write failed" usually means a full disk (checked while the partial file still exists)."""
+    import shutil
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if "write failed" not in text and "enforce fail" not in text:
+        return text
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return f"no space left on device in {folder}"
+    return f"torch could not write the file in {folder} (is the disk full?): {text}"
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write ``payload`` to ``path`` atomically (temp file in the same folder, fsync, rename).
 
@@ -79,7 +95,8 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {_os_reason(exc)}") from exc
     except RuntimeError as exc:  # torch wraps some write failures (e.g. ENOSPC) in RuntimeError
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc}".splitlines()[0]) from exc
+        raise CheckpointError(f"cannot write checkpoint {path}: "
+                              f"{_torch_write_reason(exc, path.parent)}") from exc
     finally:
         if tmp is not None:
             try:
@@ -89,14 +106,32 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def checkpoint_file(path: str | Path) -> Path:
+    """``path`` itself, or ``path/best.pt`` when ``path`` is a run folder.
+
+    Raises:
+        CheckpointError: a folder without ``best.pt`` (the message lists the ``.pt`` files in it).
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    if (path / "best.pt").is_file():
+        return path / "best.pt"
+    found = sorted(p.relative_to(path).as_posix() for p in path.rglob("*.pt"))[-5:]
+    raise CheckpointError(f"{path} is a folder without best.pt; "
+                          + (f"it holds {', '.join(found)}: pass one of those" if found else
+                             "it holds no .pt file (pass a checkpoint file or a run folder)"))
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a partsup checkpoint with ``torch.load(weights_only=True)`` onto the CPU.
+    """Read a partsup checkpoint with ``torch.load(weights_only=True)`` onto the CPU; a run
+    folder stands for its ``best.pt`` (:func:`checkpoint_file`).
 
     Raises:
         CheckpointError: missing file, a file that is not a torch file, or a torch file that is
             not a partsup checkpoint (e.g. a bare state dict), each naming the path.
     """
-    path = Path(path)
+    path = checkpoint_file(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
@@ -142,6 +177,7 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
     from partsup.model import build_model, load_strict
 
     ckpt = load_checkpoint(path)
+    _load_plugins(ckpt, registries, path)
     try:
         section = ckpt["recipe"]["model"]
     except (KeyError, TypeError):
@@ -159,8 +195,22 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
     return model, ckpt
 
 
+def _load_plugins(ckpt: dict[str, Any], registries: Any, path: str | Path) -> None:
+    """Import the plugin modules the checkpoint's run used (its recipe's ``plugins``)."""
+    from partsup.errors import PluginError
+    modules = (ckpt.get("recipe") or {}).get("plugins") or []
+    if not modules or not hasattr(registries, "add_modules"):
+        return
+    try:
+        registries.add_modules([str(m) for m in modules])
+    except PluginError as exc:
+        raise PluginError(f"{path}: the run used plugin module(s) {', '.join(modules)}: "
+                          f"{exc}") from exc
+
+
 def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Path:
     """Replace ``checkpoint["detect"]`` with ``params`` (plain numbers/strings), atomically."""
+    path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     ckpt["detect"] = None if params is None else dict(params)
     return save_checkpoint(path, ckpt)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol as TypingProtocol, Sequence
 
@@ -65,6 +66,11 @@ def build_parser(registries: Registries) -> argparse.ArgumentParser:
         sp = sub.add_parser(entry.name, help=entry.summary or getattr(cmd, "help", ""),
                             description=getattr(cmd, "help", None))
         cmd.add_arguments(sp)
+        # also accepted after the subcommand (read by the pre-parser, which sees them anywhere)
+        sp.add_argument("--plugin", action="append", dest="_plugin_after", default=[],
+                        metavar="MODULE", help="import an extra plugin module (repeatable)")
+        sp.add_argument("--debug", action="store_true", dest="_debug_after",
+                        help="show tracebacks on errors")
         sp.set_defaults(_command=cmd)
     return parser
 
@@ -78,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre, _ = _pre_parser().parse_known_args(argv)
     err = Console(stderr=True)
+    shown = warnings.showwarning
+    if not pre.debug:  # one line per warning, like errors (--debug: Python's own format)
+        warnings.showwarning = _warning_printer(err)
     try:
         registries = Registries.from_pm(make_plugin_manager(pre.plugin))
         parser = build_parser(registries)
@@ -85,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "_command", None) is None:
             parser.print_help()
             return 0
-        ctx = Context(registries=registries, err=err, debug=args.debug,
+        ctx = Context(registries=registries, err=err, debug=pre.debug,
                       plugin_modules=list(pre.plugin))
         return int(args._command.run(args, ctx) or 0)
     except PartsupError as exc:
@@ -103,6 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"(run again with --debug for the traceback, and please report it)",
                   highlight=False, soft_wrap=True)
         return 1
+    finally:
+        warnings.showwarning = shown
+
+
+def _warning_printer(err: Console) -> Any:
+    """A ``warnings.showwarning`` that prints ``warning: <message>`` on one line."""
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None,
+             line: Any = None) -> None:
+        err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False,
+                  soft_wrap=True)
+    return show
 
 
 def console_main() -> None:

@@ -557,4 +557,13 @@ def params_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> DetectPara
     (``ckpt["detect"]``: w, s1, a1, threshold, sigma, area_unit) when present, then by non-None overrides."""
     values = dict((ckpt.get("recipe") or {}).get("detect") or {})
     values.update(ckpt.get("detect") or {})
+    _check_finite_numbers(values)
     return DetectParams.from_dict(values, **overrides)
+
+
+def _check_finite_numbers(values: dict[str, Any]) -> None:
+    """RecipeError naming the first number of a ``detect`` section that is NaN or inf."""
+    for key, value in values.items():
+        if isinstance(value, float) and not np.isfinite(value):
+            raise RecipeError(f"detect.{key}: {value} is not a finite number; calibrate the "
+                              f"checkpoint again (partsup calibrate) or fix its recipe")

@@ -1,7 +1,9 @@
 """Image reading and the shared machinery of dataset readers.
 
 Images: :func:`read_image` decodes ``.tif/.tiff/.bmp/.png/.jpg/.jpeg`` into ``(H, W, 3)`` uint8 RGB
-(grayscale is repeated, alpha dropped, 16-bit scaled down, float in [0, 1] scaled up);
+(grayscale is repeated, alpha dropped, 16-bit scaled down, float in [0, 1] scaled up; a
+grayscale image, or 16-bit data that uses only 12 bits or fewer, is read with a
+:class:`DataWarning`; an image larger than :func:`max_image_pixels` is refused);
 :func:`image_size` reads only the header when the format allows. Unreadable files raise
 :class:`partsup.errors.DataError` naming the file.
 
@@ -12,8 +14,10 @@ negatives, um/px, size when known) while parsing annotations; images are decoded
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,16 +60,54 @@ def read_image(path: str | Path) -> np.ndarray:
     return to_rgb_uint8(arr, p)
 
 
+def max_image_pixels() -> int:
+    """The most pixels (H x W) partsup reads from one image file, whatever its format: Pillow's
+    decompression-bomb limit (``2 * PIL.Image.MAX_IMAGE_PIXELS``, about 179 million), or the
+    environment variable ``PARTSUP_MAX_IMAGE_PIXELS`` (a number, e.g. ``1e10``) when set."""
+    env = os.environ.get("PARTSUP_MAX_IMAGE_PIXELS", "").strip()
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise DataError(f"PARTSUP_MAX_IMAGE_PIXELS: expected a number of pixels, got "
+                            f"{env!r}") from None
+    from PIL import Image
+    return 2 * int(Image.MAX_IMAGE_PIXELS or 0) or 2 ** 62
+
+
+def _check_pixels(p: Path, h: int, w: int) -> None:
+    limit = max_image_pixels()
+    if h * w > limit:
+        raise DataError(f"{p}: {w}x{h} px is more than the limit of {limit} px per image (it "
+                        f"would need about {3 * h * w / 2 ** 30:.1f} GiB of memory); set "
+                        f"PARTSUP_MAX_IMAGE_PIXELS to a larger number to read it anyway")
+
+
+@contextlib.contextmanager
+def _pillow_limit(limit: int) -> Any:
+    """Pillow checks :func:`max_image_pixels` (not its own limit) while the body runs."""
+    from PIL import Image
+    old = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = old
+
+
 def _decode(p: Path) -> np.ndarray:
     if p.suffix.lower() in _TIFF:
         import tifffile
         try:
             with tifffile.TiffFile(p) as tif:
-                return tif.pages[0].asarray()
+                page = tif.pages[0]
+                _check_pixels(p, *_hw_from_shape(tuple(page.shape), p))
+                return page.asarray()
         except tifffile.TiffFileError:
             pass  # some TIFF variants are only readable by Pillow; try it below
     from PIL import Image
-    with Image.open(p) as im:
+    with _pillow_limit(max_image_pixels()), Image.open(p) as im:
+        _check_pixels(p, im.size[1], im.size[0])
         im.load()
         if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
             im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
@@ -81,9 +123,10 @@ def to_rgb_uint8(arr: np.ndarray, path: str | Path = "<array>") -> np.ndarray:
         a = a[:, :, None]
     if a.ndim != 3 or a.shape[2] < 1 or a.shape[0] == 0 or a.shape[1] == 0:
         raise DataError(f"{path}: unsupported image shape {a.shape} (expected H x W [x C])")
-    if a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif a.shape[2] == 2:  # gray + alpha
+    if a.shape[2] <= 2:  # gray, or gray + alpha
+        warnings.warn(f"{path}: grayscale image, read as RGB with three equal channels; models "
+                      f"trained on colour (H&E) images give unreliable detections on it",
+                      DataWarning, stacklevel=3)
         a = np.repeat(a[:, :, :1], 3, axis=2)
     else:
         a = a[:, :, :3]
@@ -96,6 +139,13 @@ def _to_uint8(a: np.ndarray, path: str | Path) -> np.ndarray:
     if a.dtype == np.bool_:
         return a.astype(np.uint8) * 255
     if a.dtype == np.uint16:
+        top = int(a.max())
+        if top < 4096:
+            bits = max(1, top.bit_length())
+            warnings.warn(f"{path}: 16-bit image whose values reach only {top} (of 65535): "
+                          f"{bits}-bit data? It is scaled by 1/257 as 16-bit and will look "
+                          f"almost black (few or no detections); convert it to 8-bit first, "
+                          f"e.g. value * 255 / {2 ** bits - 1}", DataWarning, stacklevel=3)
         return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
     if np.issubdtype(a.dtype, np.floating):
         f = a.astype(np.float32)
@@ -376,7 +426,8 @@ def read_csv_rows(path: Path, problems: Problems, min_fields: int,
         except ValueError as exc:
             problems.report(f"{path}:{lineno}: malformed line {','.join(fields)[:80]!r} ({exc})")
     if not rows and not allow_empty and not text.strip():
-        problems.report(f"{path}: empty label file (no annotation lines)")
+        problems.report(f"{path}: empty label file (no annotation lines; if its image has "
+                        f"no annotation, set the dataset option allow_empty: true)")
     return rows
 
 

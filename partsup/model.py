@@ -118,6 +118,19 @@ def check_branch(branch: Any, name: str) -> None:
     norm = branch.normalization
     if not isinstance(norm, dict) or not {"mean", "std", "scale", "bgr"} <= set(norm):
         raise bad("normalization must be a dict with mean, std, scale, bgr")
+    if not _accepts(branch.forward, "weight"):
+        raise bad("forward(x, weight=None) must accept weight, the (2, C, 1, 1) weights that "
+                  "replace semantic (no bias) when the strong branch is transferred")
+
+
+def _accepts(fn: Any, name: str) -> bool:
+    """Whether ``fn`` takes a keyword argument ``name`` (or ``**kwargs``)."""
+    import inspect
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: trust it
+        return True
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,7 +242,10 @@ class PartialModel(nn.Module):
         """``(H, W, 3)`` uint8 RGB image -> ``(1, 3, H, W)`` float32 normalised, on the model's device."""
         if image.ndim != 3 or image.shape[2] != 3:
             raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # e.g. from PIL; torch warns about read-only arrays
+            image = image.copy()
+        x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
         return self.normalize(x.to(self._device()))
 
     def _device(self) -> torch.device:
@@ -274,8 +290,8 @@ class PartialModel(nn.Module):
         size = (int(x.shape[-2]), int(x.shape[-1]))
         feats = self.weak.features(x)
         weak = self.weak.head(self.weak.semantic(feats), size)
-        if self.mode == "transfer":
-            low = self.weak.classify(feats, self.strong_weight())
+        if self.mode == "transfer":  # the transferred 1x1 weights, no bias (Branch.classify)
+            low = F.conv2d(feats, self.strong_weight().to(feats.dtype))
         else:
             assert self.strong_semantic is not None
             low = self.strong_semantic(feats)

@@ -69,14 +69,20 @@ def draw_overlay(image: np.ndarray, gt: Any, det: Any, result: MatchResult,
 
 def _legend(draw: Any, result: MatchResult, side: int) -> None:
     """``TP n  FN n  FP n`` on a black band in the top-left corner, scaled to the image."""
+    c = result.counts
+    legend_band(draw, [(f"TP {c.tp}", TP_COLOR), (f"FN {c.fn}", FN_COLOR),
+                       (f"FP {c.fp}", FP_COLOR)], side)
+
+
+def legend_band(draw: Any, items: list[tuple[str, tuple[int, int, int]]], side: int) -> None:
+    """Coloured ``(text, rgb)`` items on a black band in the top-left corner; the font size
+    follows the image's longer ``side`` (px)."""
     from PIL import ImageFont
     size = max(10, side // 50)
     try:
         font = ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1: fixed-size bitmap font
         font = ImageFont.load_default()
-    c = result.counts
-    items = [(f"TP {c.tp}", TP_COLOR), (f"FN {c.fn}", FN_COLOR), (f"FP {c.fp}", FP_COLOR)]
     x = pad = max(3, size // 4)
     boxes = []
     for text, color in items:

@@ -164,6 +164,22 @@ class Registries:
     def all(self) -> dict[str, Registry]:
         return {attr: getattr(self, attr) for attr in KINDS}
 
+    def add_modules(self, modules: Iterable[str]) -> list[str]:
+        """Import the plugin ``modules`` not loaded yet and refill every registry in place (so
+        whoever holds these registries sees the new components). Returns the modules added.
+
+        Raises:
+            PluginError: a module cannot be imported or registers a clashing name.
+        """
+        added = [m for m in dict.fromkeys(modules) if not self.pm.has_plugin(m)]
+        for module in added:
+            add_module(self.pm, module)
+        if added:
+            fresh = Registries.from_pm(self.pm)
+            for attr in KINDS:
+                setattr(self, attr, getattr(fresh, attr))
+        return added
+
 
 def load(modules: Iterable[str] = (), **kw: Any) -> Registries:
     """Shortcut: a fresh plugin manager and its filled registries."""

@@ -154,38 +154,80 @@ SCHEMA: dict[str, Any] = {
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def substitute_env(value: Any, path: str, source: str, env: dict[str, str] | None = None) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``value``."""
-    env = os.environ if env is None else env
-    if isinstance(value, dict):
-        return {k: substitute_env(v, _join(path, k), source, env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [substitute_env(v, f"{path}[{i}]", source, env) for i, v in enumerate(value)]
-    if not isinstance(value, str):
-        return value
+def substitute_env(value: Any, path: str, source: str, env: dict[str, str] | None = None,
+                   missing: dict[str, list[str]] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``value``.
 
-    def repl(m: re.Match[str]) -> str:
-        var, default = m.group(1), m.group(2)
-        if var in env:
-            return env[var]
-        if default is not None:
-            return default
-        raise RecipeError(f"{source}: {path}: environment variable ${{{var}}} is not set "
-                          f"(export {var}=... or use ${{{var}:-default}})")
-    return _ENV.sub(repl, value)
+    A variable that is not set (and has no default) raises a RecipeError naming every unset
+    variable, where each is used, and how to fix it (or, with ``missing``, is collected there:
+    variable -> recipe keys).
+    """
+    env = os.environ if env is None else env
+    collect: dict[str, list[str]] = {} if missing is None else missing
+    if isinstance(value, dict):
+        out: Any = {k: substitute_env(v, _join(path, k), source, env, collect)
+                    for k, v in value.items()}
+    elif isinstance(value, list):
+        out = [substitute_env(v, f"{path}[{i}]", source, env, collect)
+               for i, v in enumerate(value)]
+    elif isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in env:
+                return env[var]
+            if default is not None:
+                return default
+            collect.setdefault(var, []).append(path)
+            return m.group(0)
+        out = _ENV.sub(repl, value)
+    else:
+        out = value
+    if missing is None and collect:
+        raise RecipeError(f"{source}: "
+                          + "; ".join(_unset_hint(v, keys) for v, keys in collect.items()))
+    return out
+
+
+def _unset_hint(var: str, keys: list[str]) -> str:
+    """``KEYS: environment variable ${VAR} is not set (how to fix it)``."""
+    fixes = [f"export {var}=..."]
+    if any(k.startswith("data.") and k.endswith(".root") for k in keys):
+        fixes = [f"export {var}=<the folder holding the datasets> (`partsup datasets` shows "
+                 f"each one's layout and where to get it; `partsup synth` writes synthetic ones)"]
+    if any(k.endswith(".weights") for k in keys):
+        key = next(k for k in keys if k.endswith(".weights"))
+        fixes = [f"export {var}=<the folder with the weight file> (docs/backbones.md says how "
+                 f"to get it)", f"train from random weights with --set {key}=null"]
+    return (f"{', '.join(keys)}: environment variable ${{{var}}} is not set ("
+            + ", or ".join(fixes) + f", or write ${{{var}:-default}} in the recipe)")
 
 
 def _join(path: str, key: Any) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
+class _Loader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads ``1e-3`` / ``2E+5`` as numbers (YAML 1.2; YAML 1.1
+    needs a dot, ``1.0e-3``, and reads ``1e-3`` as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that also reads scientific notation without a dot as a number."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file with ``yaml.safe_load``; malformed YAML is a one-line RecipeError."""
+    """Read a recipe file with :func:`safe_load`; malformed YAML is a one-line RecipeError."""
     p = Path(path)
     if not p.is_file():
         raise RecipeError(f"recipe {p} not found")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = safe_load(p.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -206,14 +248,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise RecipeError(f"--set {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.strip().split("."), value
 
 
+def ordered_overrides(overrides: Iterable[str]) -> list[str]:
+    """``--set`` texts with the ones that set a component's ``name`` first (so that
+    ``--set model.backbone.width=16`` given before ``...name=tiny_cnn`` still applies)."""
+    items = list(overrides)
+    return sorted(items, key=lambda t: not t.split("=", 1)[0].strip().endswith(".name"))
+
+
 def apply_override(recipe: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
-    """Set ``recipe[k1][k2]... = value`` after checking the path exists in the schema."""
+    """Set ``recipe[k1][k2]... = value`` after checking the path exists in the schema.
+
+    Setting the ``name`` of a component (other than a dataset) to another component drops the
+    section's other options: they were the previous component's (``--set
+    model.backbone.name=tiny_cnn`` does not keep quickstart's ``arch`` and ``encoder``).
+    """
     node: Any = SCHEMA
     target = recipe
     for i, key in enumerate(keys):
@@ -226,6 +280,9 @@ def apply_override(recipe: dict[str, Any], keys: list[str], value: Any, source: 
                 raise RecipeError(f"{source}: --set {'.'.join(keys)}: unknown key {path!r}.{did}")
             node = node[key]
         elif isinstance(node, Component):
+            if last and key == "name" and node.kind != "datasets" and \
+                    isinstance(target.get("name"), str) and target["name"] != value:
+                target.clear()  # the previous component's options
             node = None  # component kwargs: checked against the factory signature later
         if last:
             target[key] = value
@@ -256,7 +313,7 @@ def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = (),
     """
     source = str(path) if path is not None else "<recipe>"
     raw = copy.deepcopy(data) if data is not None else read_yaml(path)  # type: ignore[arg-type]
-    for text in overrides:
+    for text in ordered_overrides(overrides):
         keys, value = parse_override(text)
         apply_override(raw, keys, value, source)
     raw = substitute_env(raw, "", source, env)
@@ -378,14 +435,16 @@ def load_run(path: str | Path, overrides: Iterable[str] = (), modules: Iterable[
     from partsup.plugins import Registries, make_plugin_manager
 
     raw = read_yaml(path)
-    for text in overrides:
+    for text in ordered_overrides(overrides):
         keys, value = parse_override(text)
         apply_override(raw, keys, value, str(path))
     extra = raw.get("plugins") or []
     if not isinstance(extra, list) or not all(isinstance(m, str) for m in extra):
         raise RecipeError(f"{path}: plugins: expected a list of module names, got {extra!r}")
-    registries = Registries.from_pm(make_plugin_manager([*modules, *extra]))
+    plugins = list(dict.fromkeys([*modules, *extra]))
+    registries = Registries.from_pm(make_plugin_manager(plugins))
     recipe = load_recipe(path, registries=registries, data=raw, env=env)
+    recipe["plugins"] = plugins  # recorded in the run: predict/evaluate/calibrate load them
     try:
         registries.pm.hook.partsup_configure(recipe=recipe)
     except PartsupError:

@@ -28,14 +28,18 @@ class Entry:
 
 
 def closest(name: str, known: list[str] | tuple[str, ...]) -> str | None:
-    """The known name closest to ``name``, or None if nothing is close."""
-    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.5)
-    return match[0] if match else None
+    """The known name closest to ``name`` (ignoring case), or None if nothing is close."""
+    lower = {k.lower(): k for k in known}
+    if name.lower() in lower:
+        return lower[name.lower()]
+    match = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5)
+    return lower[match[0]] if match else None
 
 
 def first_doc_line(obj: Any) -> str:
-    doc = inspect.getdoc(obj) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first paragraph of ``obj``'s docstring, on one line (a summary may wrap)."""
+    doc = (inspect.getdoc(obj) or "").strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
 
 
 class Registry:

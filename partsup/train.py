@@ -20,6 +20,11 @@ Run folder (``--out``)::
     best.pt              the best validation F1 of the last stage (the final weights if there
                          is no validation split)
     loss.png, val_f1.png curves, written at the end
+    train.lock           present while a training holds the folder (see :func:`lock_run_folder`)
+
+One training at a time: a second ``fit`` on the same folder is refused, naming the PID of the
+one that holds it. Checkpoints are written only when every weight is finite; rotation never
+deletes the newest readable checkpoint; ``--resume`` says which unreadable checkpoint it skipped.
 
 Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in
 DistributedDataParallel (gloo on CPU, nccl on CUDA); each rank draws its own share of every
@@ -29,6 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
+import fcntl
 import json
 import math
 import os
@@ -36,6 +43,7 @@ import random
 import re
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -56,7 +64,18 @@ RESUMABLE_CHANGES = {"device", "train.iterations", "train.val_every", "train.che
 
 
 class NonFiniteLoss(PartsupError):
-    """The loss became NaN or infinite; training stops without touching the last checkpoint."""
+    """The loss or the weights became NaN or infinite; training stops without touching the last
+    checkpoint."""
+
+
+class CheckpointWarning(UserWarning):
+    """``--resume`` skipped an unreadable checkpoint (the message names it and why)."""
+
+
+def non_finite(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or inf."""
+    return [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+            and not bool(torch.isfinite(v).all())]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -560,24 +579,113 @@ class RunDir:
         os.replace(tmp, self.metrics)
 
     def save(self, iteration: int, payload: dict[str, Any]) -> Path:
-        """Write a periodic checkpoint, then delete all but the last ``keep_last``."""
+        """Write a periodic checkpoint (only when its weights are finite, else
+        :class:`NonFiniteLoss`), then delete the older ones beyond the last ``keep_last``.
+
+        Only checkpoints older than the one just written are deleted, so the newest readable
+        checkpoint is never rotated away (not even by an unreadable file with a later number).
+        """
+        check_finite(payload["model"], iteration, self)
         path = save_checkpoint(self.checkpoint_path(iteration), payload)
-        for _, old in self.existing()[:-self.keep_last]:
+        older = [p for i, p in self.existing() if i < iteration]
+        for old in older[:max(0, len(older) - (self.keep_last - 1))]:
             with contextlib.suppress(OSError):
                 old.unlink()
         return path
 
+    def last_good(self) -> str:
+        """Where a stopped run can be continued from, in words."""
+        last = self.existing()
+        return f"the last good checkpoint is {last[-1][1]}" if last else \
+            "no checkpoint was written yet"
+
     def latest(self) -> dict[str, Any] | None:
-        """The newest readable periodic checkpoint (falls back to older ones), or None."""
+        """The newest readable periodic checkpoint, or None. Each newer, unreadable one is
+        skipped with a :class:`CheckpointWarning` naming the file and why."""
         errors = []
         for _, path in reversed(self.existing()):
             try:
-                return load_checkpoint(path)
+                ckpt = load_checkpoint(path)
             except CheckpointError as exc:
                 errors.append(str(exc))
+                continue
+            for text in errors:
+                warnings.warn(f"--resume: skipped an unreadable checkpoint: {text}; resuming "
+                              f"from {path}", CheckpointWarning, stacklevel=2)
+            return ckpt
         if errors:
             raise CheckpointError(f"no readable checkpoint in {self.checkpoints}: {errors[0]}")
         return None
+
+
+def check_finite(state: dict[str, Any], iteration: int, run_dir: RunDir) -> None:
+    """Raise :class:`NonFiniteLoss` when a weight of ``state`` is NaN/inf (at ``iteration``)."""
+    bad = non_finite(state)
+    if bad:
+        raise NonFiniteLoss(f"iteration {iteration}: the weights are not finite (NaN/inf in "
+                            f"{len(bad)} tensor(s), e.g. {', '.join(bad[:3])}); training "
+                            f"stopped, {run_dir.last_good()}. Lower train.optimizer.lr or set "
+                            f"train.grad_clip")
+
+
+@contextlib.contextmanager
+def lock_run_folder(root: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold an exclusive lock on the run folder ``root`` (created if needed) while the body runs.
+
+    The lock is ``fcntl.flock`` on ``root/train.lock``, which holds the holder's PID; the
+    operating system releases it when the process exits, however it exits. A second holder is
+    refused at once with a :class:`PartsupError` naming that PID. A folder created here and
+    still empty at the end (a failed start) is removed again.
+    """
+    if not enabled:
+        yield
+        return
+    path = Path(root) / "train.lock"
+    created = not Path(root).exists()
+    try:
+        Path(root).mkdir(parents=True, exist_ok=True)
+        fd = _acquire(path, root)
+    except OSError as exc:
+        raise PartsupError(f"cannot write to the output folder {root}: "
+                           f"{exc.strerror or exc}") from exc
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # before unlocking: a waiting process then locks a fresh file
+        os.close(fd)
+        if created:
+            with contextlib.suppress(OSError):
+                Path(root).rmdir()  # a failed start: the folder it made is still empty
+
+
+def _acquire(path: Path, root: Path) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = _holder(path)
+            raise PartsupError(f"{root} is in use by another training (PID {holder}); wait for "
+                               f"it to end (or stop it), or choose another --out") from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # not a file its previous holder removed as we opened it
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)
+
+
+def _holder(path: Path) -> str:
+    with contextlib.suppress(OSError, IndexError):
+        return path.read_text().split()[0]
+    return "unknown"
 
 
 def plot_curves(run_dir: RunDir) -> list[Path]:
@@ -806,7 +914,8 @@ def fit(recipe: dict[str, Any], registries: Any, out: str | Path, *, resume: boo
         recipe["device"] = device
     dist = init_distributed(recipe["device"])
     try:
-        return _fit(recipe, registries, Path(out), resume, console, dist)
+        with lock_run_folder(Path(out), enabled=dist.is_main):
+            return _fit(recipe, registries, Path(out), resume, console, dist)
     finally:
         if dist.owns_group and tdist.is_initialized():
             tdist.destroy_process_group()
@@ -821,11 +930,12 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
         for key in RESUMABLE_CHANGES:
             _set_path(ckpt["recipe"], key, _get_path(recipe, key))
         recipe = ckpt["recipe"]
-    if dist.is_main:
+    check_inputs(recipe)
+    run = build(recipe, registries, dist)  # before writing anything: a failed start leaves
+    if dist.is_main:                       # no half-made run folder
         run_dir.prepare(recipe)
         if ckpt is not None:
             run_dir.truncate_log(int(ckpt["iteration"]))
-    run = build(recipe, registries, dist)
     stages = plan_stages(recipe)
     state = _State()
     if ckpt is not None:
@@ -845,6 +955,26 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
         _finish(run, run_dir, state, stages[-1])
         plot_curves(run_dir)
     return result
+
+
+def check_inputs(recipe: dict[str, Any]) -> None:
+    """Raise one DataError naming every training dataset root and backbone weight file the
+    recipe names that does not exist (with how to get each), instead of one at a time."""
+    from partsup.errors import DataError
+    problems = []
+    for key in ("strong", "weak", "val"):
+        section = (recipe.get("data") or {}).get(key)
+        root = section.get("root") if isinstance(section, dict) else None
+        if root and not Path(str(root)).expanduser().exists():
+            problems.append(f"data.{key}.root {root} not found ({section.get('name')}: "
+                            f"`partsup datasets` shows its layout and where to get the data)")
+    weights = ((recipe.get("model") or {}).get("backbone") or {}).get("weights")
+    if isinstance(weights, str) and not Path(weights).expanduser().exists():
+        problems.append(f"model.backbone.weights {weights} not found (docs/backbones.md says "
+                        f"how to get it; or train from random weights with --set "
+                        f"model.backbone.weights=null)")
+    if problems:
+        raise DataError("cannot start training: " + "; ".join(problems))
 
 
 def _starting_checkpoint(run_dir: RunDir, recipe: dict[str, Any], resume: bool
@@ -902,11 +1032,9 @@ def _loop(run: Run, run_dir: RunDir, stages: list[Stage], state: _State,
         try:
             stats, stop_all = train_step(run, batch, stage.name, opt, sched, stop.requested)
         except NonFiniteLoss as exc:
-            last = run_dir.existing()
-            where = f"the last good checkpoint is {last[-1][1]}" if last else \
-                "no checkpoint was written yet"
-            raise NonFiniteLoss(f"iteration {i + 1}: {exc}; training stopped, {where}. Lower "
-                                f"train.optimizer.lr or set train.grad_clip") from None
+            raise NonFiniteLoss(f"iteration {i + 1}: {exc}; training stopped, "
+                                f"{run_dir.last_good()}. Lower train.optimizer.lr or set "
+                                f"train.grad_clip") from None
         state.iteration = i + 1
         n = state.iteration
         log_now = n % t["log_every"] == 0 or n == end
@@ -947,6 +1075,7 @@ def _restore_training_state(ckpt: dict[str, Any], opt: Any, sched: Any) -> None:
 
 def _validate_and_keep_best(run: Run, run_dir: RunDir, state: _State, stage: Stage,
                             stages: list[Stage], display: Display) -> None:
+    check_finite(run.model.state_dict(), state.iteration, run_dir)
     result = validate(run, stage.name)
     if result is None:
         return
@@ -979,4 +1108,5 @@ def _at(result: dict[str, Any]) -> str:
 def _finish(run: Run, run_dir: RunDir, state: _State, stage: Stage) -> None:
     """Without a validation split, ``best.pt`` holds the final weights."""
     if run.val is None or state.best_f1 is None:
+        check_finite(run.model.state_dict(), state.iteration, run_dir)
         save_checkpoint(run_dir.best, _payload(run, state, stage, None, None, training=False))

@@ -233,7 +233,10 @@ def _number_rows(path: Path, n: int, header: Sequence[str] = (),
 
 
 def _read_csv(path: Path) -> np.ndarray:
-    return np.asarray(_number_rows(path, 3, header=("x", "y", "score")), np.float64).reshape(-1, 3)
+    """``x,y[,score]`` with a header line starting ``x,y``; no score column gives score 1.0."""
+    out = [(v[0], v[1], v[2] if len(v) > 2 else 1.0)
+           for v in _number_rows(path, 3, header=("x", "y"), optional=1)]
+    return np.asarray(out, np.float64).reshape(-1, 3)
 
 
 def _read_tupac(path: Path) -> np.ndarray:

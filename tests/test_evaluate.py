@@ -363,16 +363,17 @@ def test_evaluate_without_root_explains_layout(tmp_path, monkeypatch):
 def test_evaluate_failure_mid_run_keeps_previous_output(toy, tmp_path):
     regs, root, _ = toy
     out = tmp_path / "ev"
-    out.mkdir()
-    (out / "metrics.json").write_text("{}")
     det = tmp_path / "det"
     (det / "case3").mkdir(parents=True)
     (det / "case3" / "d.csv").write_text("x,y,score\n26,31,0.9\n")
+    run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                   "--detections", str(det), "--out", str(out)])
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     (det / "case3" / "e.csv").write_text("x,y,score\n26,oops,0.9\n")  # second image: bad line
     with pytest.raises(DataError, match=r"e\.csv:2: malformed line"):
         run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
                        "--detections", str(det), "--out", str(out)])
-    assert (out / "metrics.json").read_text() == "{}"
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "det", "ev", "run"]
 
 

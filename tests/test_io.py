@@ -7,7 +7,7 @@ import tifffile
 from PIL import Image
 
 from partsup.errors import DataError
-from partsup.io import group_split, image_size, mask_centroids, read_image
+from partsup.io import DataWarning, group_split, image_size, mask_centroids, read_image
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 
@@ -37,7 +37,9 @@ def test_jpeg_is_rgb_and_close(tmp_path):
 def test_grayscale_rgba_palette_and_16bit(tmp_path):
     gray = RGB[:, :, 0]
     Image.fromarray(gray).save(tmp_path / "g.png")
-    np.testing.assert_array_equal(read_image(tmp_path / "g.png"), np.repeat(gray[:, :, None], 3, 2))
+    with pytest.warns(DataWarning, match="grayscale"):
+        np.testing.assert_array_equal(read_image(tmp_path / "g.png"),
+                                      np.repeat(gray[:, :, None], 3, 2))
     rgba = np.dstack([RGB, np.full((5, 7), 10, np.uint8)])
     Image.fromarray(rgba).save(tmp_path / "a.png")
     np.testing.assert_array_equal(read_image(tmp_path / "a.png"), RGB)
@@ -47,7 +49,8 @@ def test_grayscale_rgba_palette_and_16bit(tmp_path):
     tifffile.imwrite(tmp_path / "d.tif", deep)
     np.testing.assert_array_equal(read_image(tmp_path / "d.tif"), RGB)
     tifffile.imwrite(tmp_path / "d1.tif", gray.astype(np.uint16) * 257)
-    np.testing.assert_array_equal(read_image(tmp_path / "d1.tif")[:, :, 2], gray)
+    with pytest.warns(DataWarning, match="grayscale"):
+        np.testing.assert_array_equal(read_image(tmp_path / "d1.tif")[:, :, 2], gray)
     tifffile.imwrite(tmp_path / "f.tif", RGB.astype(np.float32) / 255.0, photometric="rgb")
     assert np.abs(read_image(tmp_path / "f.tif").astype(int) - RGB).max() <= 1
     tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(RGB, -1, 0).copy(), photometric="rgb",

@@ -397,3 +397,21 @@ def test_demo_runs_end_to_end_on_tiny_data(tmp_path: Path, monkeypatch, capsys) 
     assert "PartMitosis" in text and "weak-only" in text and "test F1" in text
     main(argv)  # a second run reuses the completed trainings
     assert "reusing the completed run" in capsys.readouterr().out
+
+
+def test_full_disk_inside_torch_names_the_folder(tmp_path: Path, monkeypatch) -> None:
+    """torch reports a full disk as "[enforce fail at inline_container.cc:672] ... file write
+    failed": say "no space left on device" and name the folder."""
+    import shutil
+    from collections import namedtuple
+
+    def full(*a, **k):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter "
+                           "failed writing file data/0: file write failed")
+    monkeypatch.setattr(torch, "save", full)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 ** 9, 10 ** 9, 0))
+    with pytest.raises(CheckpointError, match=rf"cannot write checkpoint .*c\.pt: no space left "
+                                              rf"on device in {tmp_path}"):
+        save_checkpoint(tmp_path / "c.pt", {"recipe": {}, "model": {"w": torch.ones(1)}})
+    assert list(tmp_path.iterdir()) == []

@@ -137,7 +137,7 @@ def test_midog_points_are_in_mm(tmp_path):
 def test_read_errors_name_the_file(tmp_path):
     for name, content, error in (
             ("bad.csv", b"x,y,score,area\n1,2,oops,4\n", r":2: malformed line .*oops"),
-            ("bad.csv", b"1,2,0.5\n", r":1: expected a header starting x,y,score"),
+            ("bad.csv", b"1,2,0.5\n", r":1: expected a header starting x,y"),
             ("bad.csv", b"X,Y,Score,area\n\n1,2,inf,4\n", r":3: .*non-finite"),
             ("short_mitosis.csv", b"1,2,0.5\n3,4\n", r":2: .*at least 3"),
             ("bin.tupac.csv", b"\xff\xfe\x00\x81", r": cannot read")):

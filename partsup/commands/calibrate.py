@@ -73,7 +73,7 @@ class CalibrateCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--checkpoint", required=True, help="checkpoint to calibrate "
-                            "(updated in place, atomically)")
+                            "(updated in place, atomically), or a run folder (its best.pt)")
         parser.add_argument("--dataset", help="dataset name (default: the recipe's data.val)")
         parser.add_argument("--data-root", help="the dataset's folder")
         parser.add_argument("--split", default="val")
@@ -97,9 +97,10 @@ class CalibrateCommand:
                             help="sweep and report, but leave the checkpoint unchanged")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
-        from partsup.checkpoint import update_detect_params
+        from partsup.checkpoint import checkpoint_file, update_detect_params
         from partsup.detect import load_detector
 
+        args.checkpoint = str(checkpoint_file(args.checkpoint))  # a run folder: its best.pt
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
         params = detector.params
         recipe = ckpt.get("recipe") or {}
@@ -121,8 +122,8 @@ class CalibrateCommand:
         grid["threshold"] = parse_thresholds(args.threshold) or grid.get("threshold")
         out = Path(args.out or Path(args.checkpoint).parent / "calibration")
 
-        with staged_dir(out) as tmp, tempfile.TemporaryDirectory(dir=tmp) as cache_dir, \
-                progress_bar(ctx.console) as bar:
+        with staged_dir(out, "partsup calibrate") as tmp, \
+                tempfile.TemporaryDirectory(dir=tmp) as cache_dir, progress_bar(ctx.console) as bar:
             cache = MapCache(cache_dir)
             task = bar.add_task(f"maps {name}/{args.split}", total=len(dataset))
             images = []

@@ -1,7 +1,7 @@
 """``partsup evaluate``: score a checkpoint (or any tool's detections) on a dataset split.
 
-Outputs (written to a temporary folder beside ``--out`` and renamed into place at the end, so an
-interrupted or failed run leaves nothing half-written)::
+Outputs (written to a staging folder inside ``--out`` and moved into place at the end, so an
+interrupted or failed run leaves nothing half-written; see :mod:`partsup.outdir`)::
 
     OUT/metrics.json            protocol, totals (TP/FP/FN, precision, recall, F1, AP), per
                                 image, and the precision-recall curve (<= 200 points)
@@ -16,9 +16,6 @@ import argparse
 import contextlib
 import csv
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,30 +35,17 @@ from partsup.types import Detection, Protocol, Sample
 # -- staging -------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def staged_dir(out: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside ``out``; on success it replaces ``out``.
+def staged_dir(out: Path, command: str = "partsup evaluate") -> Iterator[Path]:
+    """Yield a staging folder inside ``out``; on success its files replace their namesakes in
+    ``out``, which must be new, empty, or a partsup output (:mod:`partsup.outdir`: nothing
+    partsup did not write is ever overwritten or deleted).
 
-    On any exception (including Ctrl-C) the temporary folder is removed and ``out`` is left
-    as it was.
+    On any exception (including Ctrl-C) the staging folder is removed and ``out`` is left as it
+    was.
     """
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as exc:
-        raise DataError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
-    try:
+    from partsup.outdir import staged_output
+    with staged_output(Path(out), command) as tmp:
         yield tmp
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def add_option_argument(parser: argparse.ArgumentParser) -> None:
@@ -73,13 +57,15 @@ def add_option_argument(parser: argparse.ArgumentParser) -> None:
 def parse_options(items: Sequence[str]) -> dict[str, Any]:
     """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
     import yaml
+
+    from partsup.recipe import safe_load
     out: dict[str, Any] = {}
     for text in items:
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
             raise RecipeError(f"--option {text!r}: expected KEY=VALUE, e.g. val_cases=[A03]")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key.strip()] = safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             out[key.strip()] = raw
     return out
@@ -259,8 +245,17 @@ def write_metrics(out: Path, scores: Sequence[ImageScore], info: dict[str, Any],
         keys = list(scores[0].as_dict()) if scores else ["id"]
         w.writerow(keys)
         for s in scores:
-            w.writerow([s.as_dict()[k] for k in keys])
+            w.writerow(csv_row(s, keys))
     return total
+
+
+def csv_row(score: ImageScore, keys: Sequence[str]) -> list[Any]:
+    """The values of ``keys``; "-" for a ratio whose denominator is 0 (as the table shows)."""
+    c = score.counts
+    undefined = {"precision": c.tp + c.fp == 0, "recall": c.tp + c.fn == 0,
+                 "f1": c.tp + c.fp + c.fn == 0}
+    row = score.as_dict()
+    return ["-" if undefined.get(k) else row[k] for k in keys]
 
 
 def _pct(c: Counts, attr: str, den: int) -> str:
@@ -344,7 +339,8 @@ class EvaluateCommand:
         parser.add_argument("--split", default="test")
         add_option_argument(parser)
         src = parser.add_mutually_exclusive_group(required=True)
-        src.add_argument("--checkpoint", help="a trained (ideally calibrated) checkpoint")
+        src.add_argument("--checkpoint", help="a trained (ideally calibrated) checkpoint, or "
+                         "its run folder (then its best.pt)")
         src.add_argument("--detections", metavar="DIR",
                          help="score detections made by any tool: one file per image, "
                               "DIR/<image id>.csv (x,y[,score] with header) or a challenge "

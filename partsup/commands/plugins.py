@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
 from rich.table import Table
 
 from partsup.plugins import KINDS
@@ -23,7 +24,8 @@ class PluginsCommand:
             if args.kind and attr != args.kind:
                 continue
             for e in registry.entries():
-                table.add_row(registry.kind, e.name, e.provider, e.summary)
+                table.add_row(registry.kind, escape(e.name), escape(e.provider),
+                              escape(e.summary))
         ctx.console.print(table)
         plugins = sorted(ctx.pm.get_name(p) or "?" for p in ctx.pm.get_plugins())
         ctx.console.print(f"plugins loaded: {', '.join(plugins)}")

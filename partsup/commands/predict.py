@@ -3,12 +3,18 @@
 For every input image: read it (any size), run the checkpoint's detector (tiled), write one file
 per requested format plus an overlay PNG, and count (per image, per mm^2). At the end a summary
 table (and ``summary.csv``) with per-10-HPF counts for the whole set. A file that cannot be read
-is reported by name and skipped; the exit code is then 1.
+is reported by name and skipped (nothing is left behind for it); the exit code is then 1. The
+output folder is checked before the model is loaded; folders are never searched inside it; a run
+that predicted no image leaves ``summary.csv`` as it was.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import math
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,9 @@ if TYPE_CHECKING:
 
 #: mpp used when neither --mpp nor the image says (MIDOG / AMIDA13 scanners)
 DEFAULT_MPP = 0.25
+#: accepted --mpp (um/px) and --hpf-area (mm^2): wide, but finite and physically possible
+MPP_RANGE = (0.01, 100.0)
+HPF_AREA_RANGE = (0.001, 100.0)
 
 
 class DetectorLike(Protocol):
@@ -62,12 +71,14 @@ def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def collect_inputs(paths: Iterable[str | Path], recursive: bool = False) -> tuple[list[Item], list[Item]]:
+def collect_inputs(paths: Iterable[str | Path], recursive: bool = False,
+                   exclude: Path | None = None) -> tuple[list[Item], list[Item]]:
     """Expand files and folders into inputs.
 
     Returns ``(items, missing)``: ``missing`` are paths that do not exist (reported as failures).
     A file named directly is used whatever its ending (the reader decides); folders contribute
-    their files with an image ending (:data:`IMAGE_SUFFIXES`), recursively with ``recursive``.
+    their files with an image ending (:data:`IMAGE_SUFFIXES`), recursively with ``recursive``,
+    except those inside ``exclude`` (the output folder: its overlays are not inputs).
 
     Raises:
         DataError: two inputs would write to the same output name.
@@ -78,7 +89,7 @@ def collect_inputs(paths: Iterable[str | Path], recursive: bool = False) -> tupl
         p = Path(raw)
         if p.is_dir():
             found = p.rglob("*") if recursive else p.iterdir()
-            for f in sorted(f for f in found if _is_image(f)):
+            for f in sorted(f for f in found if _is_image(f) and not _inside(f, exclude)):
                 items.append(Item(f, f.relative_to(p).with_suffix("").as_posix()))
         elif p.exists():
             items.append(Item(p, p.stem))
@@ -91,6 +102,42 @@ def collect_inputs(paths: Iterable[str | Path], recursive: bool = False) -> tupl
                             f"{it.id!r}; predict them into separate --out folders")
         seen[it.id] = it.path
     return list({it.path: it for it in items}.values()), missing
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    if folder is None:
+        return False
+    root = Path(os.path.abspath(folder))
+    return root in Path(os.path.abspath(path)).parents
+
+
+def check_range(option: str, value: float, low: float, high: float, unit: str) -> None:
+    """PartsupError unless ``low <= value <= high`` (NaN and inf are refused)."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise PartsupError(f"{option} must be between {low:g} and {high:g} {unit}, got {value:g}")
+
+
+def check_output_folder(out: Path) -> None:
+    """Prove that ``out`` can be created and written, before any model is loaded (a folder made
+    for the proof is removed again: outputs create it when they are written).
+
+    Raises:
+        DataError: ``out`` is a file, or cannot be created or written (names it and why).
+    """
+    from partsup.outdir import os_reason
+    if out.exists() and not out.is_dir():
+        raise DataError(f"--out {out} is a file, not a folder; choose a folder")
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise DataError(f"cannot write to output folder {out}: {os_reason(exc)}") from exc
+    finally:
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()
 
 
 # -- one image ---------------------------------------------------------------------------------
@@ -127,10 +174,11 @@ def read_input(path: Path) -> tuple[np.ndarray, float | None]:
 def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection],
                   max_side: int = 2048) -> Path:  # overlay.MAX_SIDE
     """Save ``image`` (downsampled by an integer stride to <= ``max_side`` px) with a circle
-    around each detection (radius from its area, at least 12 px of the full image)."""
+    around each detection (radius from its area, at least 12 px of the full image) and a legend
+    with their number in the top-left corner."""
     from PIL import ImageDraw
 
-    from partsup.overlay import downsampled_canvas
+    from partsup.overlay import downsampled_canvas, legend_band
     small, stride = downsampled_canvas(image, max_side)
     draw = ImageDraw.Draw(small)
     width = max(2, round(3 / stride * 2))
@@ -138,6 +186,9 @@ def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection]
         r = max(12.0, 1.6 * float(np.sqrt(max(d.area, 0.0) / np.pi))) / stride + width
         x, y = d.x / stride, d.y / stride
         draw.ellipse([x - r, y - r, x + r, y + r], outline=(0, 230, 90), width=width)
+    n = len(detections)
+    legend_band(draw, [(f"{n} detection{'s' if n != 1 else ''} (green circles)",
+                        (0, 230, 90))], max(small.size))
     path.parent.mkdir(parents=True, exist_ok=True)
     small.save(path)
     return path
@@ -155,12 +206,18 @@ def predict_one(item: Item, detector: DetectorLike, writers: dict[str, Any], out
             "source": str(item.path)}
     result = Result(item, ImageCount(item.id, len(detections), int(w), int(h), float(use_mpp)),
                     mpp_assumed=not (mpp or image_mpp))
-    for writer in writers.values():
-        target = out / f"{item.id}{writer.suffix}"
-        writer.write(target, detections, info)
-        result.outputs.append(target)
-    if overlay:
-        result.outputs.append(write_overlay(out / f"{item.id}.overlay.png", image, detections))
+    try:
+        for writer in writers.values():
+            result.outputs.append(out / f"{item.id}{writer.suffix}")
+            writer.write(result.outputs[-1], detections, info)
+        if overlay:
+            result.outputs.append(out / f"{item.id}.overlay.png")
+            write_overlay(result.outputs[-1], image, detections)
+    except BaseException:  # a failed image leaves no files behind (a full disk, Ctrl-C)
+        for path in result.outputs:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        raise
     result.seconds = time.perf_counter() - t0
     return result
 
@@ -168,6 +225,9 @@ def predict_one(item: Item, detector: DetectorLike, writers: dict[str, Any], out
 def failure_message(path: Path, exc: BaseException) -> str:
     """One line naming ``path`` and what went wrong."""
     text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
+        from partsup.outdir import os_reason
+        return f"{path}: cannot write {exc.filename}: {os_reason(exc)}"
     if not isinstance(exc, PartsupError):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if (str(path) in text or path.name in text) else f"{path}: {text}"
@@ -260,9 +320,9 @@ class PredictCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders")
         parser.add_argument("--checkpoint", type=Path, default=None,
-                            help="a checkpoint written by partsup train (default: the model a "
-                                 "plugin ships, if any; the bundled one is described in "
-                                 "docs/model-card.md)")
+                            help="a checkpoint written by partsup train, or its run folder "
+                                 "(then its best.pt); default: the model a plugin ships, if "
+                                 "any (the bundled one: docs/model-card.md)")
         parser.add_argument("--out", type=Path, default=Path("predictions"),
                             help="output folder (default ./predictions)")
         parser.add_argument("--format", default="csv,geojson",
@@ -283,18 +343,18 @@ class PredictCommand:
                             help="override detect.batch_tiles")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
-        if args.mpp is not None and not args.mpp > 0:
-            raise PartsupError(f"--mpp must be positive, got {args.mpp}")
-        if not args.hpf_area > 0:
-            raise PartsupError(f"--hpf-area must be positive, got {args.hpf_area}")
+        if args.mpp is not None:
+            check_range("--mpp", args.mpp, *MPP_RANGE, "um/px")
+        check_range("--hpf-area", args.hpf_area, *HPF_AREA_RANGE, "mm²")
         writers = parse_formats(args.format, ctx.registries)
-        items, missing = collect_inputs(args.paths, args.recursive)
+        items, missing = collect_inputs(args.paths, args.recursive, exclude=args.out)
         if not items and not missing:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in "
                             f"{', '.join(map(str, args.paths))}"
                             + ("" if args.recursive else " (folders: add --recursive?)"))
         from partsup.detect import resolve_device
         device = resolve_device(args.device)
+        check_output_folder(args.out)
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
         checkpoint = resolve_checkpoint(args.checkpoint, ctx)
         detector = build_detector(checkpoint, ctx.registries, device, overrides)
@@ -308,7 +368,11 @@ class PredictCommand:
         ctx.console.print(table)
         for line in lines:
             ctx.console.print(line, highlight=False)
-        write_summary_csv(args.out / "summary.csv", results)
+        if any(r.count is not None for r in results):
+            write_summary_csv(args.out / "summary.csv", results)
+        else:
+            ctx.err.print(f"summary.csv not written: no image was predicted (the folder "
+                          f"{escape(str(args.out))} is as it was)", highlight=False)
         failed = [r for r in results if r.count is None]
         if failed:
             ctx.err.print(f"[bold red]{len(failed)} of {len(results)} input(s) failed[/]: "

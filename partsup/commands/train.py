@@ -3,8 +3,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import signal
 from pathlib import Path
+from typing import Sequence
+
+
+def resume_command(out: str | Path, plugins: Sequence[str] = ()) -> str:
+    """The command that continues the run in ``out`` from its own resolved recipe."""
+    flags = "".join(f"--plugin {shlex.quote(m)} " for m in plugins)
+    return f"partsup {flags}train {shlex.quote(str(out))} --resume"
 
 
 class TrainCommand:
@@ -39,8 +47,10 @@ class TrainCommand:
         out = out or str(Path("runs") / recipe["name"])
         result = fit(recipe, registries, out, resume=args.resume, console=ctx.console)
         if not result.completed:
-            ctx.err.print(f"stopped at iteration {result.iteration}; continue with: partsup "
-                          f"train {args.recipe} --out {out} --resume", highlight=False)
+            ctx.err.print(f"stopped at iteration {result.iteration}; continue with: "
+                          f"{resume_command(out, ctx.plugin_modules)} (the run folder's "
+                          f"recipe.yaml is the recipe it trains, --set overrides included)",
+                          highlight=False)
             return 130 if result.interrupted_by == signal.SIGINT else 143
         if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
             return 0

@@ -3,21 +3,27 @@
 Any smp architecture (Unet, UnetPlusPlus, FPN, DeepLabV3, DeepLabV3Plus, PAN, PSPNet, Linknet,
 MAnet, UPerNet, Segformer, DPT) with any smp encoder, including timm encoders through smp's
 ``tu-<timm name>`` names. Weights come only from local files.
+
+segmentation-models-pytorch (and timm, torchvision) are imported only when a backbone is built:
+registering the plugin (``partsup --help``, ``partsup plugins``) does not pay for them.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-import segmentation_models_pytorch as smp
+from torch import nn
 
 from partsup.errors import CheckpointError, RecipeError
-from partsup.model import named_normalization
 from partsup.plugins import hookimpl
 
-from .branch import SmpBranch
-from .weights import load_encoder_weights
-
 __all__ = ["SmpBranch", "make_smp"]
+
+
+def __getattr__(name: str) -> Any:  # ``from partsup_smp import SmpBranch`` imports smp then
+    if name == "SmpBranch":
+        from .branch import SmpBranch
+        return SmpBranch
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _hub_error(value: str) -> CheckpointError:
@@ -30,7 +36,7 @@ def _hub_error(value: str) -> CheckpointError:
 def make_smp(arch: str = "Unet", encoder: str = "resnet18", encoder_weights: str | None = None,
              encoder_depth: int | None = None, decoder_channels: list[int] | int | None = None,
              normalization: Literal["imagenet", "caffe", "unit"] = "imagenet",
-             **kw: Any) -> SmpBranch:
+             **kw: Any) -> nn.Module:
     """Any smp architecture + encoder (tu-<name> for timm), 2 classes, 1x1 semantic layer.
 
     Args:
@@ -43,6 +49,12 @@ def make_smp(arch: str = "Unet", encoder: str = "resnet18", encoder_weights: str
         normalization: input normalisation the encoder weights expect (ImageNet by default).
         **kw: further keyword arguments of the smp architecture.
     """
+    import segmentation_models_pytorch as smp
+
+    from partsup.model import named_normalization
+
+    from .branch import SmpBranch
+    from .weights import load_encoder_weights
     if encoder_weights is not None and not _looks_like_path(encoder_weights):
         raise _hub_error(encoder_weights)
     options = dict(kw)
