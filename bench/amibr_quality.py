@@ -10,7 +10,8 @@ checkpoint's maps are computed once per field, then scored with
 
 giving TP/FP/FN, precision, recall, F1 (greedy one-to-one matching within the protocol radius,
 :func:`partsup.metrics.match`), the average precision over all candidates before ``s1``, and how
-many false alarms sit on a decoy disc's nucleus (the rest fall on the quilt's own tissue).
+many false alarms sit on a decoy disc's nucleus (the rest fall on the quilt's own tissue); each
+also per source dataset of the slides (MIDOG21, TUPAC16).
 
     .venv/bin/python bench/amibr_quality.py --checkpoint runs/amibr/best.pt \\
         --densities 1.8,8,40 --out runs/amibr/quality.json
@@ -111,18 +112,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                      density=density, fields=args.fields, sources=sources,
                                      hard_negatives=True)  # decoy centres: the same fields
         t0 = time.perf_counter()
-        maps = []
+        maps, source = [], []
+        groups = reader.groups
         for i in range(len(reader)):
             s = reader[i]
             maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp,
                          reader.hard_negatives(i).astype(np.float64)))
+            source.append(reader.by_slide[groups[i]][0].source)
         seconds = time.perf_counter() - t0
         radius = protocol.radius_for(reader.mpp(0))
         row = {"fields": len(reader), "figures": reader.num_points(),
                "seconds_maps": round(seconds, 1)}
         row.update({name: score(maps, p, regs, radius) for name, p in rules.items()})
+        row["by_source"] = {}
+        for src in sorted(set(source)):  # the same fields, split by the slide's source
+            sub = [m for m, k in zip(maps, source) if k == src]
+            part = {"fields": len(sub), "figures": int(sum(len(m[2]) for m in sub))}
+            part.update({name: score(sub, p, regs, radius) for name, p in rules.items()})
+            row["by_source"][src] = part
         out["densities"][f"{density:g}"] = row
         print(table_line(density, row, list(rules)), flush=True)
+        for src, part in row["by_source"].items():
+            print(f"  {src:>8}: " + table_line(density, part, list(rules)), flush=True)
     return out
 
 
