@@ -17,7 +17,6 @@ that :func:`torch.load` with ``weights_only=True`` reads it back (no pickled cod
 """
 from __future__ import annotations
 
-import errno
 import os
 import pickle
 import random
@@ -30,22 +29,11 @@ import numpy as np
 import torch
 
 from partsup.errors import CheckpointError
+from partsup.outdir import os_reason as _os_reason
 
 #: the format tag of this version of the checkpoint layout
 FORMAT = "partsup-checkpoint/1"
 _FAMILY = "partsup-checkpoint/"
-
-
-def _os_reason(exc: OSError) -> str:
-    if exc.errno == errno.ENOSPC:
-        return "no space left on device"
-    if exc.errno in (errno.EACCES, errno.EPERM):
-        return "permission denied"
-    if exc.errno == errno.EROFS:
-        return "read-only file system"
-    if exc.errno == errno.EDQUOT:
-        return "disk quota exceeded"
-    return exc.strerror or str(exc)
 
 
 def _torch_write_reason(exc: RuntimeError, folder: Path) -> str:

@@ -654,18 +654,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         return donors
 
     def _donor(self, f: Figure, figs: list[Figure]) -> Donor:
-        from PIL import Image
-        path = self.root / f.file
-        try:
-            with Image.open(path) as im:
-                full = np.asarray(im.convert("RGB"))
-        except Exception as exc:
-            raise DataError(f"{path}: cannot read crop ({type(exc).__name__}: {exc})") from exc
-        if full.shape[0] < self.crop or full.shape[1] < self.crop:
-            raise DataError(f"{path}: crop is {full.shape[0]}x{full.shape[1]} px, smaller than "
-                            f"crop={self.crop}")
-        cy0, cx0 = (full.shape[0] - self.crop) // 2, (full.shape[1] - self.crop) // 2
-        image = np.ascontiguousarray(full[cy0:cy0 + self.crop, cx0:cx0 + self.crop])
+        image = self._read_crop(f)
         n, c = self.crop, self.crop // 2
         valid = ~ndi.binary_dilation(image.max(-1) < 12, iterations=2)
         h = _hematoxylin(image)
