@@ -915,7 +915,10 @@ def fit(recipe: dict[str, Any], registries: Any, out: str | Path, *, resume: boo
     dist = init_distributed(recipe["device"])
     try:
         with lock_run_folder(Path(out), enabled=dist.is_main):
-            return _fit(recipe, registries, Path(out), resume, console, dist)
+            result = _fit(recipe, registries, Path(out), resume, console, dist)
+        if dist.enabled and tdist.is_initialized():
+            tdist.barrier()  # tear down together: gloo may abort a rank whose peer already left
+        return result
     finally:
         if dist.owns_group and tdist.is_initialized():
             tdist.destroy_process_group()
