@@ -11,7 +11,7 @@
    a quarter of the patches are centred on decoy discs (dark non-mitotic nuclei). Target: disc of
    3 um (12 px) at each figure. Detections: blobs of probability > 0.5, kept when their mean
    probability > s1 and area > a1 px, (s1, a1) chosen for the best F1 on validation fields;
-   matching: greedy one-to-one within 30 px (7.5 um, ``partsup.metrics.match``).
+   matching: greedy one-to-one within 30 px (7.5 um, ``partsup.evaluation.matching.match``).
 2. Evaluates on *test* fields (other slides) that hold figures, each rendered three ways
    (``AmiBrFields.render``): as listed (A), with the same figure discs moved to new random
    positions (B, ``placement=1``), and without figures (C, ``figures=False``).
@@ -42,7 +42,7 @@ from scipy import ndimage as ndi
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synth_baseline import _net  # noqa: E402  (the same small network)
 
-from partsup.metrics import Counts, match  # noqa: E402
+from partsup.evaluation.matching import Counts, match  # noqa: E402
 from partsup_mitosis.amibr import factory  # noqa: E402
 
 RADIUS = 30.0

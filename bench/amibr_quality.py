@@ -9,7 +9,7 @@ checkpoint's maps are computed once per field, then scored with
   with the best Otsu grid point of that validation calibration,
 
 giving TP/FP/FN, precision, recall, F1 (greedy one-to-one matching within the protocol radius,
-:func:`partsup.metrics.match`), the average precision over all candidates before ``s1``, and how
+:func:`partsup.evaluation.matching.match`), the average precision over all candidates before ``s1``, and how
 many false alarms sit on a decoy disc's nucleus (the rest fall on the quilt's own tissue); each
 also per source dataset of the slides (MIDOG21, TUPAC16).
 
@@ -70,8 +70,8 @@ def score(maps: list[tuple], params: Any, regs: Any, radius: float) -> dict[str,
     """Counts at ``params``, AP over the candidates before ``s1`` (pooled over fields), and
     where the false alarms sit: on a decoy disc's nucleus (within :data:`DECOY_PX` of its
     centre), or elsewhere (the quilt's own nuclei and tissue)."""
-    from partsup.detect import candidates_from_maps
-    from partsup.metrics import Counts, match, pr_curve
+    from partsup.inference.detector import candidates_from_maps
+    from partsup.evaluation.matching import Counts, match, pr_curve
     total, gts, dets, scores, fp_decoy = Counts(0, 0, 0), [], [], [], 0
     for p_weak, p_strong, gt, mpp, decoys in maps:
         cands, keep = candidates_from_maps(p_weak, p_strong, params, mpp, regs)
@@ -91,8 +91,8 @@ def score(maps: list[tuple], params: Any, regs: Any, radius: float) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from partsup.detect import load_detector
-    from partsup.plugins import load
+    from partsup.inference.detector import load_detector
+    from partsup.manager import load
     regs = load()
     detector, ckpt = load_detector(args.checkpoint, regs, device="cpu")
     detector.params.tta = bool(args.tta)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partsup.plugins import hookimpl
+from partsup.manager import hookimpl
 
 MiB = 1024 * 1024
 
@@ -35,7 +35,7 @@ MiB = 1024 * 1024
 def _tiny_backbone():
     import torch
     from torch import nn
-    from partsup.model import Branch
+    from partsup.model.partial import Branch
 
     class TinyConv(Branch):
         """3x3 conv 3 -> 8 computing darkness (1 - mean RGB), ReLU, 1x1 semantic layer."""
@@ -71,8 +71,8 @@ def partsup_register_backbones(register) -> None:
 
 
 def tiny_checkpoint(path: Path) -> Path:
-    from partsup.checkpoint import save_checkpoint
-    from partsup.model import build_model
+    from partsup.training.checkpoint import save_checkpoint
+    from partsup.model.partial import build_model
     regs = registries()
     section = {"backbone": {"name": "bench_tiny"}, "mode": "weak_only"}
     model = build_model(section, regs)
@@ -84,7 +84,7 @@ def tiny_checkpoint(path: Path) -> Path:
 
 
 def registries(plugins: list[str] = ()):
-    from partsup.plugins import Registries, make_plugin_manager
+    from partsup.manager import Registries, make_plugin_manager
     me = sys.modules[__name__]  # this module is the plugin providing bench_tiny
     return Registries.from_pm(make_plugin_manager(list(plugins), objects=[me]))
 
@@ -142,7 +142,7 @@ def child(args: argparse.Namespace) -> None:
     """Run predict on the image in this (fresh) process; print one JSON line."""
     import torch
     torch.set_num_threads(args.threads)
-    from partsup.commands.predict import Item, build_detector, predict_one
+    from partsup.cli.commands.predict import Item, build_detector, predict_one
 
     regs = registries(args.plugin)
     detector = build_detector(Path(args.checkpoint), regs, "cpu", {})

@@ -5,7 +5,7 @@
 
 For each style the script renders ``--images`` training and ``--images`` test images exactly as
 ``partsup synth --seed 0`` would (test images first), then reports, with the protocol radius
-8 um and greedy one-to-one matching (``partsup.metrics.match``):
+8 um and greedy one-to-one matching (``partsup.evaluation.matching.match``):
 
 * **threshold baseline (tuned on train)**: hematoxylin OD (Ruifrok) > t, 8-connected blobs with
   area in [lo, hi] px; (t, lo, hi) chosen on the training images, F1 measured on the test images;
@@ -28,7 +28,7 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
-from partsup.metrics import Counts, match
+from partsup.evaluation.matching import Counts, match
 from partsup.synth import STYLES, hematoxylin, image_rng, render, split_sizes, threshold_blobs
 
 THRESHOLDS = (0.10, 0.13, 0.16, 0.19, 0.22, 0.25, 0.28)

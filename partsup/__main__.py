@@ -1,4 +1,4 @@
 """``python -m partsup`` (also what ``torchrun -m partsup`` runs)."""
-from partsup.cli import console_main
+from partsup.cli.main import console_main
 
 console_main()

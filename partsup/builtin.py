@@ -2,7 +2,7 @@
 
 Each hook below reads a plain ``name -> factory`` dict from the core module that owns those
 components, so a module lists its own components next to their code. CLI commands are the
-``COMMAND`` objects of the modules in :mod:`partsup.commands`.
+``COMMAND`` objects of the modules in :mod:`partsup.cli.commands`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from partsup.plugins import hookimpl
+from partsup.manager import hookimpl
 
 
 def _register_dict(register: Callable[..., Any], module: str, attr: str) -> None:
@@ -22,42 +22,42 @@ def _register_dict(register: Callable[..., Any], module: str, attr: str) -> None
 
 @hookimpl
 def partsup_register_weight_transfers(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.transfer", "TRANSFERS")
+    _register_dict(register, "partsup.model.transfer", "TRANSFERS")
 
 
 @hookimpl
 def partsup_register_losses(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.losses", "LOSSES")
+    _register_dict(register, "partsup.model.losses", "LOSSES")
 
 
 @hookimpl
 def partsup_register_optimizers(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.optim", "OPTIMIZERS")
+    _register_dict(register, "partsup.training.optim", "OPTIMIZERS")
 
 
 @hookimpl
 def partsup_register_filters(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.filters", "FILTERS")
+    _register_dict(register, "partsup.inference.filters", "FILTERS")
 
 
 @hookimpl
 def partsup_register_writers(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.writers", "WRITERS")
+    _register_dict(register, "partsup.output.writers", "WRITERS")
 
 
 @hookimpl
 def partsup_register_datasets(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.folder", "DATASETS")
+    _register_dict(register, "partsup.data.folder", "DATASETS")
 
 
 @hookimpl
 def partsup_register_protocols(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.metrics", "PROTOCOLS")
+    _register_dict(register, "partsup.evaluation.matching", "PROTOCOLS")
 
 
 @hookimpl
 def partsup_register_commands(register: Callable[..., Any]) -> None:
-    import partsup.commands as pkg
+    import partsup.cli.commands as pkg
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{pkg.__name__}.{info.name}")
         command = getattr(module, "COMMAND", None)

@@ -21,7 +21,7 @@ Register = Callable[..., Any]
 
 @hookspec
 def partsup_register_backbones(register: Register) -> None:
-    """Register backbones: ``name -> factory(**kw) -> Branch`` with 2 classes (see partsup.model)."""
+    """Register backbones: ``name -> factory(**kw) -> Branch`` with 2 classes (see partsup.model.partial)."""
 
 
 @hookspec
@@ -86,7 +86,7 @@ def partsup_register_optimizers(register: Register) -> None:
 
 @hookspec
 def partsup_register_commands(register: Register) -> None:
-    """Register CLI subcommands: ``name -> Command`` (see :class:`partsup.cli.Command`)."""
+    """Register CLI subcommands: ``name -> Command`` (see :class:`partsup.cli.main.Command`)."""
 
 
 @hookspec(firstresult=True)

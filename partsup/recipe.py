@@ -307,7 +307,7 @@ def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = (),
     Args:
         path: the YAML file (or None with ``data``).
         overrides: ``"a.b=value"`` strings (``--set``), applied after reading.
-        registries: a :class:`partsup.plugins.Registries`; when given, component names and
+        registries: a :class:`partsup.manager.Registries`; when given, component names and
             their keyword arguments are validated against the registered factories.
         data: an already-parsed recipe (used instead of ``path``).
     """
@@ -432,7 +432,7 @@ def load_run(path: str | Path, overrides: Iterable[str] = (), modules: Iterable[
 
     Returns ``(resolved_recipe, registries)``.
     """
-    from partsup.plugins import Registries, make_plugin_manager
+    from partsup.manager import Registries, make_plugin_manager
 
     raw = read_yaml(path)
     for text in ordered_overrides(overrides):

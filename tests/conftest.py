@@ -23,7 +23,7 @@ def _seed() -> None:
 @pytest.fixture
 def registries():
     """Fresh plugin manager + registries (bundled plugins via entry points)."""
-    from partsup.plugins import load
+    from partsup.manager import load
     return load(disabled=())
 
 

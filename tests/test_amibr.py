@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from partsup.errors import DataError
-from partsup.metrics import Counts, match
+from partsup.evaluation.matching import Counts, match
 from partsup_mitosis.amibr import AmiBrWarning, _dihedral, _dihedral_xy, factory
 
 RADIUS = 30.0  # px: 7.5 um at 0.25 um/px (MIDOG protocol)

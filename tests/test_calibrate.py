@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from partsup.calibration import CachedMaps, MapCache, sweep
-from partsup.checkpoint import load_checkpoint
-from partsup.detect import DetectParams, detect_from_maps
+from partsup.evaluation.calibration import CachedMaps, MapCache, sweep
+from partsup.training.checkpoint import load_checkpoint
+from partsup.inference.detector import DetectParams, detect_from_maps
 from partsup.errors import RecipeError
-from partsup.metrics import Counts, match
+from partsup.evaluation.matching import Counts, match
 from test_evaluate import make_checkpoint, run_cli, toy_registries  # noqa: E402  (tests/ on path)
 
 

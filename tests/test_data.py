@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from partsup.data import (AugmentConfig, Draw, HEDJitter, MixedSampler, PatchConfig, PatchDataset,
+from partsup.data.sampling import (AugmentConfig, Draw, HEDJitter, MixedSampler, PatchConfig, PatchDataset,
                           build_training_data, collate_patches, render, strong_at, transform)
 from partsup.errors import RecipeError
 from partsup.types import IGNORE_INDEX, Sample

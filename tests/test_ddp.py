@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from partsup.checkpoint import load_checkpoint
+from partsup.training.checkpoint import load_checkpoint
 from partsup.recipe import load_run
-from partsup.train import RunDir, fit
+from partsup.training.loop import RunDir, fit
 
 TESTS = Path(__file__).resolve().parent
 

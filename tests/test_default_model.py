@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from partsup.cli import main
+from partsup.cli.main import main
 from partsup_mitosis import DEFAULT_MODEL
 
 REPO = DEFAULT_MODEL.parents[3]
@@ -63,7 +63,7 @@ def test_documented_quality_command_runs(shared_data, tmp_path):
 
 
 def test_shipped_model_was_trained_by_the_repository_recipe():
-    from partsup.plugins import load
+    from partsup.manager import load
     from partsup.recipe import load_recipe
     ckpt = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=True)
     recipe = load_recipe(REPO / "recipes" / "partmitosis-amibr.yaml", [], load())

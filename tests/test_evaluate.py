@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from partsup.cli import Context, build_parser
+from partsup.cli.main import Context, build_parser
 from partsup.errors import DataError, PartsupError
-from partsup.model import Branch, build_model
-from partsup.plugins import Registries, hookimpl, make_plugin_manager
+from partsup.model.partial import Branch, build_model
+from partsup.manager import Registries, hookimpl, make_plugin_manager
 from partsup.types import Sample
 
 MITOSIS = (90, 10, 40)
@@ -105,7 +105,7 @@ def _set(branch: PixelBranch, rgb_weights, bias, gain):
 
 def make_checkpoint(path: Path, regs: Registries, data_root: Path, detect=None) -> Path:
     """A checkpoint of the toy two-branch model (independent mode) with a resolved recipe."""
-    from partsup.checkpoint import save_checkpoint
+    from partsup.training.checkpoint import save_checkpoint
     from partsup.recipe import load_recipe
     recipe = load_recipe(data={
         "name": "toy", "model": {"backbone": {"name": "pixel"}, "mode": "independent"},
@@ -194,7 +194,7 @@ def test_evaluate_ap_covers_candidates_below_the_score_threshold(toy, tmp_path, 
     """The weak branch alone fires on mitoses and mimics (5 candidates, 3 hits). AP ranks all
     candidates whatever s1 is; P/R/F1 stay the operating point's, which the curve passes."""
     regs, root, ckpt = toy
-    from partsup.checkpoint import update_detect_params
+    from partsup.training.checkpoint import update_detect_params
     aps, curves = [], []
     for s1 in (0.5, 0.99, 0.9999):
         update_detect_params(ckpt, {"w": 1.0, "s1": s1, "a1": 10.0, "sigma": 1.0,
@@ -252,7 +252,7 @@ def test_evaluate_detections_ap_needs_scores(toy, tmp_path, capsys):
 def test_candidates_from_maps_keep_mask_gives_detect_from_maps(toy):
     """candidates[keep] are exactly detect_from_maps' detections; the area filter still
     applies to the candidates, the score threshold does not."""
-    from partsup.detect import DetectParams, candidates_from_maps, detect_from_maps
+    from partsup.inference.detector import DetectParams, candidates_from_maps, detect_from_maps
     regs, _, _ = toy
     rng = np.random.default_rng(1)
     weak = np.zeros((64, 80), np.float32)
@@ -272,7 +272,7 @@ def test_candidates_from_maps_keep_mask_gives_detect_from_maps(toy):
 
 def test_evaluate_counts_mimics_as_false_positives_not_ground_truth(toy, tmp_path):
     regs, root, ckpt = toy
-    from partsup.checkpoint import update_detect_params
+    from partsup.training.checkpoint import update_detect_params
     update_detect_params(ckpt, {"w": 1.0, "s1": 0.5, "a1": 10.0, "sigma": 1.0,
                                 "area_unit": "px"})  # weak branch alone: mimics fire too
     out = tmp_path / "ev"
@@ -379,8 +379,8 @@ def test_evaluate_failure_mid_run_keeps_previous_output(toy, tmp_path):
 
 def test_overlay_colours(tmp_path):
     from PIL import Image
-    from partsup.metrics import match
-    from partsup.overlay import FN_COLOR, FP_COLOR, TP_COLOR, save_overlay
+    from partsup.evaluation.matching import match
+    from partsup.evaluation.overlay import FN_COLOR, FP_COLOR, TP_COLOR, save_overlay
     img = np.full((200, 200, 3), 128, np.uint8)
     gt, det = [[50, 50], [150, 150]], [[52, 50], [150, 40]]
     r = match(gt, det, radius_px=20)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from partsup.plugins import Registries, make_plugin_manager
+from partsup.manager import Registries, make_plugin_manager
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "docs" / "examples" / "partsup-example"
@@ -68,7 +68,7 @@ def test_docs_walkthrough_runs_as_written(installed, tmp_path, monkeypatch):
     shared-backbone path must need nothing beyond the documented backbone contract)."""
     import shlex
 
-    from partsup.cli import main
+    from partsup.cli.main import main
     from partsup.synth import generate
     text = (REPO / "docs" / "plugins.md").read_text()
     block = text.split("Install it and use it by name", 1)[1].split("```bash\n", 1)[1]

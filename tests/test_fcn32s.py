@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from partsup.errors import CheckpointError, RecipeError
-from partsup.model import NORMALIZATIONS, build_model
+from partsup.model.partial import NORMALIZATIONS, build_model
 from partsup_fcn32s import FCN32s, make_fcn32s
 from partsup_fcn32s.network import CONV_NAMES
 from partsup_fcn32s.weights import TORCHVISION_CONV_INDEX

@@ -13,8 +13,8 @@ def test_predicting_a_read_only_image_gives_no_torch_warning():
     process. A fresh process is needed: torch shows that warning only once."""
     code = ("import warnings, numpy as np, sys\n"
             f"sys.path.insert(0, {str(TESTS)!r})\n"
-            "from partsup.model import build_model\n"
-            "from partsup.plugins import load\n"
+            "from partsup.model.partial import build_model\n"
+            "from partsup.manager import load\n"
             "regs = load(['tiny_plugin'], disabled=())\n"
             "m = build_model({'backbone': {'name': 'tiny'}}, regs)\n"
             "a = np.zeros((8, 8, 3), np.uint8); a.flags.writeable = False\n"
@@ -31,7 +31,7 @@ def test_scientific_notation_is_a_number_in_recipes_and_overrides(tmp_path):
 
     from partsup.recipe import load_recipe, parse_override
     from test_train import TINY
-    from partsup.plugins import load
+    from partsup.manager import load
     regs = load(["tiny_plugin"], disabled=())
     path = tmp_path / "r.yaml"
     text = yaml.safe_dump(TINY).replace("lr: 0.01", "lr: 2e-3")
@@ -77,8 +77,8 @@ def test_resume_hint_keeps_the_set_overrides(tmp_path, monkeypatch, capsys):
 
     import yaml
 
-    import partsup.train as train
-    from partsup.cli import main
+    import partsup.training.loop as train
+    from partsup.cli.main import main
     from test_train import TINY
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "val_every": 0}}))
@@ -124,7 +124,7 @@ def test_plugins_table_shows_whole_summaries(registries):
 
     from rich.console import Console
 
-    from partsup.cli import Context, build_parser
+    from partsup.cli.main import Context, build_parser
     buf = io.StringIO()
     args = build_parser(registries).parse_args(["plugins"])
     args._command.run(args, Context(registries=registries,
@@ -141,8 +141,8 @@ def test_plugins_are_recorded_in_the_run_and_reloaded_by_predict(tmp_path, monke
     import yaml
     from PIL import Image
 
-    from partsup.checkpoint import load_checkpoint
-    from partsup.cli import main
+    from partsup.training.checkpoint import load_checkpoint
+    from partsup.cli.main import main
     from test_train import TINY
     recipe = tmp_path / "r.yaml"
     no_plugins = {k: v for k, v in TINY.items() if k != "plugins"}
@@ -177,7 +177,7 @@ def test_missing_data_folders_and_weights_are_reported_together(tmp_path):
 
     from partsup.errors import PartsupError
     from partsup.recipe import load_run
-    from partsup.train import fit
+    from partsup.training.loop import fit
     env = {"PARTSUP_DATA": str(tmp_path / "data"), "PARTSUP_WEIGHTS": str(tmp_path / "w")}
     recipe, regs = load_run(TESTS.parent / "recipes" / "partmitosis.yaml",
                             ["device=cpu"], env=env)
@@ -194,7 +194,7 @@ def test_empty_label_file_error_names_the_allow_empty_option(registries, tmp_pat
     import pytest
 
     from partsup.errors import DataError
-    from partsup.io import Problems, read_csv_rows
+    from partsup.data.readers import Problems, read_csv_rows
     csv = tmp_path / "a.csv"
     csv.write_text("")
     with pytest.raises(DataError, match=r"a\.csv: empty label file .*allow_empty: true"):
@@ -213,7 +213,7 @@ def test_readme_using_it_runs_as_written_from_a_fresh_clone(tmp_path, monkeypatc
     smaller images, iterations, batch, CPU), never reordered or completed."""
     import shlex
 
-    from partsup.cli import main
+    from partsup.cli.main import main
     tiny = {"synth": ["--size", "96", "--images", "8"],
             "train": ["--set", "train.iterations=2", "--set", "train.val_every=2", "--set",
                       "train.batch_size=2", "--set", "data.patch.size=64", "--set",
@@ -249,7 +249,7 @@ def test_backbone_contract_is_checked_whole():
     from torch import nn
 
     from partsup.errors import PluginError
-    from partsup.model import check_branch
+    from partsup.model.partial import check_branch
 
     class NoWeight(nn.Module):
         feature_channels = 4
@@ -276,7 +276,7 @@ def test_help_and_plugins_do_not_import_the_smp_and_timm_stack():
     """CLI start-up: --help and `partsup plugins` import no model zoo (smp, timm, torchvision
     cost seconds); they are imported when an smp backbone is built."""
     code = ("import sys, io, contextlib\n"
-            "from partsup.cli import main\n"
+            "from partsup.cli.main import main\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
             "    try:\n"
             "        main(['--help'])\n"
@@ -286,7 +286,7 @@ def test_help_and_plugins_do_not_import_the_smp_and_timm_stack():
             "heavy = [m for m in ('segmentation_models_pytorch', 'timm', 'torchvision')"
             " if m in sys.modules]\n"
             "print(heavy)\n"
-            "from partsup.plugins import load\n"
+            "from partsup.manager import load\n"
             "load(disabled=()).backbones.build('smp', arch='Unet', encoder='resnet18',"
             " encoder_depth=3, decoder_channels=[16, 8, 4])\n"
             "assert 'segmentation_models_pytorch' in sys.modules\n")
@@ -300,8 +300,8 @@ def test_f1_vs_w_legend_hides_no_data(registries, tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from partsup.calibration import MapCache, plot_f1_vs_w, sweep
-    from partsup.detect import DetectParams
+    from partsup.evaluation.calibration import MapCache, plot_f1_vs_w, sweep
+    from partsup.inference.detector import DetectParams
     weak = np.full((40, 40), 0.01, np.float32)
     strong = weak.copy()
     weak[28:33, 28:33] = 0.9  # the weak branch fires on a mimic only: F1 0 at high w

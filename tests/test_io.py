@@ -7,7 +7,7 @@ import tifffile
 from PIL import Image
 
 from partsup.errors import DataError
-from partsup.io import DataWarning, group_split, image_size, mask_centroids, read_image
+from partsup.data.readers import DataWarning, group_split, image_size, mask_centroids, read_image
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from partsup.errors import RecipeError
-from partsup.metrics import Counts, match
+from partsup.evaluation.matching import Counts, match
 from partsup.types import Protocol
 
 
@@ -110,7 +110,7 @@ def test_pixel_and_override_radii(registries):
 
 
 def test_radius_overrides_from_recipe_and_cli(registries):
-    from partsup.metrics import resolve_protocol
+    from partsup.evaluation.matching import resolve_protocol
     recipe = {"eval": {"protocol": "icpr2012", "radius_um": None, "radius_px": 20}}
     proto = resolve_protocol(registries, None, None, recipe)
     assert proto.name == "icpr2012" and proto.radius_for(0.2456) == 20.0  # the paper's 20 px
@@ -127,8 +127,8 @@ def test_open_dataset_uses_a_readers_default_root(monkeypatch):
     """A reader whose root is optional (ami-br: beside the repository) needs no --data-root;
     one whose root is required gets the layout message."""
     from partsup.errors import DataError
-    from partsup.metrics import open_dataset
-    from partsup.plugins import Registries, hookimpl, make_plugin_manager
+    from partsup.evaluation.matching import open_dataset
+    from partsup.manager import Registries, hookimpl, make_plugin_manager
 
     class Readers:
         @hookimpl
@@ -159,7 +159,7 @@ def _line(xs):
 
 
 def test_ap_perfect_ranking_is_one():
-    from partsup.metrics import pr_curve
+    from partsup.evaluation.matching import pr_curve
     # two hits scored above a false alarm: precision 1 until recall 1
     c = pr_curve([_line([0, 100])], [_line([0, 100, 300])], [[0.9, 0.8, 0.7]], radius_px=5)
     assert c.ap == 1.0
@@ -173,7 +173,7 @@ def test_ap_perfect_ranking_is_one():
 
 
 def test_ap_known_interleaving_is_exact():
-    from partsup.metrics import pr_curve
+    from partsup.evaluation.matching import pr_curve
     # ranked hit, miss, hit, miss, hit over 3 ground-truth points:
     # P = 1, 1/2, 2/3, 1/2, 3/5 at R = 1/3, 1/3, 2/3, 2/3, 1; interpolated P = 1, 2/3, 3/5
     c = pr_curve([_line([0, 100, 200])], [_line([0, 50, 100, 300, 200])],
@@ -183,7 +183,7 @@ def test_ap_known_interleaving_is_exact():
 
 
 def test_ap_counts_missed_ground_truth_and_pools_images():
-    from partsup.metrics import pr_curve
+    from partsup.evaluation.matching import pr_curve
     # image 1: one hit; image 2: its point is never found; image 3: a false alarm ranked first
     c = pr_curve([_line([0]), _line([0]), []], [_line([0]), [], _line([9])],
                  [[0.5], [], [0.6]], radius_px=[5, 5, 5])
@@ -192,7 +192,7 @@ def test_ap_counts_missed_ground_truth_and_pools_images():
 
 
 def test_ap_edge_cases():
-    from partsup.metrics import pr_curve
+    from partsup.evaluation.matching import pr_curve
     none = pr_curve([_line([0])], [[]], [[]], radius_px=5)      # ground truth, no detections
     assert none.ap == 0.0 and len(none.precision) == 0
     no_gt = pr_curve([[]], [_line([0])], [[0.4]], radius_px=5)  # AP undefined
@@ -207,7 +207,7 @@ def test_ap_edge_cases():
 
 
 def test_ap_ties_enter_together_whatever_their_order():
-    from partsup.metrics import pr_curve
+    from partsup.evaluation.matching import pr_curve
     # a hit and a false alarm with equal scores form one point (P 1/2, R 1), in either order
     for det in (_line([0, 50]), _line([50, 0])):
         c = pr_curve([_line([0])], [det], [[0.5, 0.5]], radius_px=5)
@@ -219,7 +219,7 @@ def test_ap_ties_enter_together_whatever_their_order():
 
 
 def test_match_ranked_takes_detections_in_score_order():
-    from partsup.metrics import match_ranked
+    from partsup.evaluation.matching import match_ranked
     # two detections on one point: the higher score is the hit, even when farther away
     assert match_ranked(_line([0]), _line([1, 4]), [0.5, 0.9], radius_px=5).tolist() == [
         False, True]
@@ -238,7 +238,7 @@ def test_match_ranked_takes_detections_in_score_order():
 def test_ap_properties_on_random_cases():
     """AP in [0, 1]; recall non-decreasing; cumulative counts nested; AP equals the rectangle
     sum under the interpolated curve; shuffling the detections changes nothing."""
-    from partsup.metrics import average_precision, pr_curve
+    from partsup.evaluation.matching import average_precision, pr_curve
     rng = np.random.default_rng(0)
     for trial in range(60):
         n_img = int(rng.integers(1, 4))
@@ -264,7 +264,7 @@ def test_ap_properties_on_random_cases():
 
 
 def test_pr_points_are_downsampled_keeping_the_ends():
-    from partsup.metrics import pr_curve
+    from partsup.evaluation.matching import pr_curve
     n = 1000
     c = pr_curve([_line(range(0, 10 * n, 10))], [_line(range(0, 10 * n, 10))],
                  [np.linspace(1, 0, n)], radius_px=1)

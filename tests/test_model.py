@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from partsup.errors import PluginError, RecipeError
-from partsup.model import (NORMALIZATIONS, Branch, ModelOutput, PartialModel, build_model,
+from partsup.model.partial import (NORMALIZATIONS, Branch, ModelOutput, PartialModel, build_model,
                            normalize)
-from partsup.plugins import Registries, hookimpl, make_plugin_manager
+from partsup.manager import Registries, hookimpl, make_plugin_manager
 
 #: small options per bundled backbone, so each runs in well under a second on one core
 SMALL = {
@@ -304,7 +304,7 @@ def test_documented_example_backbone_works(tmp_path, monkeypatch) -> None:
 
 def _run_documented_example(tmp_path) -> None:
     regs = Registries.from_pm(make_plugin_manager(["my_backbones"], entry_points=False))
-    exec(_doc_block("from partsup.model import build_model"), {"torch": torch})
+    exec(_doc_block("from partsup.model.partial import build_model"), {"torch": torch})
     model = build_model(section(backbone={"name": "dilated_cnn", "width": 8, "depth": 2}), regs)
     randomize_semantic(model)
     out = model(torch.randn(1, 3, 21, 18))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from partsup.checkpoint import load_checkpoint
+from partsup.training.checkpoint import load_checkpoint
 from partsup.errors import DataError
-from partsup.outdir import MARKER
+from partsup.output.outdir import MARKER
 
 from test_evaluate import make_checkpoint, run_cli, toy, toy_registries  # noqa: F401
 
@@ -76,7 +76,7 @@ def test_evaluate_out_naming_a_file_is_refused_before_inference(toy, tmp_path, m
     regs, root, ckpt = toy
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    import partsup.commands.evaluate as ev
+    import partsup.cli.commands.evaluate as ev
     monkeypatch.setattr(ev, "evaluate", lambda *a, **k: pytest.fail("inference ran"))
     with pytest.raises(DataError, match="is a file, not a folder"):
         _evaluate(regs, root, ckpt, blocker)
@@ -107,7 +107,7 @@ def test_evaluate_full_disk_is_a_one_line_error_and_leaves_nothing(toy, tmp_path
     regs, root, ckpt = toy
     import errno
 
-    import partsup.commands.evaluate as ev
+    import partsup.cli.commands.evaluate as ev
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -154,7 +154,7 @@ def test_evaluate_detections_csv_with_x_y_only_as_its_help_says(toy, tmp_path):
                           "--detections", str(det), "--out", str(out), "--no-overlays"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     assert m["images"][0]["tp"] == 2
-    from partsup.writers import read_detections
+    from partsup.output.writers import read_detections
     assert read_detections(det / "case3" / "d.csv").tolist() == [[26, 31, 1.0], [74, 61, 1.0]]
 
 

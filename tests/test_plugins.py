@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from partsup import hookspecs
-from partsup.cli import main
+from partsup.cli.main import main
 from partsup.errors import PluginError, RecipeError
-from partsup.plugins import KINDS, Registries, hookimpl, load, make_plugin_manager
+from partsup.manager import KINDS, Registries, hookimpl, load, make_plugin_manager
 from partsup.types import Blobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ def test_cli_bad_plugin_one_line_exit_2(tmp_path, monkeypatch, capsys, module_te
 def test_cli_duplicate_registration_exit_2(tmp_path, monkeypatch, capsys):
     for name in ("dup_a", "dup_b"):
         _write_module(tmp_path, name, """
-            from partsup.plugins import hookimpl
+            from partsup.manager import hookimpl
             @hookimpl
             def partsup_register_backbones(register):
                 register("same_name", lambda: None)
@@ -248,7 +248,7 @@ def test_cli_debug_shows_traceback(capsys):
 
 def test_cli_plugin_adds_command(tmp_path, monkeypatch, capsys):
     _write_module(tmp_path, "cmd_plugin", """
-        from partsup.plugins import hookimpl
+        from partsup.manager import hookimpl
         class Greet:
             name = "greet"
             help = "greet someone"
@@ -269,7 +269,7 @@ def test_cli_plugin_adds_command(tmp_path, monkeypatch, capsys):
 def test_configure_hook_can_reject_recipe(tmp_path):
     from partsup.recipe import load_run
     _write_module(tmp_path, "guard_plugin", """
-        from partsup.plugins import hookimpl
+        from partsup.manager import hookimpl
         @hookimpl
         def partsup_configure(recipe):
             if recipe["train"]["iterations"] > 10**6:
@@ -288,7 +288,7 @@ def test_configure_hook_can_reject_recipe(tmp_path):
 
 def test_cli_unexpected_error_is_one_line_and_debug_reraises(tmp_path, monkeypatch, capsys):
     _write_module(tmp_path, "buggy_cmd_plugin", """
-        from partsup.plugins import hookimpl
+        from partsup.manager import hookimpl
         class Buggy:
             name = "buggy"
             help = "raises an unexpected error"

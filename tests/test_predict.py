@@ -11,19 +11,19 @@ import pytest
 import torch
 from PIL import Image
 
-from partsup.cli import main
-from partsup.commands.predict import collect_inputs, tiff_mpp, write_overlay
+from partsup.cli.main import main
+from partsup.cli.commands.predict import collect_inputs, tiff_mpp, write_overlay
 from partsup.errors import DataError
 from partsup.types import Detection
-from partsup.writers import read_detections
+from partsup.output.writers import read_detections
 
 # A backbone plugin whose "features" are darkness (1 - mean RGB in [0, 1]) and whose semantic
 # layer is set so that p(mitosis) = sigmoid(20 * darkness - 12): dark disks light up.
 PLUGIN = textwrap.dedent('''
     import torch
     from torch import nn
-    from partsup.model import Branch
-    from partsup.plugins import hookimpl
+    from partsup.model.partial import Branch
+    from partsup.manager import hookimpl
 
     class Dark(Branch):
         feature_channels = 1
@@ -58,9 +58,9 @@ def plugin(tmp_path, monkeypatch):
 
 @pytest.fixture
 def checkpoint(tmp_path, plugin):
-    from partsup.checkpoint import save_checkpoint
-    from partsup.model import build_model
-    from partsup.plugins import load
+    from partsup.training.checkpoint import save_checkpoint
+    from partsup.model.partial import build_model
+    from partsup.manager import load
     section = {"backbone": {"name": "dark_test"}, "mode": "weak_only"}
     model = build_model(section, load([plugin], disabled=()))
     with torch.no_grad():
@@ -78,9 +78,9 @@ def checkpoint(tmp_path, plugin):
 
 
 def test_build_detector_recipe_then_calibration_then_overrides(checkpoint, plugin):
-    from partsup.commands.predict import build_detector
+    from partsup.cli.commands.predict import build_detector
     from partsup.errors import RecipeError
-    from partsup.plugins import load
+    from partsup.manager import load
     regs = load([plugin], disabled=())
     p = build_detector(checkpoint, regs, "cpu", {"tile": 256, "batch_tiles": None}).params
     # s1, a1 from the calibration (not the recipe's 0.5, 100), tile from the command line,
@@ -231,7 +231,7 @@ def test_overlay_downsamples_big_images(tmp_path):
 def test_no_checkpoint_uses_a_plugin_default_and_says_so(tmp_path, plugin, checkpoint, capsys,
                                                           monkeypatch):
     (tmp_path / "pkg" / "partsup_default_test.py").write_text(textwrap.dedent(f'''
-        from partsup.plugins import hookimpl
+        from partsup.manager import hookimpl
 
         @hookimpl
         def partsup_default_checkpoint():

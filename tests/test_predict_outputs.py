@@ -41,7 +41,7 @@ def test_implausible_mpp_and_hpf_area_are_refused(tmp_path, plugin, checkpoint, 
 
 def test_out_naming_a_file_fails_once_before_inference(tmp_path, plugin, checkpoint, capsys,
                                                        monkeypatch):
-    import partsup.commands.predict as predict
+    import partsup.cli.commands.predict as predict
     monkeypatch.setattr(predict, "build_detector", lambda *a, **k: pytest.fail("model loaded"))
     imgs = [save(tmp_path / f"{c}.png", he_like(64, 64, centres=[])) for c in "ab"]
     blocker = tmp_path / "out.txt"
@@ -54,7 +54,7 @@ def test_out_naming_a_file_fails_once_before_inference(tmp_path, plugin, checkpo
 
 def test_full_disk_leaves_no_files_for_the_failed_image(tmp_path, plugin, checkpoint, capsys,
                                                         monkeypatch):
-    from partsup.writers import GeoJsonWriter
+    from partsup.output.writers import GeoJsonWriter
 
     def full(self, path, detections, info):
         path.write_text("{")  # a partial file, then the disk is full
@@ -82,7 +82,7 @@ def test_recursive_predict_never_reads_its_own_outputs(tmp_path, plugin, checkpo
 
 
 def test_nan_detection_parameters_are_refused_at_load(tmp_path, plugin, checkpoint, capsys):
-    from partsup.checkpoint import load_checkpoint, save_checkpoint
+    from partsup.training.checkpoint import load_checkpoint, save_checkpoint
     ckpt = load_checkpoint(checkpoint)
     ckpt["detect"]["s1"] = float("nan")
     save_checkpoint(checkpoint, ckpt)
@@ -95,7 +95,7 @@ def test_nan_detection_parameters_are_refused_at_load(tmp_path, plugin, checkpoi
 def test_predict_overlay_has_a_legend_with_the_count(tmp_path):
     import numpy as np
 
-    from partsup.commands.predict import write_overlay
+    from partsup.cli.commands.predict import write_overlay
     from partsup.types import Detection
     img = np.full((400, 600, 3), 230, np.uint8)
     far = [Detection(500, 300, 0.9, 300), Detection(450, 350, 0.8, 300)]

@@ -10,7 +10,7 @@ import pytest
 from fixtures_formats import (SHAPE, disk_pixels, write_amida13, write_folder, write_icpr2012,
                               write_icpr2014, write_image, write_midog)
 from partsup.errors import DataError
-from partsup.io import DataWarning
+from partsup.data.readers import DataWarning
 from partsup.types import Sample
 
 H, W = SHAPE
@@ -42,7 +42,7 @@ def test_every_reader_has_layout_and_rejects_missing_root(registries, tmp_path):
 
 
 def test_missing_root_message_of_evaluate_names_layout_and_source(registries, monkeypatch):
-    from partsup.metrics import open_dataset
+    from partsup.evaluation.matching import open_dataset
     monkeypatch.delenv("PARTSUP_DATA", raising=False)
     for name in SOURCED:
         factory = registries.datasets.get(name)
@@ -365,7 +365,7 @@ def test_readers_are_picklable_for_dataloader_workers(registries, tmp_path):
 # -- partsup datasets ----------------------------------------------------------------------------
 
 def test_datasets_command_prints_layouts_and_checks_a_root(registries, tmp_path, capsys):
-    from partsup.cli import main
+    from partsup.cli.main import main
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     for name in registries.datasets:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from partsup.errors import RecipeError
-from partsup.plugins import Registries, make_plugin_manager
+from partsup.manager import Registries, make_plugin_manager
 from partsup.recipe import load_recipe, load_run, parse_override, save_resolved
 from partsup.registry import Registry
 
@@ -21,7 +21,7 @@ model:
 class TinyPlugin:
     """A test plugin registering one backbone with typed kwargs."""
 
-    from partsup.plugins import hookimpl
+    from partsup.manager import hookimpl
 
     @staticmethod
     def _tiny(width: int = 8, depth: int = 2):
@@ -148,7 +148,7 @@ def test_load_run_imports_recipe_plugins(tmp_path, monkeypatch):
     pkg = tmp_path / "mods"
     pkg.mkdir()
     (pkg / "my_recipe_plugin.py").write_text(
-        "from partsup.plugins import hookimpl\n"
+        "from partsup.manager import hookimpl\n"
         "def make(width: int = 2):\n    '''recipe-listed backbone'''\n    return width\n"
         "@hookimpl\ndef partsup_register_backbones(register):\n    register('listed', make)\n")
     monkeypatch.syspath_prepend(str(pkg))

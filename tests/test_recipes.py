@@ -7,7 +7,7 @@ import pytest
 
 from partsup.errors import DataError, RecipeError
 from partsup.recipe import load_run
-from partsup.train import plan_stages
+from partsup.training.loop import plan_stages
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 SPLITS = ("strong", "weak", "val", "test")
@@ -90,7 +90,7 @@ def test_unset_data_variable_is_named(monkeypatch) -> None:
 
 
 def test_missing_dataset_shows_the_expected_layout(env: Path) -> None:
-    from partsup.data import build_reader
+    from partsup.data.sampling import build_reader
     recipe, regs = load_run(RECIPES[[p.stem for p in RECIPES].index("partmitosis")])
     with pytest.raises(DataError, match="mitoses_image_data"):
         build_reader(recipe["data"]["weak"], regs, "data.weak")
@@ -99,7 +99,7 @@ def test_missing_dataset_shows_the_expected_layout(env: Path) -> None:
 @pytest.mark.parametrize("name", ["quickstart", "partmitosis-amibr"])
 def test_light_recipes_build_their_model(name: str, env: Path) -> None:
     import torch
-    from partsup.model import build_model
+    from partsup.model.partial import build_model
     recipe, regs = load_run(RECIPES[[p.stem for p in RECIPES].index(name)])
     model = build_model(recipe["model"], regs).eval()
     with torch.no_grad():

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from partsup.cli import main
+from partsup.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["docs/results.md", "docs/model-card.md"]

@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from partsup.checkpoint import load_checkpoint
+from partsup.training.checkpoint import load_checkpoint
 from partsup.recipe import load_run
-from partsup.train import RunDir, fit
+from partsup.training.loop import RunDir, fit
 
 TESTS = Path(__file__).resolve().parent
 ITERATIONS = 24

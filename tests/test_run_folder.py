@@ -13,10 +13,10 @@ import pytest
 import torch
 import yaml
 
-from partsup.checkpoint import load_checkpoint
+from partsup.training.checkpoint import load_checkpoint
 from partsup.errors import PartsupError
 from partsup.recipe import load_recipe
-from partsup.train import CheckpointWarning, NonFiniteLoss, RunDir, fit
+from partsup.training.loop import CheckpointWarning, NonFiniteLoss, RunDir, fit
 
 from test_train import TINY, tiny_regs  # noqa: F401  (tests/ on sys.path)
 
@@ -107,7 +107,7 @@ def test_nan_weights_are_never_called_good_nor_saved_as_best(tmp_path: Path, tin
                                                              monkeypatch) -> None:
     """The loss stays finite while part of the weights is NaN (here: the strong branch during
     the weak stage, which the loss does not use)."""
-    import partsup.train as train
+    import partsup.training.loop as train
     real = train.train_step
     calls = []
 
@@ -132,7 +132,7 @@ def test_nan_weights_are_never_called_good_nor_saved_as_best(tmp_path: Path, tin
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path: Path, tiny_regs, monkeypatch) -> None:
-    import partsup.train as train
+    import partsup.training.loop as train
 
     def broken(*a, **k):
         raise PartsupError("tiny: dataset root /nowhere not found")

@@ -9,7 +9,7 @@ import torchvision
 from torch import nn
 
 from partsup.errors import CheckpointError, RecipeError
-from partsup.model import NORMALIZATIONS, check_branch
+from partsup.model.partial import NORMALIZATIONS, check_branch
 from partsup_smp import make_smp
 
 UNET_SMALL = {"encoder_depth": 3, "decoder_channels": [16, 8, 8]}

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from partsup.cli import main
+from partsup.cli.main import main
 from partsup.errors import DataError
-from partsup.metrics import Counts, match
+from partsup.evaluation.matching import Counts, match
 from partsup.synth import (LAYOUTS, MIMICS, PHASES, STYLES, generate, hematoxylin,
                            image_rng, render, threshold_blobs)
 

@@ -11,22 +11,22 @@ import numpy as np
 import pytest
 import torch
 
-from partsup.checkpoint import (FORMAT, load_checkpoint, load_model, rng_state, save_checkpoint,
+from partsup.training.checkpoint import (FORMAT, load_checkpoint, load_model, rng_state, save_checkpoint,
                                 set_rng_state, update_detect_params)
 from partsup.errors import CheckpointError
-from partsup.optim import OPTIMIZERS, adamw, sgd_paper, warmup_cosine
+from partsup.training.optim import OPTIMIZERS, adamw, sgd_paper, warmup_cosine
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture
 def tiny_regs():
-    from partsup.plugins import load
+    from partsup.manager import load
     return load(["tiny_plugin"], disabled=())
 
 
 def _model(regs, mode="transfer"):
-    from partsup.model import build_model
+    from partsup.model.partial import build_model
     return build_model({"backbone": {"name": "tiny"}, "mode": mode, "stop_gradient": True,
                         "shared_backbone": False,
                         "transfer": {"name": "mlp", "layers": 2, "activation": "leaky_relu"}},
@@ -168,7 +168,7 @@ import yaml as _yaml
 
 from partsup.errors import PartsupError, RecipeError
 from partsup.recipe import load_recipe
-from partsup.train import (Losses, NonFiniteLoss, RunDir, Stage, build, compute_losses, fit,
+from partsup.training.loop import (Losses, NonFiniteLoss, RunDir, Stage, build, compute_losses, fit,
                            plan_stages, prepare_stage)
 
 TINY = {
@@ -333,7 +333,7 @@ def test_stagewise_recipe_checks(tiny_regs) -> None:
 
 
 def test_train_command(tmp_path: Path, tiny_regs, monkeypatch) -> None:
-    from partsup.cli import main
+    from partsup.cli.main import main
     path = tmp_path / "tiny.yaml"
     path.write_text(_yaml.safe_dump(TINY))
     out = tmp_path / "run"
@@ -362,8 +362,8 @@ def test_weak_labels_per_set(tiny_regs) -> None:
 def test_demo_runs_end_to_end_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
     """`partsup demo` wiring (data generation, two trainings, calibrate, evaluate, table) with a
     tiny model and tiny synthetic data; the real demo's timing and F1 are in docs/performance.md."""
-    from partsup.cli import main
-    from partsup.commands import demo
+    from partsup.cli.main import main
+    from partsup.cli.commands import demo
     monkeypatch.setattr(demo, "DEMO_DATA", {
         "icpr2012": {"like": "icpr2012", "n_images": 3, "seed": 1, "size": 128,
                      "val_fraction": 0.0, "test_fraction": 0.0},

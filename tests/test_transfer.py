@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from partsup.errors import RecipeError
-from partsup.transfer import TRANSFERS, make_affine, make_mlp
+from partsup.model.transfer import TRANSFERS, make_affine, make_mlp
 
 
 def linears(module: nn.Module) -> list[nn.Linear]:

@@ -11,7 +11,7 @@ import pytest
 from partsup.counts import HPF_AREA_MM2, ImageCount, area_mm2, summarize
 from partsup.errors import DataError
 from partsup.types import Detection
-from partsup.writers import SUFFIXES, WRITERS, format_of, read_detections
+from partsup.output.writers import SUFFIXES, WRITERS, format_of, read_detections
 
 DETS = [Detection(10.25, 20.5, 0.91, 300.0), Detection(1999.0, 5.0, 0.55, 120.5),
         Detection(0.0, 1499.6, 0.5, 1.0)]
@@ -219,7 +219,7 @@ def test_counts_per_image_and_per_hpf():
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
 def test_has_scores_of_each_written_format(tmp_path, name):
-    from partsup.writers import has_scores
+    from partsup.output.writers import has_scores
     writer = WRITERS[name]()
     path = tmp_path / f"tile{writer.suffix}"
     writer.write(path, DETS, INFO)
@@ -229,7 +229,7 @@ def test_has_scores_of_each_written_format(tmp_path, name):
 
 
 def test_has_scores_of_hand_written_files(tmp_path):
-    from partsup.writers import has_scores
+    from partsup.output.writers import has_scores
     cases = {
         "a.tupac.csv": ("10,20,0.9\n30,40,0.8\n", True),
         "b.tupac.csv": ("10,20,0.9\n30,40\n", False),  # one row without its score

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup.model import Branch, named_normalization
+from partsup.model.partial import Branch, named_normalization
 from partsup.types import Sample
 
 hookimpl = pluggy.HookimplMarker("partsup")
@@ -92,7 +92,7 @@ class TinyDataset:
     def __getitem__(self, i: int) -> Sample:
         return self.samples[i]
 
-    # the cheap accessors of partsup.io.Reader that the sampler uses
+    # the cheap accessors of partsup.data.readers.Reader that the sampler uses
     def points(self, i: int) -> np.ndarray:
         return self.samples[i].points
 

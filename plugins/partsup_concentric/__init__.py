@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from partsup.plugins import hookimpl
+from partsup.manager import hookimpl
 
 
 @hookimpl

@@ -2,12 +2,12 @@
 
 ``loss(logits (B, 2, H, W), target (B, H, W) int64) -> scalar``; ``reduction="sum"`` sums over the
 non-ignored pixels and divides by the batch size (the paper's recipe), ``"mean"`` averages over
-them. It is the core's :class:`partsup.losses.MaskedCrossEntropy` under the recipe name used by
+them. It is the core's :class:`partsup.model.losses.MaskedCrossEntropy` under the recipe name used by
 the papers.
 """
 from __future__ import annotations
 
-from partsup.losses import MaskedCrossEntropy, Reduction
+from partsup.model.losses import MaskedCrossEntropy, Reduction
 
 
 def concentric_loss(reduction: Reduction = "sum",

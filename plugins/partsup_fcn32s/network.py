@@ -1,4 +1,4 @@
-"""FCN-32s (Long et al.) as a partsup :class:`~partsup.model.Branch`.
+"""FCN-32s (Long et al.) as a partsup :class:`~partsup.model.partial.Branch`.
 
 Layout of the Caffe ``voc-fcn32s`` net: VGG16 trunk with ``conv1_1`` padded by 100 px, 3x3
 convolutions (padding 1) each followed by ReLU, five 2x2/2 max-pools rounding up (ceil mode);
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup.model import Branch, named_normalization
+from partsup.model.partial import Branch, named_normalization
 
 #: VGG16 blocks: (block name, output channels of each 3x3 conv)
 VGG16_BLOCKS: tuple[tuple[str, tuple[int, ...]], ...] = (

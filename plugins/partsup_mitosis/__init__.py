@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from partsup.plugins import hookimpl
+from partsup.manager import hookimpl
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 Each is a factory returning a :class:`partsup.types.Protocol`; radii are micrometres, converted
 with each image's um/px, so the same protocol works on rescaled or synthetic data. Every one
-uses the core's greedy one-to-one matcher with an inclusive radius (``partsup.metrics.match``).
+uses the core's greedy one-to-one matcher with an inclusive radius (``partsup.evaluation.matching.match``).
 ``radius_um`` may be overridden; ``icpr2012``, ``icpr2014`` and ``amida13`` also take
 ``radius_px``, a radius in pixels used as-is whatever the image's um/px (the paper states its
 radii as 20 px and 32 px, which are not exactly 5 um and 8 um on every scanner).

@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.io import (Reader, Record, as_points, floats, group_split, layout_and_source,
+from partsup.data.readers import (Reader, Record, as_points, floats, group_split, layout_and_source,
                         list_images, log_summary, read_csv_rows)
 
 #: micrometres per pixel by scanner letter (first letter of the case / slide name)

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 from torch import nn
 
 from partsup.errors import CheckpointError, RecipeError
-from partsup.plugins import hookimpl
+from partsup.manager import hookimpl
 
 __all__ = ["SmpBranch", "make_smp"]
 
@@ -51,7 +51,7 @@ def make_smp(arch: str = "Unet", encoder: str = "resnet18", encoder_weights: str
     """
     import segmentation_models_pytorch as smp
 
-    from partsup.model import named_normalization
+    from partsup.model.partial import named_normalization
 
     from .branch import SmpBranch
     from .weights import load_encoder_weights

@@ -1,4 +1,4 @@
-"""segmentation-models-pytorch models as partsup :class:`~partsup.model.Branch` es.
+"""segmentation-models-pytorch models as partsup :class:`~partsup.model.partial.Branch` es.
 
 The smp model is split into ``features`` (encoder -> decoder [-> the layers of the segmentation
 head before its last conv]) and a new 1x1 ``semantic`` layer ``nn.Conv2d(C, 2, 1)`` that replaces
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from partsup.errors import PluginError
-from partsup.model import Branch
+from partsup.model.partial import Branch
 
 
 def _split_head(model: nn.Module, arch: str) -> tuple[nn.Module, int]:
@@ -42,7 +42,7 @@ class SmpBranch(Branch):
     Args:
         model: an smp ``SegmentationModel`` (its segmentation head's last conv is replaced).
         arch: architecture name, for messages.
-        normalization: how the encoder weights expect input (see ``partsup.model``).
+        normalization: how the encoder weights expect input (see ``partsup.model.partial``).
     """
 
     def __init__(self, model: nn.Module, arch: str, normalization: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup.plugins import hookimpl
+from partsup.manager import hookimpl
 
 
 class TinyCNN(nn.Module):

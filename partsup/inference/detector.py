@@ -27,7 +27,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from partsup.errors import PartsupError, RecipeError
-from partsup.filters import FILTERS
+from partsup.inference.filters import FILTERS
 from partsup.types import Blobs, Detection
 
 #: tile sides smaller than the tile size are padded up to a multiple of this (most backbones
@@ -534,7 +534,7 @@ def load_detector(checkpoint: str | Path, registries: Any,
                   ) -> tuple[Detector, dict[str, Any]]:
     """A :class:`Detector` for a checkpoint, and the checkpoint dict.
 
-    The model comes from :func:`partsup.checkpoint.load_model` on ``device`` (see
+    The model comes from :func:`partsup.training.checkpoint.load_model` on ``device`` (see
     :func:`resolve_device`); the parameters from :func:`params_from_checkpoint` (recipe, then
     calibrated values, then the non-None ``overrides``).
 
@@ -542,7 +542,7 @@ def load_detector(checkpoint: str | Path, registries: Any,
         CheckpointError: unreadable checkpoint. RecipeError: bad ``detect`` values (message
         prefixed with the checkpoint path). PartsupError: unknown or unavailable device.
     """
-    from partsup.checkpoint import load_model
+    from partsup.training.checkpoint import load_model
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, registries, device=dev)
     try:

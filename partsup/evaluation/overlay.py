@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from partsup.metrics import MatchResult
+from partsup.evaluation.matching import MatchResult
 
 TP_COLOR = (0, 200, 60)     # green
 FN_COLOR = (30, 90, 255)    # blue
@@ -38,7 +38,7 @@ def draw_overlay(image: np.ndarray, gt: Any, det: Any, result: MatchResult,
         image: ``(H, W, 3)`` uint8 RGB.
         gt: ``(N, 2)`` ground-truth x, y (px).
         det: ``(K, 2)`` detection x, y (px).
-        result: :func:`partsup.metrics.match` of ``gt`` and ``det`` (its ``radius_px`` sets the
+        result: :func:`partsup.evaluation.matching.match` of ``gt`` and ``det`` (its ``radius_px`` sets the
             circle radius).
         max_side: downsample (integer stride) so the long side is at most this.
         legend: write ``TP n  FN n  FP n`` in the top-left corner.

@@ -4,7 +4,7 @@ Payload keys (format ``partsup-checkpoint/1``):
 
 - ``format``: the string :data:`FORMAT`.
 - ``recipe``: the resolved recipe (plain dict, as :func:`partsup.recipe.load_recipe` returns).
-- ``model``: the :class:`partsup.model.PartialModel` state dict.
+- ``model``: the :class:`partsup.model.partial.PartialModel` state dict.
 - ``normalization``: the input normalisation of the weights (``{"mean", "std", "scale", "bgr"}``).
 - ``detect``: calibrated detection parameters (``w, s1, a1, sigma, area_unit``) or None.
 - training state (absent or None in exported models): ``optimizer``, ``scheduler`` (state dicts),
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from partsup.errors import CheckpointError
-from partsup.outdir import os_reason as _os_reason
+from partsup.output.outdir import os_reason as _os_reason
 
 #: the format tag of this version of the checkpoint layout
 FORMAT = "partsup-checkpoint/1"
@@ -152,7 +152,7 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
 
     Args:
         path: a checkpoint written by ``partsup train`` (or :func:`save_checkpoint`).
-        registries: a :class:`partsup.plugins.Registries` with the backbone and transfer used.
+        registries: a :class:`partsup.manager.Registries` with the backbone and transfer used.
         device: where to put the model.
 
     Returns:
@@ -162,7 +162,7 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
         CheckpointError: unreadable file, or a state dict that does not fit the built model
             (names the first missing / unexpected / mis-shaped key).
     """
-    from partsup.model import build_model, load_strict
+    from partsup.model.partial import build_model, load_strict
 
     ckpt = load_checkpoint(path)
     _load_plugins(ckpt, registries, path)

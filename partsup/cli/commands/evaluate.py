@@ -1,7 +1,7 @@
 """``partsup evaluate``: score a checkpoint (or any tool's detections) on a dataset split.
 
 Outputs (written to a staging folder inside ``--out`` and moved into place at the end, so an
-interrupted or failed run leaves nothing half-written; see :mod:`partsup.outdir`)::
+interrupted or failed run leaves nothing half-written; see :mod:`partsup.output.outdir`)::
 
     OUT/metrics.json            protocol, totals (TP/FP/FN, precision, recall, F1, AP), per
                                 image, and the precision-recall curve (<= 200 points)
@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from partsup.errors import DataError, PartsupError, RecipeError
-from partsup.metrics import (Counts, PRCurve, match, match_ranked, open_dataset, pr_from_flags,
+from partsup.evaluation.matching import (Counts, PRCurve, match, match_ranked, open_dataset, pr_from_flags,
                              protocol_dict, resolve_protocol)
 from partsup.types import Detection, Protocol, Sample
 
@@ -37,13 +37,13 @@ from partsup.types import Detection, Protocol, Sample
 @contextlib.contextmanager
 def staged_dir(out: Path, command: str = "partsup evaluate") -> Iterator[Path]:
     """Yield a staging folder inside ``out``; on success its files replace their namesakes in
-    ``out``, which must be new, empty, or a partsup output (:mod:`partsup.outdir`: nothing
+    ``out``, which must be new, empty, or a partsup output (:mod:`partsup.output.outdir`: nothing
     partsup did not write is ever overwritten or deleted).
 
     On any exception (including Ctrl-C) the staging folder is removed and ``out`` is left as it
     was.
     """
-    from partsup.outdir import staged_output
+    from partsup.output.outdir import staged_output
     with staged_output(Path(out), command) as tmp:
         yield tmp
 
@@ -81,7 +81,7 @@ def progress_bar(console: Any, *extra: Any) -> Progress:
 
 def detection_candidates(folder: Path, sample_id: str) -> list[Path]:
     """Files that may hold the detections of ``sample_id`` inside ``folder``, in order."""
-    from partsup.writers import SUFFIXES
+    from partsup.output.writers import SUFFIXES
     parts = sample_id.split("/")
     stems = [sample_id, sample_id.replace("/", "_"), sample_id.replace("/", "__"), parts[-1]]
     out = [folder / f"{s}{suffix}" for s in dict.fromkeys(stems)
@@ -94,7 +94,7 @@ def detection_candidates(folder: Path, sample_id: str) -> list[Path]:
 def check_detections_format(fmt: str | None, registries: Any) -> str | None:
     """``fmt`` if it names a registered writer whose files can be read back, else PartsupError
     listing those formats (None passes: the format is then told by each file's name)."""
-    from partsup.writers import WRITERS
+    from partsup.output.writers import WRITERS
     if fmt is None:
         return None
     valid = [name for name in registries.writers.names() if name in WRITERS]
@@ -127,7 +127,7 @@ class FileDetections:
             raise DataError(f"--detections: folder {self.folder} not found")
 
     def __call__(self, sample: Sample) -> Found:
-        from partsup.writers import has_scores, read_detections
+        from partsup.output.writers import has_scores, read_detections
         for path in detection_candidates(self.folder, sample.id):
             if path.is_file():
                 self.found += 1
@@ -195,7 +195,7 @@ def score_image(sample: Sample, found: Found, protocol: Protocol, out: Path,
         ranked = (rscores, match_ranked(sample.points, rxy, rscores, radius_px=radius))
     write_detection_csv(out / "detections" / f"{sample.id}.csv", detections, result.det_tp)
     if overlays:
-        from partsup.overlay import save_overlay
+        from partsup.evaluation.overlay import save_overlay
         save_overlay(out / "overlays" / f"{sample.id}.png", sample.image, sample.points, xy,
                      result)
     return ImageScore(sample.id, float(sample.mpp), len(sample.points), len(xy), result.counts,
@@ -409,7 +409,7 @@ class EvaluateCommand:
     @staticmethod
     def _checkpoint_detector(args: argparse.Namespace, ctx: Any
                              ) -> tuple[Callable[[Sample], Found], dict, dict]:
-        from partsup.detect import load_detector
+        from partsup.inference.detector import load_detector
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
         source = {"checkpoint": str(args.checkpoint), "detect": detector.params.to_dict(),
                   "calibrated": ckpt.get("detect") is not None}
@@ -418,7 +418,7 @@ class EvaluateCommand:
 
 def _candidates(detector: Any, sample: Sample) -> Found:
     """The operating point's detections and every candidate before s1 (for the PR curve)."""
-    from partsup.detect import candidates_from_maps
+    from partsup.inference.detector import candidates_from_maps
     p_weak, p_strong = detector.maps(sample.image)
     cands, keep = candidates_from_maps(p_weak, p_strong, detector.params, sample.mpp,
                                        detector.registries)

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 import partsup
 from partsup.errors import PartsupError
-from partsup.plugins import Registries, make_plugin_manager
+from partsup.manager import Registries, make_plugin_manager
 
 
 class Command(TypingProtocol):

@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.io import Problems, floats, read_csv_rows
+from partsup.data.readers import Problems, floats, read_csv_rows
 from partsup.types import Detection
 
 #: default colour of the "Mitosis" class in QuPath (RGB, 0-255)
@@ -212,7 +212,7 @@ def _empty() -> np.ndarray:
 
 def _number_rows(path: Path, n: int, header: Sequence[str] = (),
                  optional: int = 0) -> list[list[float]]:
-    """The data lines of a CSV as lists of finite floats (:func:`partsup.io.read_csv_rows`).
+    """The data lines of a CSV as lists of finite floats (:func:`partsup.data.readers.read_csv_rows`).
 
     Each line needs ``n - optional`` to ``n`` numbers (extra fields are ignored). With ``header``
     the first line must start with those names (case-insensitive). Raises DataError naming the

@@ -6,7 +6,7 @@ import argparse
 from rich.markup import escape
 from rich.table import Table
 
-from partsup.plugins import KINDS
+from partsup.manager import KINDS
 
 
 class PluginsCommand:

@@ -33,7 +33,7 @@ class TrainCommand:
 
     def run(self, args: argparse.Namespace, ctx) -> int:
         from partsup.recipe import load_run
-        from partsup.train import fit
+        from partsup.training.loop import fit
 
         recipe_path = Path(args.recipe)
         out = args.out

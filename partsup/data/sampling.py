@@ -142,7 +142,7 @@ def strong_at(index: int, fraction: float) -> bool:
 class MixedSampler:
     """Plans items from set A (``strong``) and set B (``weak``) readers; see the module doc.
 
-    Readers are any sequence with the cheap accessors of :class:`partsup.io.Reader`
+    Readers are any sequence with the cheap accessors of :class:`partsup.data.readers.Reader`
     (``points(i)``, ``hard_negatives(i)``); either may be None (then every item comes from
     the other set).
     """

@@ -36,7 +36,7 @@ TARGET_F1 = 0.80
 
 def recipes_dir() -> Path:
     """``recipes/`` of the source checkout (the package is installed editable), else ./recipes."""
-    here = Path(__file__).resolve().parents[2] / "recipes"
+    here = Path(__file__).resolve().parents[3] / "recipes"
     return here if here.is_dir() else Path("recipes")
 
 
@@ -54,7 +54,7 @@ def ensure_data(root: Path, console: Console) -> float:
 
 
 def _completed(run_dir: Path, iterations: int) -> bool:
-    from partsup.train import RunDir
+    from partsup.training.loop import RunDir
     done = RunDir(run_dir).existing()
     return (run_dir / "best.pt").is_file() and bool(done) and done[-1][0] >= iterations
 
@@ -62,7 +62,7 @@ def _completed(run_dir: Path, iterations: int) -> bool:
 def _resumable(run_dir: Path, recipe: dict[str, Any]) -> bool:
     """An interrupted demo run of the same resolved recipe: continue it rather than start over."""
     import yaml
-    from partsup.train import RunDir
+    from partsup.training.loop import RunDir
     saved = run_dir / "recipe.yaml"
     if not saved.is_file() or not RunDir(run_dir).existing():
         return False
@@ -71,7 +71,7 @@ def _resumable(run_dir: Path, recipe: dict[str, Any]) -> bool:
 
 def _run_command(name: str, argv: list[str], ctx: Any) -> None:
     """Run another partsup command quietly (its tables go to a buffer)."""
-    from partsup.cli import Context
+    from partsup.cli.main import Context
     command = ctx.registries.commands.get(name)
     command = command() if isinstance(command, type) else command
     parser = argparse.ArgumentParser(prog=f"partsup {name}")
@@ -121,7 +121,7 @@ class DemoCommand:
     def _one(self, key: str, label: str, recipe_path: Path, overrides: list[str], out: Path,
              args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
         from partsup.recipe import load_run
-        from partsup.train import fit
+        from partsup.training.loop import fit
         if args.device:
             overrides = [*overrides, f"device={args.device}"]
         recipe, registries = load_run(recipe_path, overrides, ctx.plugin_modules)

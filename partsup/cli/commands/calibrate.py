@@ -1,7 +1,7 @@
 """``partsup calibrate``: tune w, threshold, s1, a1 on a validation split and store them in the checkpoint.
 
 Runs the network once per image, caches both maps, sweeps the recipe's ``calibrate:`` grids
-(:mod:`partsup.calibration`), prints the best row for each w and the overall best, saves
+(:mod:`partsup.evaluation.calibration`), prints the best row for each w and the overall best, saves
 ``calibration.json`` and ``f1_vs_w.png`` (paper Fig. 8) in ``--out``, and writes w, threshold,
 s1, a1 (with
 sigma and area_unit) into ``checkpoint["detect"]`` atomically, so that ``evaluate`` and
@@ -17,11 +17,11 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from partsup.calibration import MapCache, plot_f1_vs_w, sweep, write_json
-from partsup.commands.evaluate import (add_option_argument, parse_options, progress_bar,
+from partsup.evaluation.calibration import MapCache, plot_f1_vs_w, sweep, write_json
+from partsup.cli.commands.evaluate import (add_option_argument, parse_options, progress_bar,
                                        staged_dir)
 from partsup.errors import DataError, RecipeError
-from partsup.metrics import open_dataset, protocol_dict, resolve_protocol
+from partsup.evaluation.matching import open_dataset, protocol_dict, resolve_protocol
 
 
 def parse_grid(text: str | None, option: str) -> list[float] | None:
@@ -41,7 +41,7 @@ def parse_thresholds(text: str | None) -> list[Any] | None:
     """``"otsu,0.4,0.5"`` -> ``["otsu", 0.4, 0.5]`` (checked); None stays None."""
     if text is None:
         return None
-    from partsup.detect import check_threshold
+    from partsup.inference.detector import check_threshold
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
         raise RecipeError("--threshold: give at least one value (otsu or a probability)")
@@ -97,8 +97,8 @@ class CalibrateCommand:
                             help="sweep and report, but leave the checkpoint unchanged")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
-        from partsup.checkpoint import checkpoint_file, update_detect_params
-        from partsup.detect import load_detector
+        from partsup.training.checkpoint import checkpoint_file, update_detect_params
+        from partsup.inference.detector import load_detector
 
         args.checkpoint = str(checkpoint_file(args.checkpoint))  # a run folder: its best.pt
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)

@@ -334,7 +334,7 @@ def dataset_root(name: str, root: str | None, recipe_section: dict[str, Any] | N
 def missing_root_message(name: str, factory: Any) -> str:
     """What to tell a user who gave no root for dataset ``name``: the reader's expected layout
     (``LAYOUT``) and where to get the data (``SOURCE``)."""
-    from partsup.io import layout_and_source
+    from partsup.data.readers import layout_and_source
     lines = [f"dataset {name!r} has no root folder: pass --data-root DIR "
              f"(or set PARTSUP_DATA so that $PARTSUP_DATA/{name} exists)."]
     help_text = layout_and_source(factory)

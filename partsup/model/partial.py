@@ -371,7 +371,7 @@ def build_model(model_section: Mapping[str, Any], registries: Any, *,
 
     Args:
         model_section: ``{backbone, mode, stop_gradient, shared_backbone, transfer}``.
-        registries: a :class:`partsup.plugins.Registries`.
+        registries: a :class:`partsup.manager.Registries`.
         skip_weights: set every backbone option whose name ends in ``weights`` (e.g.
             ``weights``, ``encoder_weights``) to None, i.e. build without reading weight files;
             used when a checkpoint's state dict is loaded right after.

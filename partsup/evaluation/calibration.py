@@ -4,7 +4,7 @@ The network runs **once** per validation image; both probability maps are cached
 files in a temporary folder, memory-mapped back, so RAM does not grow with the split). Then for
 every fusion weight ``w`` (paper: 0, 0.1, ..., 1) the maps are fused, smoothed and thresholded
 (Otsu, or each fixed threshold of the ``threshold`` grid) once per image, and every ``(s1, a1)`` pair of the grid only filters those blobs. TP/FP/FN
-are summed over the images (micro F1, :mod:`partsup.metrics`); the best F1 wins (ties: the first
+are summed over the images (micro F1, :mod:`partsup.evaluation.matching`); the best F1 wins (ties: the first
 in grid order, i.e. the smallest w, s1, a1).
 """
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from partsup.detect import DetectParams, check_threshold, filter_blobs, find_blobs, fuse
-from partsup.filters import area_in
-from partsup.metrics import Counts, match
+from partsup.inference.detector import DetectParams, check_threshold, filter_blobs, find_blobs, fuse
+from partsup.inference.filters import area_in
+from partsup.evaluation.matching import Counts, match
 from partsup.types import Protocol
 
 

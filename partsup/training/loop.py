@@ -53,9 +53,9 @@ import torch
 import torch.distributed as tdist
 from torch import nn
 
-from partsup.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from partsup.training.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partsup.errors import CheckpointError, PartsupError, RecipeError
-from partsup.model import ModelOutput, build_model
+from partsup.model.partial import ModelOutput, build_model
 
 CHECKPOINT_RE = re.compile(r"^iter-(\d{8})\.pt$")
 #: recipe keys that may differ between a run and its resumption
@@ -221,7 +221,7 @@ class Run:
 
 class _Positions(torch.utils.data.Dataset):
     """Global item stream of one stage: position ``p`` is item ``p % L`` of epoch ``p // L``
-    of a :class:`partsup.data.PatchDataset` of ``L`` items per epoch."""
+    of a :class:`partsup.data.sampling.PatchDataset` of ``L`` items per epoch."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -236,7 +236,7 @@ class _Positions(torch.utils.data.Dataset):
 
 
 class TrainStream:
-    """Batches for global iterations, sharded across ranks, from ``partsup.data``.
+    """Batches for global iterations, sharded across ranks, from ``partsup.data.sampling``.
 
     Step ``i`` of a stage starting at ``s`` uses stream positions
     ``[(i - s) * G + r * B, (i - s) * G + (r + 1) * B)`` on rank ``r`` (``B`` = batch size per
@@ -246,7 +246,7 @@ class TrainStream:
     """
 
     def __init__(self, recipe: dict[str, Any], registries: Any, dist: Dist) -> None:
-        from partsup import data as pdata
+        from partsup.data import sampling as pdata
         self.pdata = pdata
         self.data = pdata.build_training_data(recipe, registries)
         self.recipe, self.dist = recipe, dist
@@ -283,7 +283,7 @@ class TrainStream:
         return list(range(first, first + self.batch_size))
 
     def batch(self, step: int) -> dict[str, Any]:
-        """The batch of global iteration ``step`` for this rank (``partsup.data`` items
+        """The batch of global iteration ``step`` for this rank (``partsup.data.sampling`` items
         collated: image ``(B, 3, H, W)`` float32 0..255, weak/strong ``(B, H, W)`` int64,
         is_strong ``(B,)`` bool)."""
         assert self.stage is not None, "set_stage first"
@@ -432,7 +432,7 @@ def train_step(run: Run, batch: dict[str, Any], stage: str, optimizer: torch.opt
 # Validation
 # ------------------------------------------------------------------------------------------------
 def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
-    """Detection F1 on the validation split (the detection pipeline of :mod:`partsup.detect`).
+    """Detection F1 on the validation split (the detection pipeline of :mod:`partsup.inference.detector`).
 
     With ``train.val_sweep`` (default) the F1 is the best over the recipe's ``calibrate:`` grid
     of (w, s1, a1), i.e. what calibration would reach with these weights (maps are computed
@@ -447,14 +447,14 @@ def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
         return None
     import tempfile
 
-    from partsup.calibration import MapCache, sweep
-    from partsup.detect import Detector, DetectParams
+    from partsup.evaluation.calibration import MapCache, sweep
+    from partsup.inference.detector import Detector, DetectParams
 
     params = DetectParams.from_dict(run.recipe["detect"])
     weak_map_only = stage == "weak" or run.model.mode == "weak_only"
     if weak_map_only:
         params.w = 1.0
-    from partsup.calibration import threshold_grid
+    from partsup.evaluation.calibration import threshold_grid
     grid = dict(run.recipe["calibrate"]) if run.recipe["train"].get("val_sweep", True) else \
         {"w": [params.w], "s1": [params.s1], "a1": [params.a1], "threshold": None}
     grid["threshold"] = threshold_grid(grid.get("threshold"), params.threshold)
@@ -483,7 +483,7 @@ def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
 def _best_row(run: Run, rows: list[Any], mine: int, n: int, w_grid: list[float],
               grid: dict[str, Any]) -> dict[str, Any]:
     """Sum each grid point's counts over ranks; the best F1 (first of ties, grid order)."""
-    from partsup.metrics import Counts
+    from partsup.evaluation.matching import Counts
     keys = [(float(w), t, float(s), float(a)) for w in w_grid for t in grid["threshold"]
             for s in grid["s1"] for a in grid["a1"]]
     counts = np.zeros((len(keys), 3), np.int64)
@@ -506,7 +506,7 @@ def _best_row(run: Run, rows: list[Any], mine: int, n: int, w_grid: list[float],
 
 def _protocol(run: Run) -> Any:
     """The recipe's ``eval.protocol`` with its ``radius_um`` / ``radius_px`` overrides."""
-    from partsup.metrics import resolve_protocol
+    from partsup.evaluation.matching import resolve_protocol
     return resolve_protocol(run.registries, None, None, run.recipe)
 
 
@@ -844,7 +844,7 @@ class _State:
 
 def _payload(run: Run, state: _State, stage: Stage, optimizer: Any, scheduler: Any,
              training: bool = True) -> dict[str, Any]:
-    """A checkpoint of the run at ``state.iteration`` (see :mod:`partsup.checkpoint`)."""
+    """A checkpoint of the run at ``state.iteration`` (see :mod:`partsup.training.checkpoint`)."""
     world, batch = run.dist.world, int(run.recipe["train"]["batch_size"])
     payload: dict[str, Any] = {
         "format": FORMAT,
@@ -942,7 +942,7 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
     stages = plan_stages(recipe)
     state = _State()
     if ckpt is not None:
-        from partsup.model import load_strict
+        from partsup.model.partial import load_strict
         load_strict(run.model, ckpt["model"], "checkpoint")
         state.iteration = int(ckpt["iteration"])
         state.best_f1 = ckpt["best"]["metric"]

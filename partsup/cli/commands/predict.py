@@ -25,10 +25,10 @@ from rich.markup import escape
 from rich.progress import TextColumn
 from rich.table import Table
 
-from partsup.commands.evaluate import progress_bar
+from partsup.cli.commands.evaluate import progress_bar
 from partsup.counts import HPF_AREA_MM2, ImageCount, summarize
 from partsup.errors import DataError, PartsupError
-from partsup.io import IMAGE_SUFFIXES, read_image
+from partsup.data.readers import IMAGE_SUFFIXES, read_image
 from partsup.types import Detection
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ def check_output_folder(out: Path) -> None:
     Raises:
         DataError: ``out`` is a file, or cannot be created or written (names it and why).
     """
-    from partsup.outdir import os_reason
+    from partsup.output.outdir import os_reason
     if out.exists() and not out.is_dir():
         raise DataError(f"--out {out} is a file, not a folder; choose a folder")
     created = not out.exists()
@@ -178,7 +178,7 @@ def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection]
     with their number in the top-left corner."""
     from PIL import ImageDraw
 
-    from partsup.overlay import downsampled_canvas, legend_band
+    from partsup.evaluation.overlay import downsampled_canvas, legend_band
     small, stride = downsampled_canvas(image, max_side)
     draw = ImageDraw.Draw(small)
     width = max(2, round(3 / stride * 2))
@@ -226,7 +226,7 @@ def failure_message(path: Path, exc: BaseException) -> str:
     """One line naming ``path`` and what went wrong."""
     text = (str(exc).strip().splitlines() or [""])[0]
     if isinstance(exc, OSError) and exc.errno is not None and exc.filename:
-        from partsup.outdir import os_reason
+        from partsup.output.outdir import os_reason
         return f"{path}: cannot write {exc.filename}: {os_reason(exc)}"
     if not isinstance(exc, PartsupError):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -237,9 +237,9 @@ def failure_message(path: Path, exc: BaseException) -> str:
 
 def build_detector(checkpoint: Path, registries: Any, device: str | torch.device,
                    overrides: dict[str, Any]) -> DetectorLike:
-    """The checkpoint's :class:`partsup.detect.Detector` (:func:`partsup.detect.load_detector`:
+    """The checkpoint's :class:`partsup.inference.detector.Detector` (:func:`partsup.inference.detector.load_detector`:
     recipe ``detect:`` values, then calibrated ones, then the non-None ``overrides``)."""
-    from partsup.detect import load_detector
+    from partsup.inference.detector import load_detector
     return load_detector(checkpoint, registries, device, **overrides)[0]
 
 
@@ -352,7 +352,7 @@ class PredictCommand:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in "
                             f"{', '.join(map(str, args.paths))}"
                             + ("" if args.recursive else " (folders: add --recursive?)"))
-        from partsup.detect import resolve_device
+        from partsup.inference.detector import resolve_device
         device = resolve_device(args.device)
         check_output_folder(args.out)
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}

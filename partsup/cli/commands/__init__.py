@@ -1,0 +1,1 @@
+"""CLI subcommands: each module defines ``COMMAND``, a class following :class:`partsup.cli.main.Command`."""

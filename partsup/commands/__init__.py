@@ -1,1 +1,0 @@
-"""CLI subcommands: each module defines ``COMMAND``, a class following :class:`partsup.cli.Command`."""

@@ -1,0 +1,2 @@
+"""The model: branch contract and two-branch PartialModel (:mod:`.partial`), weight transfer Gamma
+(:mod:`.transfer`), pixel losses (:mod:`.losses`)."""
