@@ -116,7 +116,7 @@ def test_infer_maps_rejects_bad_input():
 
 
 def test_resolve_device_names_bad_and_missing_devices():
-    from partsup.inference.detector import resolve_device
+    from partsup.runtime import resolve_device
     from partsup.errors import PartsupError
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

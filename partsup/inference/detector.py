@@ -15,7 +15,6 @@ Coordinates are pixels, x = column, y = row.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from skimage.filters import threshold_otsu
 from partsup.errors import PartsupError, RecipeError
 from partsup.inference.filters import FILTERS
 from partsup.types import Blobs, Detection
+from partsup.runtime import autocast, resolve_device
 
 #: tile sides smaller than the tile size are padded up to a multiple of this (most backbones
 #: need a multiple of 32: five stride-2 stages)
@@ -179,30 +179,6 @@ def _pad_to(tile: np.ndarray, multiple: int) -> np.ndarray:
     return np.pad(tile, ((0, ph), (0, pw), (0, 0)), mode="symmetric")
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; any other name as a ``torch.device``.
-
-    Raises:
-        PartsupError: an unknown device name, or a CUDA device where none is available.
-    """
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise PartsupError(f"device {str(device)!r}: expected auto, cpu or cuda") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise PartsupError(f"device {str(device)!r}: no CUDA device is available here; "
-                           f"use cpu (or auto)")
-    return dev
-
-
 def _prepare(model: Any, dev: torch.device) -> bool:
     """Move ``model`` to ``dev`` and switch it to eval mode; return its previous training flag.
 
@@ -303,7 +279,7 @@ def _run_batch(model: Any, image: np.ndarray, boxes: list[tuple[int, int]], ay: 
     inp = torch.cat(xs).to(dev, non_blocking=True)
     if dev.type == "cuda":
         inp = inp.contiguous(memory_format=torch.channels_last)
-    with _autocast(dev, amp):
+    with autocast(dev, amp):
         p_weak, p_strong = dihedral_maps(model, inp) if tta else model.probabilities(inp)
     maps = {"weak": p_weak.float().cpu().numpy()}
     if p_strong is not None:

@@ -56,6 +56,7 @@ from torch import nn
 from partsup.training.checkpoint import FORMAT, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from partsup.errors import CheckpointError, PartsupError, RecipeError
 from partsup.model.partial import ModelOutput, build_model
+from partsup.runtime import Dist, autocast, init_distributed, resolve_device
 
 CHECKPOINT_RE = re.compile(r"^iter-(\d{8})\.pt$")
 #: recipe keys that may differ between a run and its resumption
@@ -121,52 +122,6 @@ def stage_at(stages: list[Stage], iteration: int) -> Stage:
         if iteration < s.end:
             return s
     return stages[-1]
-
-
-@dataclass(frozen=True)
-class Dist:
-    """This process's place in a (possibly single-process) run."""
-
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str) -> Dist:
-    """Join the process group torchrun describes (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``).
-
-    gloo on CPU, nccl on CUDA. A single process (no ``WORLD_SIZE`` or 1) gets ``Dist()``.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if tdist.is_initialized():
-        return Dist(tdist.get_rank(), tdist.get_world_size(), local, False)
-    cuda = device != "cpu" and torch.cuda.is_available()
-    if cuda:
-        torch.cuda.set_device(local)
-    tdist.init_process_group(backend="nccl" if cuda else "gloo")
-    return Dist(rank, world, local, True)
-
-
-def resolve_device(preference: str, dist: Dist) -> torch.device:
-    """``auto`` -> this rank's GPU when CUDA is available, else CPU."""
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RecipeError("device: cuda was asked for but torch sees no CUDA device "
-                          "(use device=cpu or auto)")
-    if preference == "cpu" or (preference == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    return torch.device("cuda", dist.local_rank)
 
 
 def step_seed(seed: int, iteration: int, rank: int) -> int:
@@ -319,7 +274,7 @@ def build(recipe: dict[str, Any], registries: Any, dist: Dist | None = None,
           device: torch.device | None = None) -> Run:
     """Model (seeded from ``recipe.seed``), losses, training and validation data, on a device."""
     dist = dist or Dist()
-    device = device or resolve_device(recipe["device"], dist)
+    device = device or resolve_device(recipe["device"], dist.local_rank)
     seed_all(int(recipe["seed"]))
     model = build_model(recipe["model"], registries).to(device)
     if device.type == "cuda":
@@ -358,12 +313,6 @@ def prepare_stage(run: Run, stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
 # ------------------------------------------------------------------------------------------------
 # One step
 # ------------------------------------------------------------------------------------------------
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
             for k, v in batch.items()}
@@ -381,7 +330,7 @@ def compute_losses(run: Run, batch: dict[str, Any], stage: str
     if run.device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     net = run.net if run.net is not None else run.model
-    with _autocast(run.device, bool(run.recipe["train"]["amp"])):
+    with autocast(run.device, bool(run.recipe["train"]["amp"])):
         out = net(x)
     if isinstance(out, torch.Tensor):  # the weak branch alone
         out = ModelOutput(out, None)

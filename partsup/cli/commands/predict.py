@@ -352,7 +352,7 @@ class PredictCommand:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in "
                             f"{', '.join(map(str, args.paths))}"
                             + ("" if args.recursive else " (folders: add --recursive?)"))
-        from partsup.inference.detector import resolve_device
+        from partsup.runtime import resolve_device
         device = resolve_device(args.device)
         check_output_folder(args.out)
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
