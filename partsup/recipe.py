@@ -20,6 +20,7 @@ import yaml
 
 from partsup.errors import PartsupError, RecipeError
 from partsup.registry import closest
+from partsup.output.atomic import write_text
 
 _NONE = type(None)
 
@@ -419,10 +420,7 @@ def save_resolved(recipe: dict[str, Any], run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     dest = run_dir / "recipe.yaml"
-    tmp = dest.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    os.replace(tmp, dest)
-    return dest
+    return write_text(dest, yaml.safe_dump(recipe, sort_keys=False))
 
 
 def load_run(path: str | Path, overrides: Iterable[str] = (), modules: Iterable[str] = (),

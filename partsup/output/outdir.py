@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from partsup.errors import DataError
+from partsup.output.atomic import write_text
 
 #: the file that marks a folder as partsup's output (JSON: the command and the files it wrote)
 MARKER = ".partsup-output"
@@ -177,6 +178,4 @@ def _write_marker(out: Path, command: str, files: list[str]) -> None:
     doc = {"written_by": command, "note": "partsup replaces and removes only the files listed "
            "here; delete this file to keep partsup from writing into this folder again",
            "files": files}
-    tmp = out / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1) + "\n")
-    os.replace(tmp, out / MARKER)
+    write_text(out / MARKER, json.dumps(doc, indent=1) + "\n")

@@ -17,10 +17,8 @@ that :func:`torch.load` with ``weights_only=True`` reads it back (no pickled cod
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ import torch
 
 from partsup.errors import CheckpointError
 from partsup.output.outdir import os_reason as _os_reason
+from partsup.output.atomic import atomic_open
 
 #: the format tag of this version of the checkpoint layout
 FORMAT = "partsup-checkpoint/1"
@@ -71,26 +70,14 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     except OSError as exc:
         raise CheckpointError(f"cannot create checkpoint folder {path.parent}: "
                               f"{_os_reason(exc)}") from exc
-    tmp: str | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        tmp = None
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {path}: {_os_reason(exc)}") from exc
     except RuntimeError as exc:  # torch wraps some write failures (e.g. ENOSPC) in RuntimeError
         raise CheckpointError(f"cannot write checkpoint {path}: "
                               f"{_torch_write_reason(exc, path.parent)}") from exc
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
     return path
 
 

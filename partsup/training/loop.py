@@ -57,6 +57,7 @@ from partsup.training.checkpoint import FORMAT, load_checkpoint, rng_state, save
 from partsup.errors import CheckpointError, PartsupError, RecipeError
 from partsup.model.partial import ModelOutput, build_model
 from partsup.runtime import Dist, autocast, init_distributed, resolve_device
+from partsup.output.atomic import write_text
 
 CHECKPOINT_RE = re.compile(r"^iter-(\d{8})\.pt$")
 #: recipe keys that may differ between a run and its resumption
@@ -523,9 +524,7 @@ class RunDir:
     def truncate_log(self, iteration: int) -> None:
         """Drop records after ``iteration`` (written by a run that was then killed)."""
         kept = [r for r in self.records() if int(r.get("iteration", 0)) <= iteration]
-        tmp = self.metrics.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        os.replace(tmp, self.metrics)
+        write_text(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
 
     def save(self, iteration: int, payload: dict[str, Any]) -> Path:
         """Write a periodic checkpoint (only when its weights are finite, else
