@@ -8,8 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from partsup.data.sampling import (AugmentConfig, Draw, HEDJitter, MixedSampler, PatchConfig, PatchDataset,
-                          build_training_data, collate_patches, render, strong_at, transform)
+from partsup.data.augment import StainJitter
+from partsup.data.dataset import PatchDataset, build_training_data, collate_patches, render, transform
+from partsup.data.sampling import AugmentConfig, Draw, MixedSampler, PatchConfig, strong_at
 from partsup.errors import RecipeError
 from partsup.types import IGNORE_INDEX, Sample
 
@@ -204,9 +205,9 @@ def test_colour_augmentation_changes_pixels_not_labels(registries):
     assert not torch.equal(plain["image"], aug["image"])
     assert torch.equal(plain["weak"], aug["weak"]) and torch.equal(plain["strong"], aug["strong"])
     img = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-    same = HEDJitter(sigma=0.0).apply(img, alpha=np.ones(3), beta=np.zeros(3))
+    same = StainJitter(sigma=0.0).apply(img, alpha=np.ones(3), beta=np.zeros(3))
     assert np.abs(same.astype(int) - img).max() <= 1
-    darker = HEDJitter().apply(img, alpha=np.full(3, 1.5), beta=np.zeros(3))
+    darker = StainJitter().apply(img, alpha=np.full(3, 1.5), beta=np.zeros(3))
     assert darker.astype(int).sum() < img.astype(int).sum()
 
 

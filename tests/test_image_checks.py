@@ -7,7 +7,7 @@ import tifffile
 from PIL import Image
 
 from partsup.errors import DataError
-from partsup.data.readers import DataWarning, read_image
+from partsup.data.images import DataWarning, read_image
 
 
 def test_twelve_bit_data_in_a_sixteen_bit_file_warns(tmp_path):

@@ -7,7 +7,8 @@ import tifffile
 from PIL import Image
 
 from partsup.errors import DataError
-from partsup.data.readers import DataWarning, group_split, image_size, mask_centroids, read_image
+from partsup.data.images import DataWarning, image_size, read_image
+from partsup.data.readers import group_split, mask_centroids
 
 RGB = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.data.readers import (Reader, Record, as_points, layout_and_source, list_images, log_summary,
-                        mask_centroids, mask_from_path)
+from partsup.data.images import list_images
+from partsup.data.readers import (Reader, Record, as_points, layout_and_source, log_summary, mask_centroids,
+                                  mask_from_path)
 
 _SPLIT_DIRS = ("train", "val", "test")
 

@@ -177,7 +177,7 @@ class Run:
 
 class _Positions(torch.utils.data.Dataset):
     """Global item stream of one stage: position ``p`` is item ``p % L`` of epoch ``p // L``
-    of a :class:`partsup.data.sampling.PatchDataset` of ``L`` items per epoch."""
+    of a :class:`partsup.data.dataset.PatchDataset` of ``L`` items per epoch."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -202,7 +202,7 @@ class TrainStream:
     """
 
     def __init__(self, recipe: dict[str, Any], registries: Any, dist: Dist) -> None:
-        from partsup.data import sampling as pdata
+        from partsup.data import dataset as pdata
         self.pdata = pdata
         self.data = pdata.build_training_data(recipe, registries)
         self.recipe, self.dist = recipe, dist

@@ -28,7 +28,7 @@ from rich.table import Table
 from partsup.cli.commands.evaluate import progress_bar
 from partsup.counts import HPF_AREA_MM2, ImageCount, summarize
 from partsup.errors import DataError, PartsupError
-from partsup.data.readers import IMAGE_SUFFIXES, read_image
+from partsup.data.images import IMAGE_SUFFIXES, read_image
 from partsup.types import Detection
 
 if TYPE_CHECKING:
