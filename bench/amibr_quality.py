@@ -70,7 +70,7 @@ def score(maps: list[tuple], params: Any, regs: Any, radius: float) -> dict[str,
     """Counts at ``params``, AP over the candidates before ``s1`` (pooled over fields), and
     where the false alarms sit: on a decoy disc's nucleus (within :data:`DECOY_PX` of its
     centre), or elsewhere (the quilt's own nuclei and tissue)."""
-    from partsup.inference.detector import candidates_from_maps
+    from partsup.inference.blobs import candidates_from_maps
     from partsup.evaluation.matching import Counts, match, pr_curve
     total, gts, dets, scores, fp_decoy = Counts(0, 0, 0), [], [], [], 0
     for p_weak, p_strong, gt, mpp, decoys in maps:

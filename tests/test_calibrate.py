@@ -8,7 +8,8 @@ import pytest
 
 from partsup.evaluation.calibration import CachedMaps, MapCache, sweep
 from partsup.training.checkpoint import load_checkpoint
-from partsup.inference.detector import DetectParams, detect_from_maps
+from partsup.inference.blobs import detect_from_maps
+from partsup.inference.detector import DetectParams
 from partsup.errors import RecipeError
 from partsup.evaluation.matching import Counts, match
 from test_evaluate import make_checkpoint, run_cli, toy_registries  # noqa: E402  (tests/ on path)

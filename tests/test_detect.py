@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from partsup.inference.detector import (DetectParams, Detector, detect_from_maps, find_blobs,
-                            infer_maps)
+from partsup.inference.blobs import detect_from_maps, find_blobs
+from partsup.inference.detector import DetectParams, Detector
+from partsup.inference.tiling import infer_maps
 from partsup.errors import RecipeError
 from partsup.manager import Registries, hookimpl, make_plugin_manager
 from partsup.types import Blobs
@@ -196,7 +197,7 @@ def _reference_blobs(prob, sigma):
 
 def test_find_blobs_matches_a_plain_reference_and_does_not_depend_on_row_bands(monkeypatch):
     from scipy import ndimage
-    import partsup.inference.detector as detect
+    import partsup.inference.blobs as detect
     rng = np.random.default_rng(5)
     for sigma in (0.0, 1.0, 2.5):
         prob = ndimage.gaussian_filter(rng.random((70, 90)), 2).astype(np.float32)
@@ -217,7 +218,7 @@ def test_find_blobs_memory_stays_near_two_maps(monkeypatch):
     bool mask (1 B/px), plus a fixed ~2 MiB (np.histogram's blocks, row-band temporaries).
     Labelling into int64 then copying, or skimage's flattened copy for Otsu, would add 4-8 B/px."""
     import tracemalloc
-    import partsup.inference.detector as detect
+    import partsup.inference.blobs as detect
     monkeypatch.setattr(detect, "STATS_CHUNK_PX", 1 << 16)
     prob = np.zeros((1200, 1600), np.float32)
     prob[::20, :] = 0.9  # a grid of lines: ~20% of the pixels end up in blobs

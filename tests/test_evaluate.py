@@ -252,7 +252,8 @@ def test_evaluate_detections_ap_needs_scores(toy, tmp_path, capsys):
 def test_candidates_from_maps_keep_mask_gives_detect_from_maps(toy):
     """candidates[keep] are exactly detect_from_maps' detections; the area filter still
     applies to the candidates, the score threshold does not."""
-    from partsup.inference.detector import DetectParams, candidates_from_maps, detect_from_maps
+    from partsup.inference.blobs import candidates_from_maps, detect_from_maps
+    from partsup.inference.detector import DetectParams
     regs, _, _ = toy
     rng = np.random.default_rng(1)
     weak = np.zeros((64, 80), np.float32)

@@ -17,7 +17,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from partsup.inference.detector import DetectParams, check_threshold, filter_blobs, find_blobs, fuse
+from partsup.inference.blobs import filter_blobs, find_blobs, fuse
+from partsup.inference.params import DetectParams, check_threshold
 from partsup.inference.filters import area_in
 from partsup.evaluation.matching import Counts, match
 from partsup.types import Protocol

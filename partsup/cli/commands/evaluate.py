@@ -418,7 +418,7 @@ class EvaluateCommand:
 
 def _candidates(detector: Any, sample: Sample) -> Found:
     """The operating point's detections and every candidate before s1 (for the PR curve)."""
-    from partsup.inference.detector import candidates_from_maps
+    from partsup.inference.blobs import candidates_from_maps
     p_weak, p_strong = detector.maps(sample.image)
     cands, keep = candidates_from_maps(p_weak, p_strong, detector.params, sample.mpp,
                                        detector.registries)
