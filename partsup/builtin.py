@@ -52,7 +52,7 @@ def partsup_register_datasets(register: Callable[..., Any]) -> None:
 
 @hookimpl
 def partsup_register_protocols(register: Callable[..., Any]) -> None:
-    _register_dict(register, "partsup.evaluation.matching", "PROTOCOLS")
+    _register_dict(register, "partsup.evaluation.protocols", "PROTOCOLS")
 
 
 @hookimpl

@@ -110,7 +110,7 @@ def test_pixel_and_override_radii(registries):
 
 
 def test_radius_overrides_from_recipe_and_cli(registries):
-    from partsup.evaluation.matching import resolve_protocol
+    from partsup.evaluation.protocols import resolve_protocol
     recipe = {"eval": {"protocol": "icpr2012", "radius_um": None, "radius_px": 20}}
     proto = resolve_protocol(registries, None, None, recipe)
     assert proto.name == "icpr2012" and proto.radius_for(0.2456) == 20.0  # the paper's 20 px
@@ -127,7 +127,7 @@ def test_open_dataset_uses_a_readers_default_root(monkeypatch):
     """A reader whose root is optional (ami-br: beside the repository) needs no --data-root;
     one whose root is required gets the layout message."""
     from partsup.errors import DataError
-    from partsup.evaluation.matching import open_dataset
+    from partsup.data.datasets import open_dataset
     from partsup.manager import Registries, hookimpl, make_plugin_manager
 
     class Readers:

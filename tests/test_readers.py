@@ -42,7 +42,7 @@ def test_every_reader_has_layout_and_rejects_missing_root(registries, tmp_path):
 
 
 def test_missing_root_message_of_evaluate_names_layout_and_source(registries, monkeypatch):
-    from partsup.evaluation.matching import open_dataset
+    from partsup.data.datasets import open_dataset
     monkeypatch.delenv("PARTSUP_DATA", raising=False)
     for name in SOURCED:
         factory = registries.datasets.get(name)

@@ -1,2 +1,2 @@
-"""Evaluation: matching, counts, PR curves and protocols (:mod:`.matching`), calibration
-(:mod:`.calibration`), overlays (:mod:`.overlay`)."""
+"""Evaluation: matching, counts and PR curves (:mod:`.matching`), protocols (:mod:`.protocols`),
+calibration (:mod:`.calibration`), overlays (:mod:`.overlay`)."""

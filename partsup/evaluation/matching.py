@@ -1,10 +1,11 @@
-"""Scoring detections against ground truth: the greedy one-to-one matcher, counts, protocols.
+"""Scoring detections against ground truth: the greedy one-to-one matcher, counts, PR curves.
 
-The matcher follows the MIDOG reference rule (facts.md, "Evaluation protocols"): ground-truth
+The matcher follows the reference rule of point-detection challenges (facts.md, "Evaluation
+protocols"): ground-truth
 points are taken **in list order**; each takes its **nearest unused** detection whose centroid
 lies within the radius (distance ``<=`` radius, inclusive). Matched detections are true
 positives, unused detections false positives, unmatched ground truth false negatives. It is
-one-to-one: two detections on one mitosis give one TP and one FP. Counts are summed over images
+one-to-one: two detections on one object give one TP and one FP. Counts are summed over images
 before precision, recall and F1 are computed (micro average). Hard negatives are never ground
 truth: callers pass only ``Sample.points`` as ``gt``.
 
@@ -12,17 +13,14 @@ Threshold-free: :func:`pr_curve` ranks scored detections of all images, matches 
 order (:func:`match_ranked`) and returns the precision-recall curve with its all-point average
 precision (:class:`PRCurve`).
 
-Generic protocols live here (``pixels``, ``microns``); dataset protocols (icpr2012, amida13,
-midog, ...) are registered by the mitosis plugin.
+Protocols (the match radius to score with) live in :mod:`partsup.evaluation.protocols`.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
-
-from partsup.types import Protocol
 
 
 @dataclass(frozen=True)
@@ -279,142 +277,3 @@ def pr_curve(gt: Sequence[Any], det: Sequence[Any], scores: Sequence[Any],
     radii = np.broadcast_to(np.asarray(radius_px, np.float64), (len(gt),))
     flags = [match_ranked(g, d, s, float(r)) for g, d, s, r in zip(gt, det, scores, radii)]
     return pr_from_flags(scores, flags, sum(len(_xy(g)) for g in gt))
-
-
-# -- generic protocols -----------------------------------------------------------------------
-
-def pixels(radius_px: float = 30.0) -> Protocol:
-    """A fixed radius in pixels, whatever the image's um/px."""
-    return Protocol(name="pixels", radius_um=0.0, radius_px=float(radius_px),
-                    description=f"match within {radius_px:g} px (inclusive), greedy one-to-one")
-
-
-def microns(radius_um: float = 8.0) -> Protocol:
-    """A radius in micrometres, converted with each image's um/px."""
-    return Protocol(name="microns", radius_um=float(radius_um),
-                    description=f"match within {radius_um:g} um (inclusive), greedy one-to-one")
-
-
-PROTOCOLS: dict[str, Callable[..., Protocol]] = {"pixels": pixels, "microns": microns}
-
-
-def protocol_dict(protocol: Protocol) -> dict[str, Any]:
-    """A JSON-ready description of ``protocol``."""
-    return {"name": protocol.name, "radius_um": protocol.radius_um,
-            "radius_px": protocol.radius_px, "description": protocol.description}
-
-
-# -- datasets and protocols for evaluation ----------------------------------------------------
-
-def recipe_dataset(name: str, split: str, recipe: dict[str, Any] | None) -> dict[str, Any]:
-    """The recipe's ``data:`` section for dataset ``name`` (preferring one with the same
-    ``split``), as a plain dict; empty when the recipe names no such dataset."""
-    sections = [s for s in ((recipe or {}).get("data") or {}).values()
-                if isinstance(s, dict) and s.get("name") == name]
-    same = [s for s in sections if s.get("split", "train") == split]
-    return dict((same or sections or [{}])[0])
-
-
-def dataset_root(name: str, root: str | None, recipe_section: dict[str, Any] | None = None
-                 ) -> str | None:
-    """Where dataset ``name`` lives: ``root`` if given, else the recipe section's root, else
-    ``$PARTSUP_DATA/<name>`` when that folder exists."""
-    import os
-    from pathlib import Path
-    if root:
-        return str(root)
-    if recipe_section and recipe_section.get("root"):
-        return str(recipe_section["root"])
-    base = os.environ.get("PARTSUP_DATA")
-    if base and (Path(base) / name).is_dir():
-        return str(Path(base) / name)
-    return None
-
-
-def missing_root_message(name: str, factory: Any) -> str:
-    """What to tell a user who gave no root for dataset ``name``: the reader's expected layout
-    (``LAYOUT``) and where to get the data (``SOURCE``)."""
-    from partsup.data.readers import layout_and_source
-    lines = [f"dataset {name!r} has no root folder: pass --data-root DIR "
-             f"(or set PARTSUP_DATA so that $PARTSUP_DATA/{name} exists)."]
-    help_text = layout_and_source(factory)
-    if help_text:
-        lines.append(help_text)
-    if not (getattr(factory, "SOURCE", "") or "").strip():
-        lines.append("Where to get it: see docs/datasets.md (research downloads are not bundled; "
-                     "`partsup synth OUT --like NAME` writes a synthetic set in the same layout).")
-    return "\n".join(lines)
-
-
-def open_dataset(registries: Any, name: str, root: str | None = None, split: str = "test",
-                 recipe: dict[str, Any] | None = None,
-                 options: dict[str, Any] | None = None) -> Any:
-    """Build the registered reader ``name`` for ``split``.
-
-    Reader options come from the recipe's ``data:`` section for the same dataset (see
-    :func:`recipe_dataset`; e.g. ``val_cases``), updated by ``options``; the root from
-    :func:`dataset_root`.
-
-    Raises:
-        RecipeError: unknown dataset name (lists the known ones) or reader option.
-        DataError: no root (message with the expected layout and where to get the data), a
-            missing folder or bad files (the reader's own message).
-    """
-    from partsup.errors import DataError
-    factory = registries.datasets.get(name, where="--dataset")
-    section = recipe_dataset(name, split, recipe)
-    where = dataset_root(name, root, section)
-    kwargs = {k: v for k, v in section.items() if k not in ("name", "root", "split")}
-    kwargs.update(options or {})
-    if where is None:
-        if not _has_default_root(factory):
-            raise DataError(missing_root_message(name, factory))
-        # the reader knows where its data lives (e.g. ami-br beside the repository); it raises
-        # its own message, with the layout, when that folder is absent
-        return registries.datasets.build(name, where="--dataset", split=split, **kwargs)
-    return registries.datasets.build(name, where="--dataset", root=where, split=split, **kwargs)
-
-
-def _has_default_root(factory: Any) -> bool:
-    """Whether a reader factory's ``root`` argument is optional (it has a default location)."""
-    import inspect
-    try:
-        param = inspect.signature(factory).parameters.get("root")
-    except (TypeError, ValueError):
-        return False
-    return param is not None and param.default is not inspect.Parameter.empty
-
-
-def resolve_protocol(registries: Any, name: str | None, dataset: str | None = None,
-                     recipe: dict[str, Any] | None = None, radius_um: float | None = None,
-                     radius_px: float | None = None) -> Protocol:
-    """The protocol to score with: ``name`` if given; else the dataset's own protocol when one
-    is registered under the dataset's name; else the recipe's ``eval.protocol``; else
-    ``amida13`` (8 um) or, without the mitosis plugin, ``microns`` (8 um). A recipe's
-    ``eval.radius_um`` / ``eval.radius_px`` override the radius of a protocol chosen from the
-    recipe; the ``radius_um`` / ``radius_px`` arguments (CLI flags) override any protocol."""
-    section = (recipe or {}).get("eval") or {}
-    if name:
-        proto = registries.protocols.build(name, where="--protocol")
-    elif dataset and dataset in registries.protocols:
-        proto = registries.protocols.build(dataset)
-    else:
-        chosen = section.get("protocol") or ("amida13" if "amida13" in registries.protocols
-                                             else "microns")
-        proto = registries.protocols.build(chosen, where="eval.protocol")
-        proto = with_radius(proto, section.get("radius_um"), section.get("radius_px"))
-    return with_radius(proto, radius_um, radius_px)
-
-
-def with_radius(proto: Protocol, radius_um: float | None = None,
-                radius_px: float | None = None) -> Protocol:
-    """``proto`` with its match radius replaced: in pixels (used as-is for every image) if
-    ``radius_px`` is given, else in micrometres if ``radius_um`` is given."""
-    import dataclasses
-    if radius_px is not None:
-        return dataclasses.replace(proto, radius_px=float(radius_px),
-                                   description=f"{proto.description}; radius {radius_px:g} px")
-    if radius_um is not None:
-        return dataclasses.replace(proto, radius_um=float(radius_um), radius_px=None,
-                                   description=f"{proto.description}; radius {radius_um:g} um")
-    return proto

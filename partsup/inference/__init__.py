@@ -1,2 +1,3 @@
-"""Inference: tiled maps, fusion, blobs and the Detector (:mod:`.detector`), candidate filters
-(:mod:`.filters`)."""
+"""Inference: detection parameters (:mod:`.params`), tiled probability maps (:mod:`.tiling`),
+fusion, blobs and filtering (:mod:`.blobs`), candidate filters (:mod:`.filters`) and the
+Detector (:mod:`.detector`)."""

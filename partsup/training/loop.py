@@ -456,7 +456,7 @@ def _best_row(run: Run, rows: list[Any], mine: int, n: int, w_grid: list[float],
 
 def _protocol(run: Run) -> Any:
     """The recipe's ``eval.protocol`` with its ``radius_um`` / ``radius_px`` overrides."""
-    from partsup.evaluation.matching import resolve_protocol
+    from partsup.evaluation.protocols import resolve_protocol
     return resolve_protocol(run.registries, None, None, run.recipe)
 
 

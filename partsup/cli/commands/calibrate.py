@@ -21,7 +21,8 @@ from partsup.evaluation.calibration import MapCache, plot_f1_vs_w, sweep, write_
 from partsup.cli.commands.evaluate import (add_option_argument, parse_options, progress_bar,
                                        staged_dir)
 from partsup.errors import DataError, RecipeError
-from partsup.evaluation.matching import open_dataset, protocol_dict, resolve_protocol
+from partsup.data.datasets import open_dataset
+from partsup.evaluation.protocols import protocol_dict, resolve_protocol
 
 
 def parse_grid(text: str | None, option: str) -> list[float] | None:

@@ -27,8 +27,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from partsup.errors import DataError, PartsupError, RecipeError
-from partsup.evaluation.matching import (Counts, PRCurve, match, match_ranked, open_dataset, pr_from_flags,
-                             protocol_dict, resolve_protocol)
+from partsup.data.datasets import open_dataset
+from partsup.evaluation.matching import Counts, PRCurve, match, match_ranked, pr_from_flags
+from partsup.evaluation.protocols import protocol_dict, resolve_protocol
 from partsup.types import Detection, Protocol, Sample
 
 
