@@ -123,6 +123,17 @@ def test_radius_overrides_from_recipe_and_cli(registries):
     assert resolve_protocol(registries, "midog", radius_um=8).radius_for(0.25) == 32.0
 
 
+def test_protocol_fallback_is_the_callers_default(registries):
+    """Without --protocol, a dataset protocol or a recipe choice, the caller's default applies
+    (the core names no plugin protocol)."""
+    from partsup.evaluation.protocols import resolve_protocol
+    assert resolve_protocol(registries, None).name == "microns"
+    assert resolve_protocol(registries, None, "folder", {"eval": {}}).name == "microns"
+    assert resolve_protocol(registries, None, default="amida13").name == "amida13"
+    assert resolve_protocol(registries, None, recipe={"eval": {"protocol": "pixels"}},
+                            default="amida13").name == "pixels"
+
+
 def test_open_dataset_uses_a_readers_default_root(monkeypatch):
     """A reader whose root is optional (ami-br: beside the repository) needs no --data-root;
     one whose root is required gets the layout message."""

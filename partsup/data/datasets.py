@@ -72,7 +72,7 @@ def open_dataset(registries: Any, name: str, root: str | None = None, split: str
     if where is None:
         if not _has_default_root(factory):
             raise DataError(missing_root_message(name, factory))
-        # the reader knows where its data lives (e.g. ami-br beside the repository); it raises
+        # the reader knows where its data lives (a default root of its own); it raises
         # its own message, with the layout, when that folder is absent
         return registries.datasets.build(name, where="--dataset", split=split, **kwargs)
     return registries.datasets.build(name, where="--dataset", root=where, split=split, **kwargs)
