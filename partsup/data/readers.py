@@ -297,6 +297,7 @@ def mask_centroids(mask: np.ndarray) -> np.ndarray:
 
 
 def log_summary(reader: Reader) -> None:
+    """Log one INFO line: reader name, split, images, points and skipped problems."""
     n_skip = len(reader.problems.skipped)
     log.info("%s %s: %d images, %d points%s", reader.NAME, reader.split, len(reader),
              reader.num_points(), f", {n_skip} problems skipped" if n_skip else "")

@@ -226,8 +226,11 @@ def window_for(draw: Draw) -> tuple[int, int]:
         return max(h, w), max(h, w)
     return (w, h) if draw.transpose else (h, w)
 
+
 def center_crop(image: np.ndarray, aux: np.ndarray, points: np.ndarray,
                 size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The central ``size = (h, w)`` window of ``image`` ``(H, W, 3)`` and ``aux`` ``(H, W, 2)``,
+    and ``points`` ``(K, 2)`` float32 x, y moved into its pixels (kept even when outside)."""
     h, w = size
     H, W = image.shape[:2]
     y0, x0 = (H - h) // 2, (W - w) // 2
@@ -251,9 +254,5 @@ def place_negative(draw: Draw, s: Sample, margin: float = 0.0) -> Draw:
         inside = (np.abs(p[:, 0] - cx) <= w / 2 + margin) & \
             (np.abs(p[:, 1] - cy) <= h / 2 + margin)
         if not inside.any():
-            return _replace(draw, center=(cx, cy))
-    return _replace(draw, center=first)
-
-
-def _replace(draw: Draw, **kw: Any) -> Draw:
-    return replace(draw, **kw)
+            return replace(draw, center=(cx, cy))
+    return replace(draw, center=first)
