@@ -33,8 +33,8 @@ from partsup.model.partial import load_strict
 from partsup.runtime import Dist, init_distributed
 from partsup.training.checkpoint import save_checkpoint
 from partsup.training.display import Display, plot_curves
-from partsup.training.resume import (Progress, payload, progress_of, restore_training_state,
-                                     resumed_recipe, starting_checkpoint)
+from partsup.training.resume import (RunState, payload, restore_training_state, resumed_recipe,
+                                     starting_checkpoint, state_of)
 from partsup.training.run import Run, build, check_inputs, prepare_stage
 from partsup.training.rundir import RunDir, check_finite, lock_run_folder
 from partsup.training.signals import StopRequest
@@ -64,7 +64,7 @@ def fit(recipe: dict[str, Any], registries: Any, out: str | Path, *, resume: boo
         registries: the run's registries.
         out: the run folder. Without ``resume`` it must not hold checkpoints yet.
         resume: continue from the newest checkpoint in ``out`` (exactly where it stopped).
-        console: a rich Console for progress (None: silent).
+        console: a rich Console for state (None: silent).
         device: overrides ``recipe["device"]``.
 
     Returns:
@@ -92,6 +92,8 @@ def fit(recipe: dict[str, Any], registries: Any, out: str | Path, *, resume: boo
 
 def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, console: Any,
          dist: Dist) -> FitResult:
+    """Start (or resume) the run in the locked folder, train it, then write ``best.pt`` and
+    the curves."""
     run_dir = RunDir(out, recipe["train"]["keep_last"])
     ckpt = starting_checkpoint(run_dir, recipe, resume)
     if ckpt is not None:  # the checkpoint's recipe rules, except the keys that may change
@@ -105,32 +107,34 @@ def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, conso
     stages = plan_stages(recipe)
     if ckpt is not None:
         load_strict(run.model, ckpt["model"], "checkpoint")
-    progress = progress_of(ckpt)
-    display = Display(console, stages[-1].end, progress.iteration, dist.is_main)
+    state = state_of(ckpt)
+    display = Display(console, stages[-1].end, state.iteration, dist.is_main)
     try:
         with StopRequest() as stop:
-            result = _loop(run, run_dir, stages, progress, ckpt, display, stop)
+            result = _loop(run, run_dir, stages, state, ckpt, display, stop)
     finally:
         display.close()
     if dist.is_main and result.completed:
-        _finish(run, run_dir, progress, stages[-1])
+        _finish(run, run_dir, state, stages[-1])
         plot_curves(run_dir)
     return result
 
 
-def _loop(run: Run, run_dir: RunDir, stages: list[Stage], progress: Progress,
+def _loop(run: Run, run_dir: RunDir, stages: list[Stage], state: RunState,
           ckpt: dict[str, Any] | None, display: Display, stop: StopRequest) -> FitResult:
+    """The steps from ``state.iteration`` to the end: each one logged, validated and
+    checkpointed at its interval; a stop request saves a checkpoint and ends the loop."""
     t = run.recipe["train"]
     seed = int(run.recipe["seed"])
     main = run.dist.is_main
     opt = sched = None
     stage: Stage | None = None
-    window_start, window_it = time.perf_counter(), progress.iteration
+    window_start, window_it = time.perf_counter(), state.iteration
     it_s = 0.0
     stats: dict[str, float] = {"loss": 0.0, "loss_weak": 0.0, "loss_strong": 0.0}
     end = stages[-1].end
-    while progress.iteration < end:
-        i = progress.iteration
+    while state.iteration < end:
+        i = state.iteration
         if stage is None or i >= stage.end:
             stage = stage_at(stages, i)
             opt, sched = prepare_stage(run, stage)
@@ -147,8 +151,8 @@ def _loop(run: Run, run_dir: RunDir, stages: list[Stage], progress: Progress,
             raise NonFiniteLoss(f"iteration {i + 1}: {exc}; training stopped, "
                                 f"{run_dir.last_good()}. Lower train.optimizer.lr or set "
                                 f"train.grad_clip") from None
-        progress.iteration = i + 1
-        n = progress.iteration
+        state.iteration = i + 1
+        n = state.iteration
         log_now = n % t["log_every"] == 0 or n == end
         if log_now:
             now = time.perf_counter()
@@ -159,45 +163,46 @@ def _loop(run: Run, run_dir: RunDir, stages: list[Stage], progress: Progress,
                              "it_s": round(it_s, 4), "time": time.time()})
         display.update(n, stats, it_s, stage.name, log_now)
         if t["val_every"] and (n % t["val_every"] == 0 or n == end):
-            _validate_and_keep_best(run, run_dir, progress, stage, stages, display)
+            _validate_and_keep_best(run, run_dir, state, stage, stages, display)
         if stop_all:
             if main:
-                path = run_dir.save(n, payload(run, progress, stage, opt, sched))
+                path = run_dir.save(n, payload(run, state, stage, opt, sched))
                 display.message(f"stopped at iteration {n}: checkpoint {path}; continue with "
                                 f"--resume")
             best = run_dir.best if run_dir.best.is_file() else None
-            return FitResult(run_dir.root, n, False, progress.best_f1, best,
+            return FitResult(run_dir.root, n, False, state.best_f1, best,
                              interrupted_by=stop.signum or signal.SIGTERM)
         if main and (n % t["checkpoint_every"] == 0 or n == end):
-            run_dir.save(n, payload(run, progress, stage, opt, sched))
-    return FitResult(run_dir.root, progress.iteration, True, progress.best_f1, run_dir.best)
+            run_dir.save(n, payload(run, state, stage, opt, sched))
+    return FitResult(run_dir.root, state.iteration, True, state.best_f1, run_dir.best)
 
 
-def _validate_and_keep_best(run: Run, run_dir: RunDir, progress: Progress, stage: Stage,
+def _validate_and_keep_best(run: Run, run_dir: RunDir, state: RunState, stage: Stage,
                             stages: list[Stage], display: Display) -> None:
-    check_finite(run.model.state_dict(), progress.iteration, run_dir)
+    """Validate; in the last stage a better F1 is saved as ``best.pt`` (rank 0)."""
+    check_finite(run.model.state_dict(), state.iteration, run_dir)
     result = validate(run, stage.name)
     if result is None:
         return
     display.val_f1 = result["f1"]
     if run.dist.is_main:
-        run_dir.log({"iteration": progress.iteration, "stage": stage.name,
+        run_dir.log({"iteration": state.iteration, "stage": stage.name,
                      "val_f1": result["f1"], "val_precision": result["precision"],
                      "val_recall": result["recall"], "val_tp": result["tp"],
                      "val_fp": result["fp"], "val_fn": result["fn"],
                      "val_w": result["w"], "val_threshold": result["threshold"],
                      "val_s1": result["s1"], "val_a1": result["a1"]})
     final_stage = stage == stages[-1]
-    if final_stage and (progress.best_f1 is None or result["f1"] > progress.best_f1):
-        progress.best_f1, progress.best_iteration = result["f1"], progress.iteration
-        progress.best_detect = {k: result[k] for k in ("w", "threshold", "s1", "a1")}
+    if final_stage and (state.best_f1 is None or result["f1"] > state.best_f1):
+        state.best_f1, state.best_iteration = result["f1"], state.iteration
+        state.best_detect = {k: result[k] for k in ("w", "threshold", "s1", "a1")}
         if run.dist.is_main:
-            save_checkpoint(run_dir.best, payload(run, progress, stage, None, None,
+            save_checkpoint(run_dir.best, payload(run, state, stage, None, None,
                                                   training=False))
-            display.message(f"iteration {progress.iteration}: validation F1 "
+            display.message(f"iteration {state.iteration}: validation F1 "
                             f"{result['f1']:.3f} {_at(result)} (best) -> {run_dir.best}")
     elif run.dist.is_main:
-        display.message(f"iteration {progress.iteration}: validation F1 {result['f1']:.3f} "
+        display.message(f"iteration {state.iteration}: validation F1 {result['f1']:.3f} "
                         f"{_at(result)}")
 
 
@@ -206,8 +211,8 @@ def _at(result: dict[str, Any]) -> str:
             f"a1={result['a1']:g})")
 
 
-def _finish(run: Run, run_dir: RunDir, progress: Progress, stage: Stage) -> None:
+def _finish(run: Run, run_dir: RunDir, state: RunState, stage: Stage) -> None:
     """Without a validation split, ``best.pt`` holds the final weights."""
-    if run.val is None or progress.best_f1 is None:
-        check_finite(run.model.state_dict(), progress.iteration, run_dir)
-        save_checkpoint(run_dir.best, payload(run, progress, stage, None, None, training=False))
+    if run.val is None or state.best_f1 is None:
+        check_finite(run.model.state_dict(), state.iteration, run_dir)
+        save_checkpoint(run_dir.best, payload(run, state, stage, None, None, training=False))

@@ -26,7 +26,7 @@ RESUMABLE_CHANGES = {"device", "train.iterations", "train.val_every", "train.che
 
 
 @dataclass
-class Progress:
+class RunState:
     """How far a run got: iterations done and its best validation so far."""
 
     iteration: int = 0
@@ -35,9 +35,9 @@ class Progress:
     best_detect: dict[str, Any] | None = None  # the grid point of the best validation F1
 
 
-def payload(run: Run, progress: Progress, stage: Stage, optimizer: Any, scheduler: Any,
+def payload(run: Run, state: RunState, stage: Stage, optimizer: Any, scheduler: Any,
             training: bool = True) -> dict[str, Any]:
-    """A checkpoint of the run at ``progress.iteration`` (see :mod:`partsup.training.checkpoint`);
+    """A checkpoint of the run at ``state.iteration`` (see :mod:`partsup.training.checkpoint`);
     without ``training`` it holds no optimiser, scheduler or generator state (``best.pt``)."""
     world, batch = run.dist.world, int(run.recipe["train"]["batch_size"])
     out: dict[str, Any] = {
@@ -46,11 +46,11 @@ def payload(run: Run, progress: Progress, stage: Stage, optimizer: Any, schedule
         "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
         "normalization": run.model.normalization,
         "detect": None,
-        "iteration": progress.iteration,
+        "iteration": state.iteration,
         "stage": stage.name,
-        "best": {"metric": progress.best_f1, "iteration": progress.best_iteration,
-                 "detect": progress.best_detect},
-        "sampler": {"iteration": progress.iteration, "world": world, "batch_size": batch,
+        "best": {"metric": state.best_f1, "iteration": state.best_iteration,
+                 "detect": state.best_detect},
+        "sampler": {"iteration": state.iteration, "world": world, "batch_size": batch,
                     "position": run.data.position()},
     }
     if training:
@@ -60,12 +60,12 @@ def payload(run: Run, progress: Progress, stage: Stage, optimizer: Any, schedule
     return out
 
 
-def progress_of(ckpt: dict[str, Any] | None) -> Progress:
-    """The progress a checkpoint records (a fresh one without a checkpoint)."""
+def state_of(ckpt: dict[str, Any] | None) -> RunState:
+    """The state a checkpoint records (a fresh one without a checkpoint)."""
     if ckpt is None:
-        return Progress()
+        return RunState()
     best = ckpt["best"]
-    return Progress(int(ckpt["iteration"]), best["metric"], best["iteration"], best.get("detect"))
+    return RunState(int(ckpt["iteration"]), best["metric"], best["iteration"], best.get("detect"))
 
 
 def starting_checkpoint(run_dir: RunDir, recipe: dict[str, Any], resume: bool

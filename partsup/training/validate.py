@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
-    """Detection F1 on the validation split (the detection pipeline of :mod:`partsup.inference.detector`).
+    """Detection F1 on the validation split (the pipeline of :mod:`partsup.inference.detector`).
 
     With ``train.val_sweep`` (default) the F1 is the best over the recipe's ``calibrate:`` grid
     of (w, s1, a1), i.e. what calibration would reach with these weights (maps are computed
@@ -27,8 +27,8 @@ def validate(run: Run, stage: str = "joint") -> dict[str, Any] | None:
     values are used as they are. During a ``weak`` stage only the weak map counts (w = 1).
     Images are shared out across ranks and the counts summed.
 
-    Returns ``Counts.as_dict()`` plus ``images``, ``w``, ``threshold``, ``s1``, ``a1`` (the grid point), or
-    None when the recipe has no validation split.
+    Returns ``Counts.as_dict()`` plus ``images``, ``w``, ``threshold``, ``s1``, ``a1`` (the grid
+    point), or None when the recipe has no validation split.
     """
     if run.val is None:
         return None
