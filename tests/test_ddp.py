@@ -18,7 +18,8 @@ import yaml
 
 from partsup.training.checkpoint import load_checkpoint
 from partsup.recipe import load_run
-from partsup.training.loop import RunDir, fit
+from partsup.training.loop import fit
+from partsup.training.rundir import RunDir
 
 TESTS = Path(__file__).resolve().parent
 

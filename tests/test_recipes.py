@@ -7,7 +7,7 @@ import pytest
 
 from partsup.errors import DataError, RecipeError
 from partsup.recipe import load_run
-from partsup.training.loop import plan_stages
+from partsup.training.stages import plan_stages
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
 SPLITS = ("strong", "weak", "val", "test")

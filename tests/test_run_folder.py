@@ -16,7 +16,9 @@ import yaml
 from partsup.training.checkpoint import load_checkpoint
 from partsup.errors import PartsupError
 from partsup.recipe import load_recipe
-from partsup.training.loop import CheckpointWarning, NonFiniteLoss, RunDir, fit
+from partsup.training.loop import fit
+from partsup.training.rundir import CheckpointWarning, RunDir
+from partsup.training.step import NonFiniteLoss
 
 from test_train import TINY, tiny_regs  # noqa: F401  (tests/ on sys.path)
 

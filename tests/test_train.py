@@ -168,8 +168,11 @@ import yaml as _yaml
 
 from partsup.errors import PartsupError, RecipeError
 from partsup.recipe import load_recipe
-from partsup.training.loop import (Losses, NonFiniteLoss, RunDir, Stage, build, compute_losses, fit,
-                           plan_stages, prepare_stage)
+from partsup.training.loop import fit
+from partsup.training.run import build, prepare_stage
+from partsup.training.rundir import RunDir
+from partsup.training.stages import Stage, plan_stages
+from partsup.training.step import Losses, NonFiniteLoss, compute_losses
 
 TINY = {
     "name": "tiny",

@@ -54,7 +54,7 @@ def ensure_data(root: Path, console: Console) -> float:
 
 
 def _completed(run_dir: Path, iterations: int) -> bool:
-    from partsup.training.loop import RunDir
+    from partsup.training.rundir import RunDir
     done = RunDir(run_dir).existing()
     return (run_dir / "best.pt").is_file() and bool(done) and done[-1][0] >= iterations
 
@@ -62,7 +62,7 @@ def _completed(run_dir: Path, iterations: int) -> bool:
 def _resumable(run_dir: Path, recipe: dict[str, Any]) -> bool:
     """An interrupted demo run of the same resolved recipe: continue it rather than start over."""
     import yaml
-    from partsup.training.loop import RunDir
+    from partsup.training.rundir import RunDir
     saved = run_dir / "recipe.yaml"
     if not saved.is_file() or not RunDir(run_dir).existing():
         return False

@@ -1,0 +1,139 @@
+"""The state of a run that a checkpoint holds, and how a run continues from one (``--resume``).
+
+:func:`payload` makes the checkpoint dict of a run (layout in :mod:`partsup.training.checkpoint`);
+:func:`starting_checkpoint` finds the newest readable checkpoint and refuses a recipe that
+changed anything but :data:`RESUMABLE_CHANGES`; :func:`restore_training_state` puts the
+optimiser, scheduler and random generators back where they were, so the resumed run is
+bit-identical (on CPU) to the uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from partsup.errors import CheckpointError, PartsupError, RecipeError
+from partsup.training.checkpoint import FORMAT, rng_state, set_rng_state
+from partsup.training.rundir import RunDir
+from partsup.training.stages import Stage
+
+if TYPE_CHECKING:
+    from partsup.training.run import Run
+
+#: recipe keys that may differ between a run and its resumption
+RESUMABLE_CHANGES = {"device", "train.iterations", "train.val_every", "train.checkpoint_every",
+                     "train.keep_last", "train.log_every", "data.num_workers", "description"}
+
+
+@dataclass
+class RunState:
+    """How far a run got: iterations done and its best validation so far."""
+
+    iteration: int = 0
+    best_f1: float | None = None
+    best_iteration: int | None = None
+    best_detect: dict[str, Any] | None = None  # the grid point of the best validation F1
+
+
+def payload(run: Run, state: RunState, stage: Stage, optimizer: Any, scheduler: Any,
+            training: bool = True) -> dict[str, Any]:
+    """A checkpoint of the run at ``state.iteration`` (see :mod:`partsup.training.checkpoint`);
+    without ``training`` it holds no optimiser, scheduler or generator state (``best.pt``)."""
+    world, batch = run.dist.world, int(run.recipe["train"]["batch_size"])
+    out: dict[str, Any] = {
+        "format": FORMAT,
+        "recipe": copy.deepcopy(run.recipe),
+        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+        "normalization": run.model.normalization,
+        "detect": None,
+        "iteration": state.iteration,
+        "stage": stage.name,
+        "best": {"metric": state.best_f1, "iteration": state.best_iteration,
+                 "detect": state.best_detect},
+        "sampler": {"iteration": state.iteration, "world": world, "batch_size": batch,
+                    "position": run.data.position()},
+    }
+    if training:
+        out["optimizer"] = optimizer.state_dict()
+        out["scheduler"] = scheduler.state_dict() if scheduler is not None else None
+        out["rng"] = rng_state()
+    return out
+
+
+def state_of(ckpt: dict[str, Any] | None) -> RunState:
+    """The state a checkpoint records (a fresh one without a checkpoint)."""
+    if ckpt is None:
+        return RunState()
+    best = ckpt["best"]
+    return RunState(int(ckpt["iteration"]), best["metric"], best["iteration"], best.get("detect"))
+
+
+def starting_checkpoint(run_dir: RunDir, recipe: dict[str, Any], resume: bool
+                        ) -> dict[str, Any] | None:
+    """The checkpoint a run starts from: None for a new run (refused when ``run_dir`` already
+    holds checkpoints), else the newest readable one, whose recipe must match ``recipe``."""
+    existing = run_dir.existing()
+    if not resume:
+        if existing:
+            raise PartsupError(f"{run_dir.root} already holds checkpoints; continue it with "
+                               f"--resume, or choose another --out")
+        return None
+    ckpt = run_dir.latest()
+    if ckpt is None:
+        raise CheckpointError(f"--resume: no checkpoint in {run_dir.checkpoints} "
+                              f"(nothing to resume; run without --resume)")
+    check_resumable(ckpt["recipe"], recipe)
+    return ckpt
+
+
+def check_resumable(old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Refuse to resume with a recipe that changes anything but :data:`RESUMABLE_CHANGES`."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    a, b = flat(old), flat(new)
+    for key in sorted(set(a) | set(b)):
+        if key in RESUMABLE_CHANGES or key.endswith(".root") or a.get(key) == b.get(key):
+            continue
+        raise RecipeError(f"--resume: the recipe differs from the checkpoint's at {key!r} "
+                          f"({a.get(key)!r} -> {b.get(key)!r}); only "
+                          f"{', '.join(sorted(RESUMABLE_CHANGES))} may change. Start a new run "
+                          f"with another --out instead")
+
+
+def resumed_recipe(ckpt: dict[str, Any], recipe: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's recipe with the :data:`RESUMABLE_CHANGES` keys taken from ``recipe``
+    (the checkpoint's dict, changed in place)."""
+    for key in RESUMABLE_CHANGES:
+        _set_path(ckpt["recipe"], key, _get_path(recipe, key))
+    return ckpt["recipe"]
+
+
+def restore_training_state(ckpt: dict[str, Any], opt: Any, sched: Any) -> None:
+    """Load the checkpoint's optimiser, scheduler and random generator states."""
+    try:
+        opt.load_state_dict(ckpt["optimizer"])
+        if sched is not None and ckpt.get("scheduler") is not None:
+            sched.load_state_dict(ckpt["scheduler"])
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"--resume: the optimiser state does not fit "
+                              f"({type(exc).__name__}: {exc})") from exc
+    if ckpt.get("rng"):
+        set_rng_state(ckpt["rng"])
+
+
+def _get_path(d: dict[str, Any], dotted: str) -> Any:
+    for k in dotted.split("."):
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def _set_path(d: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+    d[keys[-1]] = value

@@ -1,0 +1,108 @@
+"""What a training run works with (:class:`Run`) and how it is built from a recipe.
+
+:func:`build` makes the model (seeded from ``recipe.seed``, on its device), the losses, the
+training stream and the validation reader; :func:`prepare_stage` freezes what a stage does not
+train, wraps the model in DistributedDataParallel when distributed, and builds the stage's
+optimiser and scheduler (for the stage's length in iterations).
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from partsup.errors import DataError, PartsupError
+from partsup.model.partial import build_model
+from partsup.runtime import Dist, resolve_device
+from partsup.training.stages import Stage
+from partsup.training.step import Losses, build_losses, seed_all
+from partsup.training.stream import TrainStream
+
+
+@dataclass
+class Run:
+    """Everything a training run works with (built by :func:`build`)."""
+
+    recipe: dict[str, Any]
+    registries: Any
+    model: nn.Module                 # the PartialModel
+    losses: Losses
+    data: TrainStream                # the training batches
+    val: Any                         # validation samples (a reader) or None
+    device: torch.device
+    dist: Dist = field(default_factory=Dist)
+    #: what a training step calls in the current stage: the model (``weak`` stage: its weak
+    #: branch only, so the idle strong branch costs nothing), wrapped in DDP when distributed
+    net: nn.Module | None = None
+
+
+def check_inputs(recipe: dict[str, Any]) -> None:
+    """Raise one DataError naming every training dataset root and backbone weight file the
+    recipe names that does not exist (with how to get each), instead of one at a time."""
+    problems = []
+    for key in ("strong", "weak", "val"):
+        section = (recipe.get("data") or {}).get(key)
+        root = section.get("root") if isinstance(section, dict) else None
+        if root and not Path(str(root)).expanduser().exists():
+            problems.append(f"data.{key}.root {root} not found ({section.get('name')}: "
+                            f"`partsup datasets` shows its layout and where to get the data)")
+    weights = ((recipe.get("model") or {}).get("backbone") or {}).get("weights")
+    if isinstance(weights, str) and not Path(weights).expanduser().exists():
+        problems.append(f"model.backbone.weights {weights} not found (docs/backbones.md says "
+                        f"how to get it; or train from random weights with --set "
+                        f"model.backbone.weights=null)")
+    if problems:
+        raise DataError("cannot start training: " + "; ".join(problems))
+
+
+def read_split(recipe: dict[str, Any], registries: Any, key: str) -> Any:
+    """The dataset reader of ``data.<key>`` (e.g. ``val``), or None when the recipe has none."""
+    spec = recipe["data"].get(key)
+    if not spec:
+        return None
+    spec = dict(spec)
+    name = spec.pop("name")
+    return registries.datasets.build(name, where=f"data.{key}", **spec)
+
+
+def build(recipe: dict[str, Any], registries: Any, dist: Dist | None = None,
+          device: torch.device | None = None) -> Run:
+    """Model (seeded from ``recipe.seed``), losses, training and validation data, on a device."""
+    dist = dist or Dist()
+    device = device or resolve_device(recipe["device"], dist.local_rank)
+    seed_all(int(recipe["seed"]))
+    model = build_model(recipe["model"], registries).to(device)
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    losses = build_losses(recipe, registries)
+    data = TrainStream(recipe, registries, dist)
+    val = read_split(recipe, registries, "val")
+    return Run(recipe, registries, model, losses, data, val, device, dist)
+
+
+def prepare_stage(run: Run, stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
+    """Freeze what the stage does not train, wrap in DDP, build its optimiser and scheduler."""
+    run.model.freeze_weak(stage.name == "strong")
+    run.model.train()
+    net = run.model.weak if stage.name == "weak" else run.model
+    if run.dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+        ids = [run.device.index] if run.device.type == "cuda" else None
+        net = DDP(net, device_ids=ids, find_unused_parameters=True)
+    run.net = net
+    spec = dict(run.recipe["train"]["optimizer"])
+    name = spec.pop("name")
+    factory = run.registries.optimizers.get(name, where="train.optimizer")
+    params = inspect.signature(factory).parameters
+    supplied: dict[str, Any] = {"model": run.model}
+    if "iterations" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        supplied["iterations"] = stage.length
+    out = run.registries.optimizers.build(name, where="train.optimizer", supplied=supplied,
+                                          **spec)
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise PartsupError(f"optimizer {name!r} must return (optimizer, scheduler | None)")
+    return out
