@@ -21,7 +21,7 @@ model:
 class TinyPlugin:
     """A test plugin registering one backbone with typed kwargs."""
 
-    from partsup.manager import hookimpl
+    from partsup import hookimpl
 
     @staticmethod
     def _tiny(width: int = 8, depth: int = 2):
@@ -148,7 +148,7 @@ def test_load_run_imports_recipe_plugins(tmp_path, monkeypatch):
     pkg = tmp_path / "mods"
     pkg.mkdir()
     (pkg / "my_recipe_plugin.py").write_text(
-        "from partsup.manager import hookimpl\n"
+        "from partsup import hookimpl\n"
         "def make(width: int = 2):\n    '''recipe-listed backbone'''\n    return width\n"
         "@hookimpl\ndef partsup_register_backbones(register):\n    register('listed', make)\n")
     monkeypatch.syspath_prepend(str(pkg))
