@@ -282,6 +282,7 @@ def test_configure_hook_can_reject_recipe(tmp_path):
     try:
         p = tmp_path / "r.yaml"
         p.write_text("name: t\nplugins: [guard_plugin]\nmodel: {backbone: {name: smp}}\n"
+                     "labels: {weak: concentric}\nloss: {weak: concentric}\n"
                      "train: {iterations: 2000000}\n")
         with pytest.raises(RecipeError, match="rejected the recipe: ValueError: too many iterations"):
             load_run(p)
