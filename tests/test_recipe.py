@@ -209,3 +209,13 @@ def test_config_sections_follow_their_dataclasses():
         _validate_section({"size": [1, 2, 3]}, SCHEMA["data"]["patch"], "data.patch", "<t>", None)
     with pytest.raises(RecipeError, match=r"data\.augment\.jitter: expected a list of 4"):
         _validate_section({"jitter": 0.1}, SCHEMA["data"]["augment"], "data.augment", "<t>", None)
+
+
+def test_core_alone_asks_for_the_weak_label(tmp_path):
+    """With the bundled plugins disabled nothing names a plugin component: the error says what
+    to set (not "unknown weak label 'concentric'")."""
+    core = Registries.from_pm(make_plugin_manager(objects=[TinyPlugin()], entry_points=False))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write(tmp_path, "name: t\nmodel: {backbone: tiny}\n"), registries=core)
+    msg = str(exc.value)
+    assert "missing required value 'labels.weak'" in msg and "concentric" not in msg
