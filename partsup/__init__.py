@@ -17,6 +17,7 @@ from partsup.errors import PartsupError, RecipeError, PluginError  # noqa: E402
 from partsup.hookspecs import hookimpl  # noqa: E402
 from partsup.registry import Registry  # noqa: E402
 from partsup.manager import make_plugin_manager, Registries  # noqa: E402
+from partsup.manager import load as load_plugins  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -26,5 +27,6 @@ __all__ = [
     "Registry",
     "Registries",
     "hookimpl",
+    "load_plugins",
     "make_plugin_manager",
 ]

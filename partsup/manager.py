@@ -20,6 +20,8 @@ from partsup.errors import PluginError
 from partsup.hookspecs import COMPONENT_KINDS, KIND_BY_ATTR, hookimpl
 from partsup.registry import Registry, closest
 
+# ``hookimpl`` is re-exported for plugins written against ``from partsup.manager import hookimpl``;
+# new code imports it from ``partsup`` (it is defined in partsup.hookspecs).
 __all__ = ["COMPONENT_KINDS", "PartsupPluginManager", "Registries", "add_module",
            "check_hooks", "hookimpl", "load", "make_plugin_manager", "provider_name"]
 

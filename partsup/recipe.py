@@ -350,7 +350,7 @@ def _validate_component(value: Any, spec: Component, path: str, source: str,
     if registries is not None:
         getattr(registries, spec.kind).check_kwargs(name, kwargs, where=f"{source}: {path}",
                                                     supplied=spec.supplied)
-    return {"name": name, **kwargs}
+    return value if isinstance(value, dict) else {"name": name}
 
 
 def save_resolved(recipe: dict[str, Any], run_dir: str | Path) -> Path:

@@ -50,7 +50,8 @@ def component_kwargs(spec: str | Mapping[str, Any], where: str = "") -> tuple[st
     if not isinstance(spec, Mapping) or "name" not in spec:
         raise RecipeError(f"{at}expected a component {{name: ..., options}}, got {spec!r}")
     if not isinstance(spec["name"], str):
-        raise RecipeError(f"{at}name: expected a string, got {spec['name']!r}")
+        key = f"{where}.name" if where else "name"
+        raise RecipeError(f"{key}: expected a string, got {spec['name']!r}")
     return spec["name"], {k: v for k, v in spec.items() if k != "name"}
 
 

@@ -219,3 +219,16 @@ def test_core_alone_asks_for_the_weak_label(tmp_path):
         load_recipe(write(tmp_path, "name: t\nmodel: {backbone: tiny}\n"), registries=core)
     msg = str(exc.value)
     assert "missing required value 'labels.weak'" in msg and "concentric" not in msg
+
+
+def test_schema_components_name_known_kinds():
+    from partsup.hookspecs import KIND_BY_ATTR
+    from partsup.recipe import SCHEMA, Component
+
+    def components(d):
+        for v in d.values():
+            if isinstance(v, dict):
+                yield from components(v)
+            elif isinstance(v, Component):
+                yield v
+    assert {c.kind for c in components(SCHEMA)} <= set(KIND_BY_ATTR)
