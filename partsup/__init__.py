@@ -14,8 +14,10 @@ import os as _os  # noqa: E402
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from partsup.errors import PartsupError, RecipeError, PluginError  # noqa: E402
+from partsup.hookspecs import hookimpl  # noqa: E402
 from partsup.registry import Registry  # noqa: E402
-from partsup.manager import hookimpl, make_plugin_manager, Registries  # noqa: E402
+from partsup.manager import make_plugin_manager, Registries  # noqa: E402
+from partsup.manager import load as load_plugins  # noqa: E402
 
 __all__ = [
     "__version__",
@@ -25,5 +27,6 @@ __all__ = [
     "Registry",
     "Registries",
     "hookimpl",
+    "load_plugins",
     "make_plugin_manager",
 ]

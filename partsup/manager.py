@@ -11,30 +11,19 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import pluggy
 
-from partsup import hookspecs
+from partsup import builtin, hookspecs
 from partsup.errors import PluginError
-from partsup.registry import Registry
+from partsup.hookspecs import COMPONENT_KINDS, KIND_BY_ATTR, hookimpl
+from partsup.registry import Registry, closest
 
-hookimpl = pluggy.HookimplMarker("partsup")
-
-#: registry attribute -> (hook name, kind shown to users)
-KINDS: dict[str, tuple[str, str]] = {
-    "backbones": ("partsup_register_backbones", "backbone"),
-    "weight_transfers": ("partsup_register_weight_transfers", "weight transfer"),
-    "label_makers": ("partsup_register_label_makers", "weak label"),
-    "losses": ("partsup_register_losses", "loss"),
-    "datasets": ("partsup_register_datasets", "dataset"),
-    "filters": ("partsup_register_filters", "filter/scorer"),
-    "protocols": ("partsup_register_protocols", "protocol"),
-    "writers": ("partsup_register_writers", "writer"),
-    "optimizers": ("partsup_register_optimizers", "optimizer"),
-    "commands": ("partsup_register_commands", "command"),
-}
+# ``hookimpl`` is re-exported for plugins written against ``from partsup.manager import hookimpl``;
+# new code imports it from ``partsup`` (it is defined in partsup.hookspecs).
+__all__ = ["COMPONENT_KINDS", "PartsupPluginManager", "Registries", "add_module",
+           "check_hooks", "hookimpl", "load", "make_plugin_manager", "provider_name"]
 
 
 def disabled_from_env() -> set[str]:
@@ -67,7 +56,6 @@ def make_plugin_manager(modules: Iterable[str] = (), *, entry_points: bool = Tru
     blocked = disabled_from_env() if disabled is None else set(disabled)
     for name in blocked:
         pm.set_blocked(name)
-    from partsup import builtin
     pm.register(builtin, name="partsup.builtin")
     if entry_points:
         _load_entry_points(pm, blocked)
@@ -75,7 +63,30 @@ def make_plugin_manager(modules: Iterable[str] = (), *, entry_points: bool = Tru
         add_module(pm, mod, blocked)
     for obj in objects:
         pm.register(obj)
+    check_hooks(pm)
     return pm
+
+
+def check_hooks(pm: pluggy.PluginManager) -> None:
+    """``pm.check_pending()`` as a one-line :class:`PluginError`: a plugin function named like a
+    hook (``partsup_...``) that matches no hook spec, e.g. a misspelled
+    ``partsup_register_backbone``, would otherwise register nothing and nobody would be told.
+
+    Raises:
+        PluginError: naming the plugin, the unknown hook and the closest known hook.
+    """
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        hook = next((name for name, caller in vars(pm.hook).items()
+                     if not name.startswith("_") and not caller.has_spec()
+                     and any(impl.plugin is exc.plugin for impl in caller.get_hookimpls())),
+                    None)
+        known = sorted(n for n in dir(hookspecs) if n.startswith("partsup_"))
+        hint = closest(hook, known) if hook else None
+        did = f"; did you mean {hint!r}?" if hint else ""
+        raise PluginError(f"plugin {provider_name(pm, exc.plugin)} implements unknown hook "
+                          f"{hook or '?'!r}{did} (known hooks: see partsup.hookspecs)") from None
 
 
 def _load_entry_points(pm: pluggy.PluginManager, blocked: set[str]) -> None:
@@ -122,27 +133,39 @@ def provider_name(pm: pluggy.PluginManager, plugin: Any) -> str:
     return f"{name} ({dist})" if dist else name
 
 
-@dataclass
 class Registries:
-    """Every registry, filled by calling the registration hooks of one plugin manager."""
+    """Every registry, filled by calling the registration hooks of one plugin manager.
 
-    pm: pluggy.PluginManager
-    backbones: Registry = field(default_factory=lambda: Registry("backbone"))
-    weight_transfers: Registry = field(default_factory=lambda: Registry("weight transfer"))
-    label_makers: Registry = field(default_factory=lambda: Registry("weak label"))
-    losses: Registry = field(default_factory=lambda: Registry("loss"))
-    datasets: Registry = field(default_factory=lambda: Registry("dataset"))
-    filters: Registry = field(default_factory=lambda: Registry("filter/scorer"))
-    protocols: Registry = field(default_factory=lambda: Registry("protocol"))
-    writers: Registry = field(default_factory=lambda: Registry("writer"))
-    optimizers: Registry = field(default_factory=lambda: Registry("optimizer"))
-    commands: Registry = field(default_factory=lambda: Registry("command"))
+    One :class:`Registry` per row of :data:`partsup.hookspecs.COMPONENT_KINDS`, read as an
+    attribute: ``registries.backbones``, ``registries.datasets``, ...
+    """
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self._registries: dict[str, Registry] = {k.attr: Registry(k.label)
+                                                 for k in COMPONENT_KINDS}
+
+    def __getattr__(self, attr: str) -> Registry:
+        """The registry of kind ``attr`` (a :data:`COMPONENT_KINDS` ``attr``)."""
+        registries = self.__dict__.get("_registries")
+        if registries is None or attr not in registries:
+            raise AttributeError(f"{type(self).__name__!r} has no registry {attr!r} "
+                                 f"(kinds: {', '.join(KIND_BY_ATTR)})")
+        return registries[attr]
+
+    def __dir__(self) -> list[str]:
+        return [*super().__dir__(), *KIND_BY_ATTR]
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{a}={len(r)}" for a, r in self._registries.items())
+        return f"Registries({sizes})"
 
     @classmethod
     def from_pm(cls, pm: pluggy.PluginManager) -> "Registries":
         regs = cls(pm)
-        for attr, (hook_name, _kind) in KINDS.items():
-            registry: Registry = getattr(regs, attr)
+        for kind in COMPONENT_KINDS:
+            registry = regs._registries[kind.attr]
+            hook_name = kind.hook
             caller = getattr(pm.hook, hook_name)
             # Call each implementation with its own register callback, so every entry
             # records its provider. Order: pluggy's (last registered first).
@@ -162,7 +185,8 @@ class Registries:
         return regs
 
     def all(self) -> dict[str, Registry]:
-        return {attr: getattr(self, attr) for attr in KINDS}
+        """``attr -> Registry`` in :data:`COMPONENT_KINDS` order."""
+        return dict(self._registries)
 
     def add_modules(self, modules: Iterable[str]) -> list[str]:
         """Import the plugin ``modules`` not loaded yet and refill every registry in place (so
@@ -174,10 +198,9 @@ class Registries:
         added = [m for m in dict.fromkeys(modules) if not self.pm.has_plugin(m)]
         for module in added:
             add_module(self.pm, module)
+        check_hooks(self.pm)
         if added:
-            fresh = Registries.from_pm(self.pm)
-            for attr in KINDS:
-                setattr(self, attr, getattr(fresh, attr))
+            self._registries = Registries.from_pm(self.pm)._registries
         return added
 
 

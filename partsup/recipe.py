@@ -6,34 +6,51 @@ defaults from :data:`SCHEMA`, and validates every key: unknown keys (with the cl
 wrong types, missing required values and unknown component names all raise :class:`RecipeError`
 naming the file, the key path and what was expected. A component is ``{name: ..., **kwargs}``
 (or just a name); its kwargs are checked against the registered factory's signature.
+
+Sections that configure a dataclass (``data.patch``: :class:`PatchConfig`, ``data.augment``:
+:class:`AugmentConfig`) are derived from its fields (:func:`config_fields`), so their defaults
+live only in the dataclass. Reading YAML, ``${ENV}`` and ``--set`` parsing live in
+:mod:`partsup.recipe_yaml`. Components that only plugins provide (``labels.weak``,
+``loss.weak``) have no default: a recipe names them.
 """
 from __future__ import annotations
 
 import copy
-import os
-import re
+import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
 
+from partsup.data.sampling import AugmentConfig, PatchConfig
 from partsup.errors import PartsupError, RecipeError
-from partsup.registry import closest
+from partsup.hookspecs import KIND_BY_ATTR
+from partsup.manager import Registries, make_plugin_manager
 from partsup.output.atomic import write_text
+from partsup.recipe_yaml import (join_key, ordered_overrides, parse_override, read_yaml,  # noqa: F401
+                                 safe_load, substitute_env)
+from partsup.registry import closest, component_kwargs, describe_type, type_matches
+
+__all__ = ["SCHEMA", "Component", "Field", "apply_override", "component_kwargs",
+           "config_fields", "load_recipe", "load_run", "ordered_overrides", "parse_override",
+           "plain_value", "read_yaml", "safe_load", "save_resolved", "substitute_env"]
 
 _NONE = type(None)
 
 
 @dataclass(frozen=True)
 class Field:
-    """A plain recipe value: allowed types, default, and optional choices."""
+    """A plain recipe value: allowed types (or, for a field derived from a config dataclass, its
+    annotation), default, and optional choices."""
 
     types: tuple[type, ...]
     default: Any = None
     required: bool = False
     choices: tuple[Any, ...] = ()
     help: str = ""
+    annotation: Any = None  # when set, checked with partsup.registry.type_matches
 
 
 @dataclass(frozen=True)
@@ -47,220 +64,146 @@ class Component:
     help: str = ""
 
 
-def F(*types: type, default: Any = None, required: bool = False, choices: tuple = (),
-      help: str = "") -> Field:
+def plain_value(*types: type, default: Any = None, required: bool = False, choices: tuple = (),
+                help: str = "") -> Field:
+    """A plain (non-component) recipe value of one of ``types``."""
     return Field(tuple(types), default, required, choices, help)
+
+
+def _yaml_value(value: Any) -> Any:
+    """A dataclass default as YAML reads it back (tuples become lists)."""
+    if isinstance(value, (tuple, list)):
+        return [_yaml_value(v) for v in value]
+    return value
+
+
+def config_fields(cls: type, help: dict[str, str]) -> dict[str, Field]:
+    """The recipe section of a config dataclass: one :class:`Field` per dataclass field, with
+    the field's default and its annotation as the type (tuples read as YAML lists), so the
+    recipe's defaults cannot drift from the class's. ``help`` describes fields for users."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Field] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name} has no default: a recipe value needs one")
+        out[f.name] = Field((), _yaml_value(default), help=help.get(f.name, ""),
+                            annotation=hints[f.name])
+    return out
 
 
 NUM = (int, float)
 
+PATCH_HELP = {
+    "size": "positive patch size: int or [h, w] in px",
+    "negative_size": "negative patch size (defaults to size)",
+    "strong_fraction": "share of samples drawn from set A",
+    "shift": "positive patches: 9-direction translation, fraction of patch size",
+    "negative_tries": "tries to place a negative patch where no object is",
+    "hard_negative_fraction": "share of negative patches centred on hard negatives",
+}
+AUGMENT_HELP = {
+    "geometric": "paper: mirror, 9 shifts, rotations",
+    "rotations": "number of rotation angles for positives",
+    "stain": "HED stain jitter",
+    "stain_sigma": "HED jitter strength (alpha, beta range)",
+    "jitter": "colour jitter: brightness, contrast, saturation, hue",
+}
+
 #: The full recipe schema. Sections are dicts; leaves are Field or Component.
 SCHEMA: dict[str, Any] = {
-    "name": F(str, required=True, help="run / recipe name"),
-    "description": F(str, default=""),
-    "plugins": F(list, default=[], help="extra plugin modules to import"),
-    "seed": F(int, default=0),
-    "device": F(str, default="auto", choices=("auto", "cpu", "cuda")),
+    "name": plain_value(str, required=True, help="run / recipe name"),
+    "description": plain_value(str, default=""),
+    "plugins": plain_value(list, default=[], help="extra plugin modules to import"),
+    "seed": plain_value(int, default=0),
+    "device": plain_value(str, default="auto", choices=("auto", "cpu", "cuda")),
     "data": {
         "strong": Component("datasets", help="set A: pixel masks (and their centroids)"),
         "weak": Component("datasets", help="set B: centroid points only"),
         "val": Component("datasets", help="validation split (F1 during training, calibration)"),
         "test": Component("datasets", help="test split (evaluate)"),
-        "patch": {
-            "size": F(int, list, default=256, help="positive patch size: int or [h, w] in px"),
-            "negative_size": F(int, list, _NONE, default=None,
-                               help="negative patch size (defaults to size)"),
-            "positive_fraction": F(*NUM, default=0.5),
-            "strong_fraction": F(*NUM, default=0.5, help="share of samples drawn from set A"),
-            "shift": F(*NUM, default=0.25,
-                       help="positive patches: 9-direction translation, fraction of patch size"),
-            "hard_negative_fraction": F(*NUM, default=0.0,
-                                        help="share of negative patches centred on hard negatives"),
-        },
-        "augment": {
-            "geometric": F(bool, default=True, help="paper: mirror, 9 shifts, rotations"),
-            "rotations": F(int, default=8, help="number of rotation angles for positives"),
-            "stain": F(bool, default=False, help="HED stain jitter"),
-            "color_jitter": F(bool, default=False),
-            "stain_sigma": F(*NUM, default=0.05, help="HED jitter strength (alpha, beta range)"),
-        },
-        "num_workers": F(int, default=0),
+        "patch": config_fields(PatchConfig, PATCH_HELP),
+        "augment": config_fields(AugmentConfig, AUGMENT_HELP),
+        "num_workers": plain_value(int, default=0),
     },
     "labels": {
-        "weak": Component("label_makers", default={"name": "concentric"}),
+        "weak": Component("label_makers", required=True,
+                          help="weak targets rendered from points (a plugin's label maker)"),
         "weak_set_a": Component("label_makers",
                                 help="weak labels of set-A samples (default: labels.weak)"),
     },
     "loss": {
-        "weak": Component("losses", default={"name": "concentric", "reduction": "mean"}),
+        "weak": Component("losses", required=True, help="loss of the weak branch"),
         "strong": Component("losses", default={"name": "pixel_ce", "reduction": "mean"}),
     },
     "model": {
         "backbone": Component("backbones", required=True),
-        "mode": F(str, default="transfer", choices=("transfer", "independent", "weak_only")),
-        "stop_gradient": F(bool, default=True),
-        "shared_backbone": F(bool, default=False),
+        "mode": plain_value(str, default="transfer",
+                            choices=("transfer", "independent", "weak_only")),
+        "stop_gradient": plain_value(bool, default=True),
+        "shared_backbone": plain_value(bool, default=False),
         "transfer": Component("weight_transfers", supplied=("d_in", "d_out"),
                               default={"name": "mlp", "layers": 2, "activation": "leaky_relu"}),
     },
     "train": {
-        "schedule": F(str, default="end2end", choices=("end2end", "stagewise")),
+        "schedule": plain_value(str, default="end2end", choices=("end2end", "stagewise")),
         "optimizer": Component("optimizers", supplied=("model", "iterations"),
                                default={"name": "adamw", "lr": 1.0e-3}),
-        "iterations": F(int, default=1000),
-        "weak_iterations": F(int, _NONE, default=None,
-                             help="stagewise: iterations of the weak stage (default half)"),
-        "batch_size": F(int, default=4),
-        "amp": F(bool, default=True, help="bf16 autocast on GPU (ignored on CPU)"),
-        "grad_clip": F(*NUM, _NONE, default=None),
-        "val_every": F(int, default=500),
-        "val_sweep": F(bool, default=True, help="validation F1: best over the calibrate: grid "
-                       "(what calibration would reach); false: with the detect: values"),
-        "checkpoint_every": F(int, default=500),
-        "keep_last": F(int, default=2),
-        "log_every": F(int, default=10),
+        "iterations": plain_value(int, default=1000),
+        "weak_iterations": plain_value(int, _NONE, default=None,
+                                       help="stagewise: iterations of the weak stage "
+                                            "(default half)"),
+        "batch_size": plain_value(int, default=4),
+        "amp": plain_value(bool, default=True, help="bf16 autocast on GPU (ignored on CPU)"),
+        "grad_clip": plain_value(*NUM, _NONE, default=None),
+        "val_every": plain_value(int, default=500),
+        "val_sweep": plain_value(bool, default=True,
+                                 help="validation F1: best over the calibrate: grid (what "
+                                      "calibration would reach); false: with the detect: values"),
+        "checkpoint_every": plain_value(int, default=500),
+        "keep_last": plain_value(int, default=2),
+        "log_every": plain_value(int, default=10),
     },
     "detect": {
-        "w": F(*NUM, default=0.5, help="fusion weight of the weak map"),
-        "sigma": F(*NUM, default=1.0, help="Gaussian smoothing sigma, px"),
-        "a1": F(*NUM, default=0.0, help="keep blobs with area > a1"),
-        "s1": F(*NUM, default=0.5, help="keep blobs with mean probability > s1"),
-        "threshold": F(str, *NUM, default="otsu",
-                       help="foreground rule: otsu (over the whole map, the paper's) or a fixed "
-                            "probability in (0, 1)"),
-        "area_unit": F(str, default="px", choices=("px", "um2")),
-        "filters": F(list, default=[], help="extra named filters [{name: ..., ...}]"),
-        "tile": F(int, default=512, help="inference tile size, px"),
-        "overlap": F(int, default=64, help="inference tile overlap, px"),
-        "batch_tiles": F(int, default=4),
-        "tta": F(bool, default=False, help="average maps over the 8 dihedral transforms "
-                 "(8x inference time)"),
+        "w": plain_value(*NUM, default=0.5, help="fusion weight of the weak map"),
+        "sigma": plain_value(*NUM, default=1.0, help="Gaussian smoothing sigma, px"),
+        "a1": plain_value(*NUM, default=0.0, help="keep blobs with area > a1"),
+        "s1": plain_value(*NUM, default=0.5, help="keep blobs with mean probability > s1"),
+        "threshold": plain_value(str, *NUM, default="otsu",
+                                 help="foreground rule: otsu (over the whole map, the "
+                                      "paper's) or a fixed probability in (0, 1)"),
+        "area_unit": plain_value(str, default="px", choices=("px", "um2")),
+        "filters": plain_value(list, default=[], help="extra named filters [{name: ..., ...}]"),
+        "tile": plain_value(int, default=512, help="inference tile size, px"),
+        "overlap": plain_value(int, default=64, help="inference tile overlap, px"),
+        "batch_tiles": plain_value(int, default=4),
+        "tta": plain_value(bool, default=False, help="average maps over the 8 dihedral transforms "
+                           "(8x inference time)"),
     },
     "calibrate": {
-        "w": F(list, default=[round(0.1 * i, 1) for i in range(11)]),
-        "s1": F(list, default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
-        "a1": F(list, default=[0, 20, 50, 100, 200, 300]),
-        "threshold": F(list, _NONE, default=None,
-                       help="foreground rules to try (otsu and/or probabilities); "
-                            "default: only detect.threshold"),
+        "w": plain_value(list, default=[round(0.1 * i, 1) for i in range(11)]),
+        "s1": plain_value(list, default=[0.3, 0.4, 0.5, 0.6, 0.7, 0.8]),
+        "a1": plain_value(list, default=[0, 20, 50, 100, 200, 300]),
+        "threshold": plain_value(list, _NONE, default=None,
+                                 help="foreground rules to try (otsu and/or probabilities); "
+                                      "default: only detect.threshold"),
     },
     "eval": {
-        "protocol": F(str, default="amida13"),
-        "radius_um": F(*NUM, _NONE, default=None, help="override the protocol's radius, um"),
-        "radius_px": F(*NUM, _NONE, default=None,
-                       help="override the protocol's radius in pixels (the paper's 20 / 32 px)"),
+        "protocol": plain_value(str, _NONE, default=None,
+                                help="matching protocol (default: the dataset's own protocol, "
+                                     "else the core's microns protocol)"),
+        "radius_um": plain_value(*NUM, _NONE, default=None,
+                                 help="override the protocol's radius, um"),
+        "radius_px": plain_value(*NUM, _NONE, default=None,
+                                 help="override the protocol's radius in pixels (the "
+                                      "paper's 20 / 32 px)"),
     },
 }
-
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def substitute_env(value: Any, path: str, source: str, env: dict[str, str] | None = None,
-                   missing: dict[str, list[str]] | None = None) -> Any:
-    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string of ``value``.
-
-    A variable that is not set (and has no default) raises a RecipeError naming every unset
-    variable, where each is used, and how to fix it (or, with ``missing``, is collected there:
-    variable -> recipe keys).
-    """
-    env = os.environ if env is None else env
-    collect: dict[str, list[str]] = {} if missing is None else missing
-    if isinstance(value, dict):
-        out: Any = {k: substitute_env(v, _join(path, k), source, env, collect)
-                    for k, v in value.items()}
-    elif isinstance(value, list):
-        out = [substitute_env(v, f"{path}[{i}]", source, env, collect)
-               for i, v in enumerate(value)]
-    elif isinstance(value, str):
-        def repl(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            if var in env:
-                return env[var]
-            if default is not None:
-                return default
-            collect.setdefault(var, []).append(path)
-            return m.group(0)
-        out = _ENV.sub(repl, value)
-    else:
-        out = value
-    if missing is None and collect:
-        raise RecipeError(f"{source}: "
-                          + "; ".join(_unset_hint(v, keys) for v, keys in collect.items()))
-    return out
-
-
-def _unset_hint(var: str, keys: list[str]) -> str:
-    """``KEYS: environment variable ${VAR} is not set (how to fix it)``."""
-    fixes = [f"export {var}=..."]
-    if any(k.startswith("data.") and k.endswith(".root") for k in keys):
-        fixes = [f"export {var}=<the folder holding the datasets> (`partsup datasets` shows "
-                 f"each one's layout and where to get it; `partsup synth` writes synthetic ones)"]
-    if any(k.endswith(".weights") for k in keys):
-        key = next(k for k in keys if k.endswith(".weights"))
-        fixes = [f"export {var}=<the folder with the weight file> (docs/backbones.md says how "
-                 f"to get it)", f"train from random weights with --set {key}=null"]
-    return (f"{', '.join(keys)}: environment variable ${{{var}}} is not set ("
-            + ", or ".join(fixes) + f", or write ${{{var}:-default}} in the recipe)")
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-class _Loader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads ``1e-3`` / ``2E+5`` as numbers (YAML 1.2; YAML 1.1
-    needs a dot, ``1.0e-3``, and reads ``1e-3`` as a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
-
-
-def safe_load(text: str) -> Any:
-    """``yaml.safe_load`` that also reads scientific notation without a dot as a number."""
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
-
-
-def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a recipe file with :func:`safe_load`; malformed YAML is a one-line RecipeError."""
-    p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"recipe {p} not found")
-    try:
-        data = safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise RecipeError(f"{p}:{where}: malformed YAML: {problem}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise RecipeError(f"{p}: a recipe must be a mapping of keys, got {type(data).__name__}")
-    return data
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"a.b=3"`` -> (["a", "b"], 3); the value is parsed as YAML (safe)."""
-    if "=" not in text:
-        raise RecipeError(f"--set {text!r}: expected KEY.PATH=VALUE")
-    key, raw = text.split("=", 1)
-    if not key.strip():
-        raise RecipeError(f"--set {text!r}: empty key")
-    try:
-        value = safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip().split("."), value
-
-
-def ordered_overrides(overrides: Iterable[str]) -> list[str]:
-    """``--set`` texts with the ones that set a component's ``name`` first (so that
-    ``--set model.backbone.width=16`` given before ``...name=tiny_cnn`` still applies)."""
-    items = list(overrides)
-    return sorted(items, key=lambda t: not t.split("=", 1)[0].strip().endswith(".name"))
-
 
 def apply_override(recipe: dict[str, Any], keys: list[str], value: Any, source: str) -> None:
     """Set ``recipe[k1][k2]... = value`` after checking the path exists in the schema.
@@ -277,7 +220,7 @@ def apply_override(recipe: dict[str, Any], keys: list[str], value: Any, source: 
         if isinstance(node, dict):
             if key not in node:
                 hint = closest(key, list(node))
-                did = f" Did you mean {_join('.'.join(keys[:i]), hint)!r}?" if hint else ""
+                did = f" Did you mean {join_key('.'.join(keys[:i]), hint)!r}?" if hint else ""
                 raise RecipeError(f"{source}: --set {'.'.join(keys)}: unknown key {path!r}.{did}")
             node = node[key]
         elif isinstance(node, Component):
@@ -301,7 +244,7 @@ def apply_override(recipe: dict[str, Any], keys: list[str], value: Any, source: 
 
 
 def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = (),
-                registries: Any = None, data: dict[str, Any] | None = None,
+                registries: Registries | None = None, data: dict[str, Any] | None = None,
                 env: dict[str, str] | None = None) -> dict[str, Any]:
     """Read, override, default and validate a recipe; return the resolved plain dict.
 
@@ -323,7 +266,7 @@ def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = (),
 
 
 def _validate_section(value: Any, schema: dict[str, Any], path: str, source: str,
-                      registries: Any) -> dict[str, Any]:
+                      registries: Registries | None) -> dict[str, Any]:
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -331,12 +274,12 @@ def _validate_section(value: Any, schema: dict[str, Any], path: str, source: str
     for key in value:
         if key not in schema:
             hint = closest(str(key), list(schema))
-            did = f" Did you mean {_join(path, hint)!r}?" if hint else ""
-            raise RecipeError(f"{source}: unknown key {_join(path, key)!r}.{did} "
+            did = f" Did you mean {join_key(path, hint)!r}?" if hint else ""
+            raise RecipeError(f"{source}: unknown key {join_key(path, key)!r}.{did} "
                               f"Valid here: {', '.join(schema)}")
     out: dict[str, Any] = {}
     for key, spec in schema.items():
-        kpath = _join(path, key)
+        kpath = join_key(path, key)
         present = key in value
         if isinstance(spec, dict):
             out[key] = _validate_section(value.get(key), spec, kpath, source, registries)
@@ -356,6 +299,11 @@ def _validate_field(value: Any, spec: Field, path: str, source: str, present: bo
         return None
     if value is None and not present:
         return None
+    if spec.annotation is not None:
+        if not type_matches(value, spec.annotation):
+            raise RecipeError(f"{source}: {path}: expected {describe_type(spec.annotation)}, "
+                              f"got {value!r}")
+        return value
     ok = any(_is(value, t) for t in spec.types)
     if not ok:
         raise RecipeError(f"{source}: {path}: expected {_types(spec.types)}, got {value!r}")
@@ -387,32 +335,22 @@ def _types(types: tuple[type, ...]) -> str:
 
 
 def _validate_component(value: Any, spec: Component, path: str, source: str,
-                        registries: Any) -> dict[str, Any] | None:
+                        registries: Registries | None) -> dict[str, Any] | None:
     if value is None:
         if spec.required:
-            raise RecipeError(f"{source}: missing required value {path!r} "
-                              f"(a {spec.kind} component: {{name: ..., options}})")
+            label = KIND_BY_ATTR[spec.kind].label
+            known = getattr(registries, spec.kind).names() if registries is not None else []
+            hint = f"; registered: {', '.join(known)}" if known else ""
+            raise RecipeError(f"{source}: missing required value {path!r} (a {label} "
+                              f"component: {{name: ..., options}}{hint})")
         value = copy.deepcopy(spec.default)
         if value is None:
             return None
-    if isinstance(value, str):
-        value = {"name": value}
-    if not isinstance(value, dict) or "name" not in value:
-        raise RecipeError(f"{source}: {path}: expected a component {{name: ..., options}}, "
-                          f"got {value!r}")
-    if not isinstance(value["name"], str):
-        raise RecipeError(f"{source}: {path}.name: expected a string, got {value['name']!r}")
+    name, kwargs = component_kwargs(value, f"{source}: {path}")
     if registries is not None:
-        registry = getattr(registries, spec.kind)
-        kwargs = {k: v for k, v in value.items() if k != "name"}
-        registry.check_kwargs(value["name"], kwargs, where=f"{source}: {path}",
-                              supplied=spec.supplied)
-    return value
-
-
-def component_kwargs(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Split a resolved component into (name, kwargs)."""
-    return spec["name"], {k: v for k, v in spec.items() if k != "name"}
+        getattr(registries, spec.kind).check_kwargs(name, kwargs, where=f"{source}: {path}",
+                                                    supplied=spec.supplied)
+    return value if isinstance(value, dict) else {"name": name}
 
 
 def save_resolved(recipe: dict[str, Any], run_dir: str | Path) -> Path:
@@ -424,14 +362,12 @@ def save_resolved(recipe: dict[str, Any], run_dir: str | Path) -> Path:
 
 
 def load_run(path: str | Path, overrides: Iterable[str] = (), modules: Iterable[str] = (),
-             env: dict[str, str] | None = None) -> tuple[dict[str, Any], Any]:
+             env: dict[str, str] | None = None) -> tuple[dict[str, Any], Registries]:
     """Read a recipe, build the run's plugin manager (including the recipe's ``plugins:`` and
     ``modules`` from ``--plugin``), and validate the recipe against its registries.
 
     Returns ``(resolved_recipe, registries)``.
     """
-    from partsup.manager import Registries, make_plugin_manager
-
     raw = read_yaml(path)
     for text in ordered_overrides(overrides):
         keys, value = parse_override(text)

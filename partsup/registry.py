@@ -12,7 +12,7 @@ import inspect
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 from partsup.errors import PluginError, RecipeError
 
@@ -34,6 +34,25 @@ def closest(name: str, known: list[str] | tuple[str, ...]) -> str | None:
         return lower[name.lower()]
     match = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5)
     return lower[match[0]] if match else None
+
+
+def component_kwargs(spec: str | Mapping[str, Any], where: str = "") -> tuple[str, dict[str, Any]]:
+    """Split a component spec ``{name: ..., **options}`` (or just a name) into
+    ``(name, options)``; the options are a new dict (the spec is not changed).
+
+    Raises:
+        RecipeError: ``spec`` is neither a name nor a mapping with a string ``name``
+            (``where``, e.g. ``"detect.filters[0]"``, starts the message).
+    """
+    if isinstance(spec, str):
+        return spec, {}
+    at = f"{where}: " if where else ""
+    if not isinstance(spec, Mapping) or "name" not in spec:
+        raise RecipeError(f"{at}expected a component {{name: ..., options}}, got {spec!r}")
+    if not isinstance(spec["name"], str):
+        key = f"{where}.name" if where else "name"
+        raise RecipeError(f"{key}: expected a string, got {spec['name']!r}")
+    return spec["name"], {k: v for k, v in spec.items() if k != "name"}
 
 
 def first_doc_line(obj: Any) -> str:
@@ -145,6 +164,13 @@ class Registry:
         supplied = supplied or {}
         self.check_kwargs(name, kwargs, where, tuple(supplied))
         return self.get(name, where)(**supplied, **kwargs)
+
+    def build_component(self, spec: str | Mapping[str, Any], where: str = "",
+                        supplied: dict[str, Any] | None = None) -> Any:
+        """Build a recipe component ``{name: ..., **options}`` (or just a name): split it with
+        :func:`component_kwargs`, then :meth:`build` (options checked against the factory)."""
+        name, kwargs = component_kwargs(spec, where)
+        return self.build(name, where, supplied, **kwargs)
 
 
 def _annotation(factory: Callable[..., Any], key: str) -> Any:

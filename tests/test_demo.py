@@ -4,7 +4,8 @@ from __future__ import annotations
 from partsup.cli.commands.demo import _resumable
 from partsup.recipe import load_recipe, save_resolved
 
-RECIPE = "name: t\nmodel: {backbone: {name: smp, encoder: resnet18}}\n"
+RECIPE = ("name: t\nmodel: {backbone: {name: smp, encoder: resnet18}}\n"
+          "labels: {weak: concentric}\nloss: {weak: concentric}\n")
 
 
 def test_resumable_only_with_checkpoints_and_same_recipe(tmp_path):

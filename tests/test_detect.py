@@ -337,6 +337,7 @@ def test_detector_finds_dark_disks(registries):
 def test_detect_params_from_recipe_section():
     from partsup.recipe import load_recipe
     recipe = load_recipe(data={"name": "t", "model": {"backbone": {"name": "x"}},
+                               "labels": {"weak": "disk"}, "loss": {"weak": "concentric"},
                                "detect": {"w": 0.6, "a1": 300}})
     p = DetectParams.from_dict(recipe["detect"])
     assert (p.w, p.a1, p.s1, p.area_unit, p.tile) == (0.6, 300.0, 0.5, "px", 512)

@@ -109,6 +109,8 @@ def make_checkpoint(path: Path, regs: Registries, data_root: Path, detect=None) 
     from partsup.recipe import load_recipe
     recipe = load_recipe(data={
         "name": "toy", "model": {"backbone": {"name": "pixel"}, "mode": "independent"},
+        "labels": {"weak": "concentric"},
+        "loss": {"weak": {"name": "concentric", "reduction": "mean"}},
         "data": {"val": {"name": "toy", "root": str(data_root), "split": "val"}},
         "detect": {"sigma": 1.0, "s1": 0.5, "a1": 0, "w": 0.5},
         "calibrate": {"w": [0.0, 0.5, 1.0], "s1": [0.3, 0.6, 0.7], "a1": [0, 30, 200]},

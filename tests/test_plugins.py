@@ -13,7 +13,9 @@ import pytest
 from partsup import hookspecs
 from partsup.cli.main import main
 from partsup.errors import PluginError, RecipeError
-from partsup.manager import KINDS, Registries, hookimpl, load, make_plugin_manager
+from partsup.hookspecs import COMPONENT_KINDS
+from partsup import hookimpl
+from partsup.manager import Registries, load, make_plugin_manager
 from partsup.types import Blobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,13 +114,14 @@ def test_every_hook_is_documented_and_exercised():
     for name in HOOK_NAMES:
         assert f"### `{name}" in docs, f"hook {name} has no heading in docs/plugins.md"
         assert hasattr(AllHooks, name), f"hook {name} is not exercised by AllHooks in this test"
-    assert set(h for h, _k in KINDS.values()) <= set(HOOK_NAMES)
+    assert {k.hook for k in COMPONENT_KINDS} <= set(HOOK_NAMES)
 
 
 def test_all_hooks_called_and_semantics():
     plugin = AllHooks()
     regs = Registries.from_pm(make_plugin_manager(objects=[plugin], entry_points=False))
-    for attr, (hook, _kind) in KINDS.items():
+    for kind in COMPONENT_KINDS:
+        attr, hook = kind.attr, kind.hook
         assert hook in plugin.calls
         reg = getattr(regs, attr)
         if attr != "commands":
@@ -230,7 +233,7 @@ def test_cli_bad_plugin_one_line_exit_2(tmp_path, monkeypatch, capsys, module_te
 def test_cli_duplicate_registration_exit_2(tmp_path, monkeypatch, capsys):
     for name in ("dup_a", "dup_b"):
         _write_module(tmp_path, name, """
-            from partsup.manager import hookimpl
+            from partsup import hookimpl
             @hookimpl
             def partsup_register_backbones(register):
                 register("same_name", lambda: None)
@@ -248,7 +251,7 @@ def test_cli_debug_shows_traceback(capsys):
 
 def test_cli_plugin_adds_command(tmp_path, monkeypatch, capsys):
     _write_module(tmp_path, "cmd_plugin", """
-        from partsup.manager import hookimpl
+        from partsup import hookimpl
         class Greet:
             name = "greet"
             help = "greet someone"
@@ -269,7 +272,7 @@ def test_cli_plugin_adds_command(tmp_path, monkeypatch, capsys):
 def test_configure_hook_can_reject_recipe(tmp_path):
     from partsup.recipe import load_run
     _write_module(tmp_path, "guard_plugin", """
-        from partsup.manager import hookimpl
+        from partsup import hookimpl
         @hookimpl
         def partsup_configure(recipe):
             if recipe["train"]["iterations"] > 10**6:
@@ -279,6 +282,7 @@ def test_configure_hook_can_reject_recipe(tmp_path):
     try:
         p = tmp_path / "r.yaml"
         p.write_text("name: t\nplugins: [guard_plugin]\nmodel: {backbone: {name: smp}}\n"
+                     "labels: {weak: concentric}\nloss: {weak: concentric}\n"
                      "train: {iterations: 2000000}\n")
         with pytest.raises(RecipeError, match="rejected the recipe: ValueError: too many iterations"):
             load_run(p)
@@ -288,7 +292,7 @@ def test_configure_hook_can_reject_recipe(tmp_path):
 
 def test_cli_unexpected_error_is_one_line_and_debug_reraises(tmp_path, monkeypatch, capsys):
     _write_module(tmp_path, "buggy_cmd_plugin", """
-        from partsup.manager import hookimpl
+        from partsup import hookimpl
         class Buggy:
             name = "buggy"
             help = "raises an unexpected error"
@@ -307,3 +311,40 @@ def test_cli_unexpected_error_is_one_line_and_debug_reraises(tmp_path, monkeypat
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     with pytest.raises(KeyError):
         main(["--debug", "--plugin", "buggy_cmd_plugin", "buggy"])
+
+
+def test_misspelled_hook_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """check_pending runs at load: a hook name that matches no spec names plugin and hook."""
+    _write_module(tmp_path, "typo_plugin", """
+        from partsup import hookimpl
+        @hookimpl
+        def partsup_register_backbone(register):
+            register("never", lambda: None)
+        """)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(PluginError) as info:
+        make_plugin_manager(["typo_plugin"], entry_points=False)
+    msg = str(info.value)
+    assert "typo_plugin" in msg and "'partsup_register_backbone'" in msg
+    assert "did you mean 'partsup_register_backbones'" in msg and "\n" not in msg
+    regs = load(entry_points=False)
+    with pytest.raises(PluginError, match="typo_plugin.*partsup_register_backbone"):
+        regs.add_modules(["typo_plugin"])
+    code, _, err = run_cli(["--plugin", "typo_plugin", "plugins"], capsys)
+    assert code == 2 and "partsup_register_backbone'" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_registries_follow_the_kind_table():
+    """One table (hookspecs.COMPONENT_KINDS) names every kind: registries, hooks, builtin."""
+    from partsup import builtin
+    regs = load(entry_points=False)
+    assert list(regs.all()) == [k.attr for k in COMPONENT_KINDS]
+    for kind in COMPONENT_KINDS:
+        assert getattr(regs, kind.attr).kind == kind.label
+        assert hasattr(hookspecs, kind.hook) and hasattr(regs.pm.hook, kind.hook)
+    assert set(builtin.CORE_COMPONENTS) <= {k.attr for k in COMPONENT_KINDS}
+    for attr in builtin.CORE_COMPONENTS:
+        assert any(e.provider == "partsup.builtin" for e in getattr(regs, attr).entries())
+    with pytest.raises(AttributeError, match="no registry 'backbone'"):
+        regs.backbone  # noqa: B018

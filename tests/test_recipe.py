@@ -11,17 +11,23 @@ from partsup.manager import Registries, make_plugin_manager
 from partsup.recipe import load_recipe, load_run, parse_override, save_resolved
 from partsup.registry import Registry
 
+#: components only plugins provide: a recipe names them (the core has no default for them)
+PLUGIN_PARTS = """
+labels: {weak: {name: concentric}}
+loss: {weak: {name: concentric, reduction: mean}}
+"""
+
 MINIMAL = """
 name: t
 model:
   backbone: {name: tiny, width: 4}
-"""
+""" + PLUGIN_PARTS
 
 
 class TinyPlugin:
     """A test plugin registering one backbone with typed kwargs."""
 
-    from partsup.manager import hookimpl
+    from partsup import hookimpl
 
     @staticmethod
     def _tiny(width: int = 8, depth: int = 2):
@@ -86,7 +92,22 @@ def test_missing_required_values(tmp_path):
     with pytest.raises(RecipeError, match=r"missing required value 'name'"):
         load_recipe(write(tmp_path, "model: {backbone: tiny}\n"))
     with pytest.raises(RecipeError, match=r"missing required value 'model.backbone'"):
-        load_recipe(write(tmp_path, "name: t\n"))
+        load_recipe(write(tmp_path, "name: t\n" + PLUGIN_PARTS))
+
+
+def test_plugin_components_have_no_core_default(tmp_path, regs):
+    """labels.weak and loss.weak name plugin components: a recipe must state them, and the
+    error lists what the loaded plugins registered; eval.protocol defaults to none."""
+    p = write(tmp_path, "name: t\nmodel: {backbone: tiny}\n")
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(p, registries=regs)
+    msg = str(exc.value)
+    assert "missing required value 'labels.weak'" in msg and "concentric" in msg
+    assert "\n" not in msg
+    p = write(tmp_path, "name: t\nmodel: {backbone: tiny}\nlabels: {weak: concentric}\n")
+    with pytest.raises(RecipeError, match=r"missing required value 'loss.weak'"):
+        load_recipe(p)
+    assert load_recipe(write(tmp_path, MINIMAL))["eval"]["protocol"] is None
 
 
 def test_unknown_component_name(tmp_path, regs):
@@ -148,11 +169,12 @@ def test_load_run_imports_recipe_plugins(tmp_path, monkeypatch):
     pkg = tmp_path / "mods"
     pkg.mkdir()
     (pkg / "my_recipe_plugin.py").write_text(
-        "from partsup.manager import hookimpl\n"
+        "from partsup import hookimpl\n"
         "def make(width: int = 2):\n    '''recipe-listed backbone'''\n    return width\n"
         "@hookimpl\ndef partsup_register_backbones(register):\n    register('listed', make)\n")
     monkeypatch.syspath_prepend(str(pkg))
-    p = write(tmp_path, "name: t\nplugins: [my_recipe_plugin]\nmodel: {backbone: {name: listed, width: 3}}\n")
+    p = write(tmp_path, "name: t\nplugins: [my_recipe_plugin]\n"
+              "model: {backbone: {name: listed, width: 3}}\n" + PLUGIN_PARTS)
     recipe, registries = load_run(p)
     assert registries.backbones.entry("listed").provider == "my_recipe_plugin"
     assert recipe["plugins"] == ["my_recipe_plugin"]
@@ -163,3 +185,50 @@ def test_load_run_unknown_plugin_module(tmp_path):
     from partsup.errors import PluginError
     with pytest.raises(PluginError, match="plugin module 'no_such_mod_xyz' not found"):
         load_run(p)
+
+
+def test_config_sections_follow_their_dataclasses():
+    """data.patch / data.augment are derived from PatchConfig / AugmentConfig: same keys, same
+    defaults (tuples as YAML lists), and a section resolved from nothing builds the default."""
+    import dataclasses
+
+    from partsup.data.sampling import AugmentConfig, PatchConfig
+    from partsup.recipe import SCHEMA, _validate_section
+
+    def as_yaml(v):
+        return [as_yaml(x) for x in v] if isinstance(v, (tuple, list)) else v
+    for key, cls in (("patch", PatchConfig), ("augment", AugmentConfig)):
+        section = SCHEMA["data"][key]
+        fields = [f for f in dataclasses.fields(cls) if f.init]
+        assert list(section) == [f.name for f in fields]
+        for f in fields:
+            assert section[f.name].default == as_yaml(f.default), f"data.{key}.{f.name}"
+        resolved = _validate_section({}, section, f"data.{key}", "<test>", None)
+        assert cls.from_recipe(resolved) == cls()
+    with pytest.raises(RecipeError, match=r"data\.patch\.size: expected a list of 2"):
+        _validate_section({"size": [1, 2, 3]}, SCHEMA["data"]["patch"], "data.patch", "<t>", None)
+    with pytest.raises(RecipeError, match=r"data\.augment\.jitter: expected a list of 4"):
+        _validate_section({"jitter": 0.1}, SCHEMA["data"]["augment"], "data.augment", "<t>", None)
+
+
+def test_core_alone_asks_for_the_weak_label(tmp_path):
+    """With the bundled plugins disabled nothing names a plugin component: the error says what
+    to set (not "unknown weak label 'concentric'")."""
+    core = Registries.from_pm(make_plugin_manager(objects=[TinyPlugin()], entry_points=False))
+    with pytest.raises(RecipeError) as exc:
+        load_recipe(write(tmp_path, "name: t\nmodel: {backbone: tiny}\n"), registries=core)
+    msg = str(exc.value)
+    assert "missing required value 'labels.weak'" in msg and "concentric" not in msg
+
+
+def test_schema_components_name_known_kinds():
+    from partsup.hookspecs import KIND_BY_ATTR
+    from partsup.recipe import SCHEMA, Component
+
+    def components(d):
+        for v in d.values():
+            if isinstance(v, dict):
+                yield from components(v)
+            elif isinstance(v, Component):
+                yield v
+    assert {c.kind for c in components(SCHEMA)} <= set(KIND_BY_ATTR)

@@ -120,3 +120,23 @@ def test_sequence_annotations_accept_lists():
     reg.register("pick", pick_cases)
     reg.check_kwargs("pick", {"cases": ["A03", "A04"], "size": [3, 4], "weights": [1, 0.5]})
     reg.check_kwargs("pick", {"weights": None})
+
+
+def test_component_kwargs_splits_every_spec_form():
+    from partsup.registry import component_kwargs
+    spec = {"name": "mlp", "layers": 3}
+    assert component_kwargs(spec) == ("mlp", {"layers": 3}) and spec == {"name": "mlp", "layers": 3}
+    assert component_kwargs("mlp") == ("mlp", {})
+    with pytest.raises(RecipeError, match=r"^detect\.filters\[0\]: expected a component"):
+        component_kwargs({"min": 3}, "detect.filters[0]")
+    with pytest.raises(RecipeError, match=r"name: expected a string"):
+        component_kwargs({"name": 3})
+
+
+def test_build_component_checks_options():
+    reg = Registry("widget")
+    reg.register("w", lambda size=1, *, d_in: (size, d_in))
+    assert reg.build_component({"name": "w", "size": 2}, "x", supplied={"d_in": 5}) == (2, 5)
+    assert reg.build_component("w", "x", supplied={"d_in": 5}) == (1, 5)
+    with pytest.raises(RecipeError, match=r"x: unknown key 'sise'.*Did you mean 'size'"):
+        reg.build_component({"name": "w", "sise": 2}, "x", supplied={"d_in": 5})

@@ -33,6 +33,7 @@ RECIPE = {
              "patch": {"size": 32, "positive_fraction": 0.5, "strong_fraction": 0.5},
              "augment": {"stain": True}},
     "labels": {"weak": {"name": "disk", "radius": 4}},
+    "loss": {"weak": {"name": "concentric", "reduction": "mean"}},
     "model": {"backbone": {"name": "tiny", "dropout": 0.2}},  # dropout: the RNG matters
     "train": {"schedule": "stagewise", "weak_iterations": 10, "iterations": ITERATIONS,
               "optimizer": {"name": "adamw", "lr": 0.01, "warmup": 3}, "batch_size": 2,

@@ -184,6 +184,7 @@ TINY = {
              "val": {"name": "tiny", "split": "val", "n": 1},
              "patch": {"size": 32, "positive_fraction": 0.5, "strong_fraction": 0.5}},
     "labels": {"weak": {"name": "disk", "radius": 4}},
+    "loss": {"weak": {"name": "concentric", "reduction": "mean"}},
     "model": {"backbone": {"name": "tiny"}},
     "train": {"schedule": "end2end", "optimizer": {"name": "adamw", "lr": 0.01, "warmup": 1},
               "iterations": 6, "batch_size": 2, "val_every": 3, "checkpoint_every": 2,

@@ -11,15 +11,13 @@ import time
 from typing import Any, Callable
 
 import numpy as np
-import pluggy
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from partsup import hookimpl
 from partsup.model.partial import Branch, named_normalization
 from partsup.types import Sample
-
-hookimpl = pluggy.HookimplMarker("partsup")
 
 #: seconds to sleep in every training forward (``TINY_PLUGIN_DELAY``; 0 = none)
 DELAY = float(os.environ.get("TINY_PLUGIN_DELAY", "0") or 0)

@@ -6,7 +6,7 @@ import argparse
 from rich.markup import escape
 from rich.table import Table
 
-from partsup.manager import KINDS
+from partsup.hookspecs import COMPONENT_KINDS
 
 
 class PluginsCommand:
@@ -14,7 +14,8 @@ class PluginsCommand:
     help = "list every registered component (backbones, labels, losses, ...) and its provider"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--kind", choices=sorted(KINDS), help="only this kind")
+        parser.add_argument("--kind", choices=sorted(k.attr for k in COMPONENT_KINDS),
+                            help="only this kind")
 
     def run(self, args: argparse.Namespace, ctx) -> int:
         table = Table(title="partsup components", show_lines=False)

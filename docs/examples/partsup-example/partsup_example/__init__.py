@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup.manager import hookimpl
+from partsup import hookimpl
 
 
 class TinyCNN(nn.Module):
