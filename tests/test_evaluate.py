@@ -149,7 +149,9 @@ def test_evaluate_with_checkpoint(toy, tmp_path, capsys):
     # w = 0: the strong (purple) branch alone finds the 3 mitoses and none of the mimics
     assert m["totals"]["tp"] == 3 and m["totals"]["fp"] == 0 and m["totals"]["fn"] == 0
     assert m["totals"]["f1"] == 1.0
-    assert m["protocol"]["name"] == "amida13" and m["detect"]["w"] == 0.0
+    # the toy recipe names no protocol: the core's generic default, 8 um
+    assert m["protocol"]["name"] == "microns" and m["protocol"]["radius_um"] == 8.0
+    assert m["detect"]["w"] == 0.0
     assert [im["id"] for im in m["images"]] == ["case3/d", "case3/e", "case4/f"]
     assert sum(im["tp"] for im in m["images"]) == 3
     assert all(im["radius_px"] == 32.0 for im in m["images"])
