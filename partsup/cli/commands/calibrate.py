@@ -18,8 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from partsup.evaluation.calibration import MapCache, plot_f1_vs_w, sweep, write_json
-from partsup.cli.commands.evaluate import (add_option_argument, parse_options, progress_bar,
-                                       staged_dir)
+from partsup.cli.common import add_option_argument, parse_options, progress_bar, staged_dir
 from partsup.errors import DataError, RecipeError
 from partsup.evaluation.matching import open_dataset, protocol_dict, resolve_protocol
 

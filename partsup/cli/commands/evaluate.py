@@ -13,68 +13,22 @@ interrupted or failed run leaves nothing half-written; see :mod:`partsup.output.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from partsup.errors import DataError, PartsupError, RecipeError
+from partsup.cli.common import add_option_argument, parse_options, progress_bar, staged_dir
+from partsup.errors import DataError, PartsupError
 from partsup.evaluation.matching import (Counts, PRCurve, match, match_ranked, open_dataset, pr_from_flags,
                              protocol_dict, resolve_protocol)
 from partsup.types import Detection, Protocol, Sample
-
-
-# -- staging -------------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def staged_dir(out: Path, command: str = "partsup evaluate") -> Iterator[Path]:
-    """Yield a staging folder inside ``out``; on success its files replace their namesakes in
-    ``out``, which must be new, empty, or a partsup output (:mod:`partsup.output.outdir`: nothing
-    partsup did not write is ever overwritten or deleted).
-
-    On any exception (including Ctrl-C) the staging folder is removed and ``out`` is left as it
-    was.
-    """
-    from partsup.output.outdir import staged_output
-    with staged_output(Path(out), command) as tmp:
-        yield tmp
-
-
-def add_option_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a dataset reader option, e.g. val_cases=[A03] (YAML value; "
-                             "repeatable); the recipe's options for the same dataset apply too")
-
-
-def parse_options(items: Sequence[str]) -> dict[str, Any]:
-    """``["a=1", "b=[x, y]"]`` -> ``{"a": 1, "b": ["x", "y"]}`` (values parsed as YAML)."""
-    import yaml
-
-    from partsup.recipe import safe_load
-    out: dict[str, Any] = {}
-    for text in items:
-        key, sep, raw = text.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"--option {text!r}: expected KEY=VALUE, e.g. val_cases=[A03]")
-        try:
-            out[key.strip()] = safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            out[key.strip()] = raw
-    return out
-
-
-def progress_bar(console: Any, *extra: Any) -> Progress:
-    """A transient bar: description, bar, n/total, elapsed time, then the ``extra`` columns."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), *extra, console=console, transient=True)
 
 
 # -- detections from files -----------------------------------------------------------------------

@@ -25,7 +25,7 @@ from rich.markup import escape
 from rich.progress import TextColumn
 from rich.table import Table
 
-from partsup.cli.commands.evaluate import progress_bar
+from partsup.cli.common import progress_bar
 from partsup.counts import HPF_AREA_MM2, ImageCount, summarize
 from partsup.errors import DataError, PartsupError
 from partsup.data.readers import IMAGE_SUFFIXES, read_image
