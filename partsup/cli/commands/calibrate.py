@@ -80,7 +80,7 @@ class CalibrateCommand:
         parser.add_argument("--radius-um", type=float, default=None,
                             help="match radius in micrometres (overrides the protocol)")
         parser.add_argument("--radius-px", type=float, default=None,
-                            help="match radius in pixels, e.g. the paper's 20 (ICPR 2012) or 32")
+                            help="match radius in pixels, e.g. 20 or 32")
         parser.add_argument("--protocol", help="matching protocol (default: the dataset's own)")
         parser.add_argument("--out", help="folder for calibration.json and f1_vs_w.png "
                             "(default: <checkpoint folder>/calibration)")

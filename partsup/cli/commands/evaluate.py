@@ -33,25 +33,13 @@ from partsup.types import Detection, Protocol, Sample
 
 # -- detections from files -----------------------------------------------------------------------
 
-def detection_candidates(folder: Path, sample_id: str) -> list[Path]:
-    """Files that may hold the detections of ``sample_id`` inside ``folder``, in order."""
-    from partsup.output.writers import SUFFIXES
-    parts = sample_id.split("/")
-    stems = [sample_id, sample_id.replace("/", "_"), sample_id.replace("/", "__"), parts[-1]]
-    out = [folder / f"{s}{suffix}" for s in dict.fromkeys(stems)
-           for suffix in list(SUFFIXES.values()) + [".json"]]
-    if len(parts) > 1:  # MITOS-ATYPIA-14: <case>/mitosis/<frame>_mitosis.csv
-        out.append(folder.joinpath(*parts[:-1], "mitosis", f"{parts[-1]}_mitosis.csv"))
-    return out
-
-
 def check_detections_format(fmt: str | None, registries: Any) -> str | None:
     """``fmt`` if it names a registered writer whose files can be read back, else PartsupError
     listing those formats (None passes: the format is then told by each file's name)."""
-    from partsup.output.writers import WRITERS
+    from partsup.output.writers import readable
     if fmt is None:
         return None
-    valid = [name for name in registries.writers.names() if name in WRITERS]
+    valid = [name for name in registries.writers.names() if name in readable(registries.writers)]
     if fmt not in valid:
         raise PartsupError(f"--detections-format: unknown format {fmt!r}; expected one of "
                            f"{', '.join(valid)}")
@@ -72,26 +60,28 @@ class FileDetections:
 
     ``unscored`` lists the files read whose detections carry no score of their own."""
 
-    def __init__(self, folder: str | Path, fmt: str | None = None) -> None:
+    def __init__(self, folder: str | Path, fmt: str | None = None, writers: Any = None) -> None:
+        from partsup.output.writers import readable
         self.folder = Path(folder)
         self.fmt = fmt
+        self.writers = readable(writers)  # name -> factory of the formats read back
         self.found = 0
         self.unscored: list[Path] = []
         if not self.folder.is_dir():
             raise DataError(f"--detections: folder {self.folder} not found")
 
     def __call__(self, sample: Sample) -> Found:
-        from partsup.output.writers import has_scores, read_detections
-        for path in detection_candidates(self.folder, sample.id):
+        from partsup.output.writers import has_scores, locations, read_detections
+        for path in locations(self.folder, sample.id, self.writers):
             if path.is_file():
                 self.found += 1
-                arr = read_detections(path, fmt=self.fmt, mpp=sample.mpp)
+                arr = read_detections(path, fmt=self.fmt, mpp=sample.mpp, writers=self.writers)
                 dets = [Detection(float(x), float(y), float(s), 0.0) for x, y, s in arr]
-                if not has_scores(path, fmt=self.fmt):
+                if not has_scores(path, fmt=self.fmt, writers=self.writers):
                     self.unscored.append(path)
                     return Found(dets, None)
                 return Found(dets, dets)
-        return Found([], [])  # no file: no detections (the AMIDA13 convention)
+        return Found([], [])  # no file: no detections (the usual challenge convention)
 
 
 # -- one image -----------------------------------------------------------------------------------
@@ -297,15 +287,15 @@ class EvaluateCommand:
                          "its run folder (then its best.pt)")
         src.add_argument("--detections", metavar="DIR",
                          help="score detections made by any tool: one file per image, "
-                              "DIR/<image id>.csv (x,y[,score] with header) or a challenge "
-                              "format (.tupac.csv, _mitosis.csv, .midog.json, .geojson)")
+                              "DIR/<image id>.csv (x,y[,score] with header), .geojson, or "
+                              "any registered writer's format that reads back")
         parser.add_argument("--detections-format", default=None, metavar="FORMAT",
                             help="format of the --detections files when the name does not say: "
-                                 "csv, geojson, tupac, mitos-atypia or midog")
+                                 "csv, geojson or a plugin's writer")
         parser.add_argument("--radius-um", type=float, default=None,
                             help="match radius in micrometres (overrides the protocol)")
         parser.add_argument("--radius-px", type=float, default=None,
-                            help="match radius in pixels, e.g. the paper's 20 (ICPR 2012) or 32")
+                            help="match radius in pixels, e.g. 20 or 32")
         parser.add_argument("--protocol", help="protocol name (default: the dataset's own, "
                             "else the recipe's eval.protocol)")
         parser.add_argument("--out", help="output folder (default eval/<dataset>-<split>)")
@@ -319,7 +309,7 @@ class EvaluateCommand:
             detect, recipe, source = self._checkpoint_detector(args, ctx)
         else:
             fmt = check_detections_format(args.detections_format, ctx.registries)
-            files = FileDetections(args.detections, fmt)
+            files = FileDetections(args.detections, fmt, ctx.registries.writers)
             detect, source = files, {"detections": str(args.detections)}
         dataset = open_dataset(ctx.registries, args.dataset, args.data_root, args.split, recipe,
                                parse_options(args.option))
