@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -51,8 +52,8 @@ from scipy import ndimage as ndi
 from partsup.errors import DataError
 from partsup.types import Sample
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ami-br"
+#: the environment variable whose folder holds the datasets (``$PARTSUP_DATA/ami-br``)
+DATA_ENV = "PARTSUP_DATA"
 HPF_AREA = 2000.0 * 2000.0  # px^2 of the reference high-power field for ``density``
 R_MIN, R_MAX, DISC_EDGE, MAX_OFFSET = 18, 30, 4.0, 3
 CROWDED_PX = 52.0
@@ -147,7 +148,7 @@ class AmiBrFields(Sequence[Sample]):
 <root>/metadata.csv            file,source,label,slide,x,y (one line per crop, header line)
 <root>/Normal/<name>.png       128x128 RGB crops, each centred on one mitotic figure
 <root>/Atypical/<name>.png     (the figure's slide coordinates are x,y in metadata.csv)
-Default root: <repo>/../shared/data/ami-br. Fields are assembled from the crops (figures at
+Default root: $PARTSUP_DATA/ami-br. Fields are assembled from the crops (figures at
 random positions on a figure-free quilt of the same slide's tissue); split by slide."""
     SPLITS = ("train", "val", "test", "all")
 
@@ -198,12 +199,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
 
     # -- construction -------------------------------------------------------------------------
     def _resolve_root(self, root: str | Path | None) -> Path:
-        if root is None:
-            if not DEFAULT_ROOT.is_dir():
-                raise DataError(f"{self.NAME}: no root given and the default {DEFAULT_ROOT} is "
-                                f"absent; pass root=<folder>. Expected layout:\n{self.LAYOUT}")
-            return DEFAULT_ROOT
-        p = Path(root).expanduser()
+        p = default_root() if root is None else Path(root).expanduser()
         if not (p / "metadata.csv").is_file():
             raise DataError(f"{self.NAME}: {p / 'metadata.csv'} not found. "
                             f"Expected layout:\n{self.LAYOUT}")
@@ -697,6 +693,17 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         return spots[np.argsort(-dark, kind="stable")]
 
 
+def default_root() -> Path:
+    """``$PARTSUP_DATA/ami-br``; DataError (one line naming ``root`` and the variable) when the
+    variable is not set."""
+    base = os.environ.get(DATA_ENV, "").strip()
+    if not base:
+        raise DataError(f"{AmiBrFields.NAME}: no root given and {DATA_ENV} is not set; pass "
+                        f"root=<folder> (a recipe's data root, or --data-root) or set {DATA_ENV} "
+                        f"so that ${DATA_ENV}/{AmiBrFields.NAME} holds the crops")
+    return Path(base).expanduser() / AmiBrFields.NAME
+
+
 def _code(name: str) -> int:
     """A stable integer for a slide name (seeding; independent of Python's hash salt)."""
     import zlib
@@ -713,7 +720,7 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
     """The ``ami-br`` dataset: fields ``grid * (tile - feather)`` px square (default 480).
 
     Args:
-        root: the AMi-Br folder (default ``<repo>/../shared/data/ami-br``).
+        root: the AMi-Br folder (default ``$PARTSUP_DATA/ami-br``, :func:`default_root`).
         split: train | val | test | all (by slide, per source).
         crop: side (px) of the centre cut used from each 128 px crop.
         tile: side (px) of the figure-free background tiles; feather: their overlap (px).
