@@ -144,6 +144,7 @@ class AmiBrFields(Sequence[Sample]):
     """
 
     NAME = "ami-br"
+    POINTS = "mitoses"  # the column title of `partsup datasets --root`
     LAYOUT = """\
 <root>/metadata.csv            file,source,label,slide,x,y (one line per crop, header line)
 <root>/Normal/<name>.png       128x128 RGB crops, each centred on one mitotic figure
@@ -747,5 +748,6 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
 
 
 factory.LAYOUT = AmiBrFields.LAYOUT  # type: ignore[attr-defined]
+factory.POINTS = AmiBrFields.POINTS  # type: ignore[attr-defined]
 
 DATASETS = {"ami-br": factory}
