@@ -39,7 +39,8 @@ def check_detections_format(fmt: str | None, registries: Any) -> str | None:
     from partsup.output.writers import readable
     if fmt is None:
         return None
-    valid = [name for name in registries.writers.names() if name in readable(registries.writers)]
+    formats = readable(registries.writers)
+    valid = [name for name in registries.writers.names() if name in formats]
     if fmt not in valid:
         raise PartsupError(f"--detections-format: unknown format {fmt!r}; expected one of "
                            f"{', '.join(valid)}")
