@@ -40,7 +40,6 @@ from __future__ import annotations
 import csv
 import math
 import os
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +48,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from partsup.data.readers import DataWarning, Problems
 from partsup.errors import DataError
 from partsup.types import Sample
 
@@ -62,8 +62,8 @@ GLASS_MAX = 0.3  # tiles with more than this share of bright glass pixels are no
 SOURCES_CODE = {"MIDOG21": 1, "TUPAC16": 2}
 
 
-class AmiBrWarning(UserWarning):
-    """A metadata line skipped in non-strict mode."""
+#: the warning of a metadata line skipped in non-strict mode (the reader base's DataWarning)
+AmiBrWarning = DataWarning
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                             f"{', '.join(self.SPLITS)}")
         self._check_geometry(crop, tile, grid, feather, density, decoys)
         self.split, self.strict = split, strict
+        self.problems = Problems(self.NAME, strict)  # raises when strict, else warns and skips
         self.crop, self.tile, self.grid, self.feather = crop, tile, grid, feather
         self.step = tile - feather
         self.field_size = grid * self.step
@@ -221,11 +222,6 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
             raise DataError(f"{self.NAME}: field {grid}x({tile}-{feather}) px is too small "
                             f"for a figure disc")
 
-    def _problem(self, msg: str) -> None:
-        if self.strict:
-            raise DataError(f"{self.NAME}: {msg}")
-        warnings.warn(f"{self.NAME}: {msg} (skipped; strict=False)", AmiBrWarning, stacklevel=3)
-
     def _read_metadata(self, sources: Sequence[str] | None,
                        labels: Sequence[str] | None) -> list[Figure]:
         path = self.root / "metadata.csv"
@@ -243,10 +239,10 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                     if not (fig.file and fig.slide):
                         raise ValueError("empty file or slide")
                 except (TypeError, ValueError) as exc:
-                    self._problem(f"{path}:{lineno}: malformed line ({exc})")
+                    self.problems.report(f"{path}:{lineno}: malformed line ({exc})")
                     continue
                 if not (self.root / fig.file).is_file():
-                    self._problem(f"{path}:{lineno}: crop {self.root / fig.file} not found")
+                    self.problems.report(f"{path}:{lineno}: crop {self.root / fig.file} not found")
                     continue
                 if sources is not None and fig.source not in sources:
                     continue
