@@ -254,3 +254,27 @@ def test_has_scores_of_hand_written_files(tmp_path):
         assert has_scores(tmp_path / name) is expect, name
     (tmp_path / "g.txt").write_text("10,20\n")
     assert has_scores(tmp_path / "g.txt", fmt="tupac") is False
+
+
+def test_a_plugins_format_reads_back_through_its_writer(tmp_path):
+    """read_detections knows no format by name: a writer with a static ``read`` is enough."""
+    class Semicolons:
+        suffix = ".semi.txt"
+
+        def write(self, path, detections, info):
+            path.write_text("".join(f"{d.x};{d.y};{d.score}\n" for d in detections))
+
+        @staticmethod
+        def read(path, mpp=None):
+            rows = [line.split(";") for line in path.read_text().splitlines()]
+            return np.asarray(rows, np.float64).reshape(-1, 3)
+
+    path = tmp_path / f"a{Semicolons.suffix}"
+    Semicolons().write(path, DETS, INFO)
+    writers = {**core.WRITERS, "semi": Semicolons}
+    assert format_of(path, writers) == "semi"
+    np.testing.assert_allclose(read_detections(path, writers=writers), XYS)
+    # the core alone knows csv and geojson only; a challenge file is then not readable
+    midog = formats.WRITERS["midog"]().write(tmp_path / "m.midog.json", DETS, INFO)
+    with pytest.raises(DataError, match="cannot tell the detection format.*csv, geojson"):
+        read_detections(midog, writers=core.WRITERS)
