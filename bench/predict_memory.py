@@ -142,7 +142,7 @@ def child(args: argparse.Namespace) -> None:
     """Run predict on the image in this (fresh) process; print one JSON line."""
     import torch
     torch.set_num_threads(args.threads)
-    from partsup.cli.commands.predict import Item, build_detector, predict_one
+    from partsup.prediction import Item, build_detector, predict_one
 
     regs = registries(args.plugin)
     detector = build_detector(Path(args.checkpoint), regs, "cpu", {})

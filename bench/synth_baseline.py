@@ -29,7 +29,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from partsup.evaluation.matching import Counts, match
-from partsup.synth import STYLES, hematoxylin, image_rng, render, split_sizes, threshold_blobs
+from partsup_mitosis.synth import STYLES, hematoxylin, image_rng, render, split_sizes, threshold_blobs
 
 THRESHOLDS = (0.10, 0.13, 0.16, 0.19, 0.22, 0.25, 0.28)
 GRID = [(t, lo, hi) for t in THRESHOLDS for lo in (10, 30, 60, 120, 200)

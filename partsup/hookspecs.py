@@ -18,7 +18,8 @@ is *first result wins*.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import argparse
+from typing import Any, Callable, NamedTuple, Sequence
 
 import pluggy
 
@@ -129,3 +130,23 @@ def partsup_configure(recipe: dict[str, Any]) -> None:
 def partsup_default_checkpoint() -> Any:
     """A ready-made checkpoint (a ``str`` or ``Path`` to a ``.pt`` file) that commands use when
     the user gives no ``--checkpoint``, or None to abstain. First non-None result wins."""
+
+
+@hookspec
+def partsup_command_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    """Add options to (or set defaults of) the CLI subcommand ``command``, after its own.
+
+    Called for all plugins. ``partsup predict`` reads two defaults a plugin may set with
+    ``parser.set_defaults``: ``default_mpp`` (um/px when neither ``--mpp`` nor the image gives
+    one) and ``label`` (the detected objects' class name, given to writers as ``info["label"]``).
+    """
+
+
+@hookspec(firstresult=True)
+def partsup_count_summary(counts: Sequence[Any], args: argparse.Namespace) -> list[str] | None:
+    """The summary lines ``partsup predict`` prints for the counts of its images.
+
+    ``counts`` are :class:`partsup.prediction.ImageCount` (detections, width and height in px,
+    mpp in um/px), ``args`` the command's parsed options (plugins' own included). First non-None
+    result wins; when every plugin abstains the core prints the total and the count per mm^2.
+    """

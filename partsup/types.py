@@ -20,9 +20,9 @@ class Sample:
 
     Attributes:
         image: ``(H, W, 3)`` uint8 RGB.
-        points: ``(N, 2)`` float32 mitosis centroids, x (column), y (row), pixels.
-        mask: ``(H, W)`` uint8 strong mask (1 = mitosis) for set-A samples, else None.
-        hard_negatives: ``(M, 2)`` float32 x, y of labelled non-mitoses (never ground truth).
+        points: ``(N, 2)`` float32 object centroids, x (column), y (row), pixels.
+        mask: ``(H, W)`` uint8 strong mask (1 = object) for set-A samples, else None.
+        hard_negatives: ``(M, 2)`` float32 x, y of labelled look-alikes (never ground truth).
         mpp: micrometres per pixel.
         id: stable identifier (e.g. ``case/tile``), used for output file names.
         group: the slide / case / patient, for splitting without leakage.

@@ -12,6 +12,10 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
+# the datasets' folder (``${PARTSUP_DATA}`` in recipes, the ami-br reader's default root): the
+# shared data beside the repository, unless the environment names another one
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("PARTSUP_DATA", str(SHARED_DATA))
 
 
 @pytest.fixture(autouse=True)

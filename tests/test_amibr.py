@@ -20,7 +20,7 @@ RADIUS = 30.0  # px: 7.5 um at 0.25 um/px (MIDOG protocol)
 
 def _fake_root(tmp_path, lines):
     rng = np.random.default_rng(0)
-    (tmp_path / "Normal").mkdir()
+    (tmp_path / "Normal").mkdir(parents=True)
     for k in range(4):
         im = rng.integers(150, 230, (128, 128, 3)).astype(np.uint8)
         im[56:72, 56:72] = 40
@@ -58,6 +58,18 @@ def test_bad_geometry_is_a_data_error(tmp_path):
         factory(root=root, tile=100)
     with pytest.raises(DataError, match="crop"):
         factory(root=root, crop=64)
+
+
+def test_default_root_is_partsup_data(tmp_path, monkeypatch):
+    root = _fake_root(tmp_path / "data" / "ami-br", ["Normal/c0.png,MIDOG21,normal,s0,1,1\n"])
+    monkeypatch.setenv("PARTSUP_DATA", str(tmp_path / "data"))
+    from partsup_mitosis.amibr import default_root
+    assert default_root() == root
+    monkeypatch.delenv("PARTSUP_DATA")
+    with pytest.raises(DataError) as info:
+        factory(split="all")
+    message = str(info.value)
+    assert "\n" not in message and "root=" in message and "PARTSUP_DATA is not set" in message
 
 
 @pytest.fixture(scope="module")

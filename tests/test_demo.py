@@ -1,7 +1,7 @@
 """The demo resumes an interrupted training only when the resolved recipe is unchanged."""
 from __future__ import annotations
 
-from partsup.cli.commands.demo import _resumable
+from partsup_mitosis.commands.demo import _resumable
 from partsup.recipe import load_recipe, save_resolved
 
 RECIPE = ("name: t\nmodel: {backbone: {name: smp, encoder: resnet18}}\n"

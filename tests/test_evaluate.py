@@ -396,11 +396,11 @@ def test_overlay_colours(tmp_path):
     assert tuple(a[40, 150 + 20]) == FP_COLOR    # false positive
 
 
-# -- a synthetic AMIDA13-style set (partsup.synth), read by the real amida13 reader -------------
+# -- a synthetic AMIDA13-style set (partsup_mitosis.synth), read by the real amida13 reader -----
 
 @pytest.fixture(scope="module")
 def synth_amida13(tmp_path_factory):
-    synth = pytest.importorskip("partsup.synth")
+    synth = pytest.importorskip("partsup_mitosis.synth")
     root = tmp_path_factory.mktemp("amida13")
     ds = synth.generate(root, like="amida13", n_images=8, seed=3, size=256)
     assert ds.counts["test"]["mitoses"] > 0
@@ -481,7 +481,7 @@ def test_synthetic_amida13_checkpoint_calibrate_and_evaluate(synth_amida13, tmp_
 
 def test_reader_options_from_command_line_and_recipe(tmp_path):
     """A synthetic icpr2014 set needs its case lists: --option passes reader options."""
-    synth = pytest.importorskip("partsup.synth")
+    synth = pytest.importorskip("partsup_mitosis.synth")
     root = tmp_path / "icpr2014"
     ds = synth.generate(root, like="icpr2014", n_images=4, seed=2, size=200)
     spec = ds.splits["test"]

@@ -69,7 +69,7 @@ def test_docs_walkthrough_runs_as_written(installed, tmp_path, monkeypatch):
     import shlex
 
     from partsup.cli.main import main
-    from partsup.synth import generate
+    from partsup_mitosis.synth import generate
     text = (REPO / "docs" / "plugins.md").read_text()
     block = text.split("Install it and use it by name", 1)[1].split("```bash\n", 1)[1]
     lines = [ln.split("  #")[0].strip() for ln in block.split("```", 1)[0].splitlines()

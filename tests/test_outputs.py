@@ -107,11 +107,11 @@ def test_evaluate_full_disk_is_a_one_line_error_and_leaves_nothing(toy, tmp_path
     regs, root, ckpt = toy
     import errno
 
-    import partsup.cli.commands.evaluate as ev
+    import partsup.evaluation.scoring as scoring
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
-    monkeypatch.setattr(ev, "write_detection_csv", full)
+    monkeypatch.setattr(scoring, "write_detection_csv", full)
     out = tmp_path / "ev"
     with pytest.raises(DataError, match=r"cannot write to output folder .*ev: no space left"):
         _evaluate(regs, root, ckpt, out)

@@ -1,6 +1,7 @@
 """Plugin manager, hooks, blocking, and one-line errors for bad plugins."""
 from __future__ import annotations
 
+import argparse
 import inspect
 import subprocess
 import sys
@@ -103,6 +104,17 @@ class AllHooks:
         return "/models/default.pt"
 
     @hookimpl
+    def partsup_command_arguments(self, command, parser):
+        self.calls.append("partsup_command_arguments")
+        if command == "hello":
+            parser.set_defaults(who="plugin")
+
+    @hookimpl
+    def partsup_count_summary(self, counts, args):
+        self.calls.append("partsup_count_summary")
+        return [f"{len(counts)} images"]
+
+    @hookimpl
     def partsup_configure(self, recipe):
         self.calls.append("partsup_configure")
         if recipe.get("name") == "forbidden":
@@ -140,6 +152,11 @@ def test_all_hooks_called_and_semantics():
     regs.pm.hook.partsup_configure(recipe={"name": "ok"})
     assert "partsup_configure" in plugin.calls
     assert regs.pm.hook.partsup_default_checkpoint() == "/models/default.pt"  # first result
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--who", default="world")
+    regs.pm.hook.partsup_command_arguments(command="hello", parser=parser)
+    assert parser.parse_args([]).who == "plugin"  # a plugin sets another command's default
+    assert regs.pm.hook.partsup_count_summary(counts=[1, 2], args=None) == ["2 images"]
 
 
 def test_fresh_manager_per_run():

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from partsup.cli.main import main
-from partsup.cli.commands.predict import collect_inputs, tiff_mpp, write_overlay
+from partsup.prediction import collect_inputs, tiff_mpp, write_overlay
 from partsup.errors import DataError
 from partsup.types import Detection
 from partsup.output.writers import read_detections
@@ -78,7 +78,7 @@ def checkpoint(tmp_path, plugin):
 
 
 def test_build_detector_recipe_then_calibration_then_overrides(checkpoint, plugin):
-    from partsup.cli.commands.predict import build_detector
+    from partsup.prediction import build_detector
     from partsup.errors import RecipeError
     from partsup.manager import load
     regs = load([plugin], disabled=())
@@ -240,11 +240,13 @@ def test_no_checkpoint_uses_a_plugin_default_and_says_so(tmp_path, plugin, check
     img = save(tmp_path / "a.png", he_like(300, 400, centres=[(100.0, 100.0)]))
     monkeypatch.setenv("PARTSUP_DISABLE_PLUGINS", "mitosis")  # the shipped model stays out
     rc = main(["--plugin", plugin, "--plugin", "partsup_default_test", "predict", str(img),
-               "--out", str(tmp_path / "o"), "--format", "csv", "--device", "cpu"])
+               "--out", str(tmp_path / "o"), "--format", "csv", "--device", "cpu",
+               "--mpp", "0.25"])  # without the mitosis plugin no default resolution is assumed
     assert rc == 0
     captured = capsys.readouterr()
     assert f"using the default model {checkpoint}" in captured.err.replace("\n", "")
-    assert "1 mitoses in 1 image(s)" in captured.out
+    assert "1 detections in 1 image(s)" in captured.out  # the core's summary: no HPF counts
+    assert "HPF" not in captured.out
     # no plugin offers one: a one-line error that names the option
     assert run([img, "--out", tmp_path / "o2"], plugin) == 2
     assert "no --checkpoint given and no plugin ships a default model" in capsys.readouterr().err

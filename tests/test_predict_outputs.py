@@ -95,7 +95,7 @@ def test_nan_detection_parameters_are_refused_at_load(tmp_path, plugin, checkpoi
 def test_predict_overlay_has_a_legend_with_the_count(tmp_path):
     import numpy as np
 
-    from partsup.cli.commands.predict import write_overlay
+    from partsup.prediction import write_overlay
     from partsup.types import Detection
     img = np.full((400, 600, 3), 230, np.uint8)
     far = [Detection(500, 300, 0.9, 300), Detection(450, 350, 0.8, 300)]

@@ -11,7 +11,7 @@ from scipy import ndimage as ndi
 from partsup.cli.main import main
 from partsup.errors import DataError
 from partsup.evaluation.matching import Counts, match
-from partsup.synth import (LAYOUTS, MIMICS, PHASES, STYLES, generate, hematoxylin,
+from partsup_mitosis.synth import (LAYOUTS, MIMICS, PHASES, STYLES, generate, hematoxylin,
                            image_rng, render, threshold_blobs)
 
 

@@ -367,7 +367,7 @@ def test_demo_runs_end_to_end_on_tiny_data(tmp_path: Path, monkeypatch, capsys) 
     """`partsup demo` wiring (data generation, two trainings, calibrate, evaluate, table) with a
     tiny model and tiny synthetic data; the real demo's timing and F1 are in docs/performance.md."""
     from partsup.cli.main import main
-    from partsup.cli.commands import demo
+    from partsup_mitosis.commands import demo
     monkeypatch.setattr(demo, "DEMO_DATA", {
         "icpr2012": {"like": "icpr2012", "n_images": 3, "seed": 1, "size": 128,
                      "val_fraction": 0.0, "test_fraction": 0.0},

@@ -8,14 +8,20 @@ import re
 import numpy as np
 import pytest
 
-from partsup.counts import HPF_AREA_MM2, ImageCount, area_mm2, summarize
 from partsup.errors import DataError
+from partsup.output import writers as core
+from partsup.output.writers import format_of, read_detections, suffix_of
 from partsup.types import Detection
-from partsup.output.writers import SUFFIXES, WRITERS, format_of, read_detections
+from partsup_mitosis import formats
+from partsup_mitosis.counts import HPF_AREA_MM2, ImageCount, area_mm2, summarize
+
+#: the core's formats and the mitosis plugin's challenge formats
+WRITERS = {**core.WRITERS, **formats.WRITERS}
+SUFFIXES = {name: suffix_of(factory) for name, factory in WRITERS.items()}
 
 DETS = [Detection(10.25, 20.5, 0.91, 300.0), Detection(1999.0, 5.0, 0.55, 120.5),
         Detection(0.0, 1499.6, 0.5, 1.0)]
-INFO = {"image": "case1/tile", "width": 2000, "height": 1500, "mpp": 0.25}
+INFO = {"image": "case1/tile", "width": 2000, "height": 1500, "mpp": 0.25, "label": "Mitosis"}
 XYS = np.array([[d.x, d.y, d.score] for d in DETS])
 
 # the challenge formats store integer pixels; the others keep sub-pixel positions
@@ -25,7 +31,8 @@ TOL = {"csv": 0.01, "geojson": 1e-9, "midog": 1e-9, "tupac": 0.5, "mitos-atypia"
 def test_builtin_writers_registered(registries):
     for name in WRITERS:
         assert name in registries.writers
-        assert registries.writers.entry(name).provider == "partsup.builtin"
+        provider = registries.writers.entry(name).provider
+        assert provider == ("partsup.builtin" if name in core.WRITERS else "mitosis (partsup)")
     suffixes = [SUFFIXES[n] for n in WRITERS]
     assert len(set(suffixes)) == len(suffixes)
 
@@ -247,3 +254,27 @@ def test_has_scores_of_hand_written_files(tmp_path):
         assert has_scores(tmp_path / name) is expect, name
     (tmp_path / "g.txt").write_text("10,20\n")
     assert has_scores(tmp_path / "g.txt", fmt="tupac") is False
+
+
+def test_a_plugins_format_reads_back_through_its_writer(tmp_path):
+    """read_detections knows no format by name: a writer with a static ``read`` is enough."""
+    class Semicolons:
+        suffix = ".semi.txt"
+
+        def write(self, path, detections, info):
+            path.write_text("".join(f"{d.x};{d.y};{d.score}\n" for d in detections))
+
+        @staticmethod
+        def read(path, mpp=None):
+            rows = [line.split(";") for line in path.read_text().splitlines()]
+            return np.asarray(rows, np.float64).reshape(-1, 3)
+
+    path = tmp_path / f"a{Semicolons.suffix}"
+    Semicolons().write(path, DETS, INFO)
+    writers = {**core.WRITERS, "semi": Semicolons}
+    assert format_of(path, writers) == "semi"
+    np.testing.assert_allclose(read_detections(path, writers=writers), XYS)
+    # the core alone knows csv and geojson only; a challenge file is then not readable
+    midog = formats.WRITERS["midog"]().write(tmp_path / "m.midog.json", DETS, INFO)
+    with pytest.raises(DataError, match="cannot tell the detection format.*csv, geojson"):
+        read_detections(midog, writers=core.WRITERS)

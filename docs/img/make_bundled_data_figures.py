@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage as ndi
 
-from partsup.synth import STYLES, render
+from partsup_mitosis.synth import STYLES, render
 
 OUT = Path(__file__).resolve().parent
 

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import partsup
+from partsup.cli.hooks import add_command_arguments
 from partsup.errors import PartsupError
 from partsup.manager import Registries, make_plugin_manager
 
@@ -55,7 +56,7 @@ def _pre_parser() -> argparse.ArgumentParser:
 def build_parser(registries: Registries) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="partsup",
-        description="Partially supervised segmentation-based detection (PartMitosis).")
+        description="Partially supervised segmentation-based detection.")
     parser.add_argument("--version", action="version", version=f"partsup {partsup.__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import an extra plugin module (repeatable)")
@@ -65,7 +66,7 @@ def build_parser(registries: Registries) -> argparse.ArgumentParser:
         cmd = entry.factory() if isinstance(entry.factory, type) else entry.factory
         sp = sub.add_parser(entry.name, help=entry.summary or getattr(cmd, "help", ""),
                             description=getattr(cmd, "help", None))
-        cmd.add_arguments(sp)
+        add_command_arguments(registries.pm, entry.name, cmd, sp)
         # also accepted after the subcommand (read by the pre-parser, which sees them anywhere)
         sp.add_argument("--plugin", action="append", dest="_plugin_after", default=[],
                         metavar="MODULE", help="import an extra plugin module (repeatable)")

@@ -1,4 +1,4 @@
-"""The two-branch partial-supervision model (PartMitosis) and the generic backbone contract.
+"""The two-branch partial-supervision model and the generic backbone contract.
 
 A *branch* (:class:`Branch`) is a segmentation network split in three parts:
 ``features(x) -> (B, C, h, w)``, a final 1x1 ``semantic`` layer ``nn.Conv2d(C, 2, 1)`` giving
@@ -190,7 +190,7 @@ class ModelOutput(NamedTuple):
 
 
 class PartialModel(nn.Module):
-    """Weak branch + strong branch with ``W_strong = Gamma(W_weak)`` (PartMitosis).
+    """Weak branch + strong branch with ``W_strong = Gamma(W_weak)`` (the paper's model).
 
     Submodules: ``weak`` (a Branch; the shared trunk when ``shared_backbone``), ``strong``
     (a Branch, or None when shared or weak_only), ``strong_semantic`` (shared + independent
@@ -298,7 +298,7 @@ class PartialModel(nn.Module):
         return ModelOutput(weak, self.weak.head(low, size))
 
     def probabilities(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Normalised input -> mitosis probabilities ``(B, H, W)`` float32 in [0, 1] per branch.
+        """Normalised input -> object probabilities ``(B, H, W)`` float32 in [0, 1] per branch.
 
         Softmax over the two classes, channel 1. Gradients flow unless the caller disables them.
         """

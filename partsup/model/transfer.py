@@ -1,4 +1,4 @@
-"""Weight-transfer functions Gamma (Hu et al., "Learning to Segment Every Thing"; PartMitosis).
+"""Weight-transfer functions Gamma (Hu et al., "Learning to Segment Every Thing"; the paper's model).
 
 Gamma predicts the strong branch's final 1x1 layer from the weak branch's: it maps **each class's
 weight vector** ``(d_in,)`` to a weight vector ``(d_out,)``, one network shared across classes.
@@ -64,7 +64,7 @@ def make_mlp(d_in: int, d_out: int, layers: Literal[2, 3] = 2,
         layers: number of Linear layers, 2 or 3 (paper ablation, Tables 1-2).
         activation: ``relu`` or ``leaky_relu`` between layers; none after the last.
         hidden: width of the hidden layers; None means ``d_out`` (as in Mask^X R-CNN; the
-            PartMitosis value is not published).
+            paper's value is not published).
         negative_slope: LeakyReLU slope (0.1 in Mask^X R-CNN); ignored for ``relu``.
     """
     if layers not in (2, 3):

@@ -1,25 +1,27 @@
-"""Detection writers (output formats) and a reader for all of them.
+"""Detection writers (output formats) and a reader for every format that can be read back.
 
 A writer is built by ``factory(**kw)`` and has ``suffix`` (the file-name ending it writes, unique
 per format so a file's format is known from its name) and ``write(path, detections, info)``.
 ``detections`` is a list of :class:`partsup.types.Detection` (x = column, y = row, pixels; score in
-[0, 1]; area in px). ``info`` describes the image: ``image`` (name), ``width``, ``height`` (px)
-and ``mpp`` (micrometres per pixel).
+[0, 1]; area in px). ``info`` describes the image: ``image`` (name), ``width``, ``height`` (px),
+``mpp`` (micrometres per pixel) and, when known, ``label`` (the objects' class name).
 
-Formats:
+A format can be read back when its factory (the writer class) also has a static
+``read(path, mpp) -> (K, 3) float64 x, y, score`` (px). Optional, also static:
+``scored(path) -> bool`` (every detection carries its own score; default True),
+``sniff(path) -> bool`` (claims a file whose name ends with no writer's suffix, e.g. ``.json``, by
+its content) and ``locations(folder, sample_id) -> list[Path]`` (further places a tool writes the
+file of a sample to, besides ``folder/<id><suffix>``). :func:`read_detections` finds the reader
+through the registered writers: plugins' formats read back like the core's.
+
+Core formats:
 
 ============  ==================  ======================================================
 name          suffix              content
 ============  ==================  ======================================================
 csv           ``.csv``            header ``x,y,score,area``; px, area in px
 geojson       ``.geojson``        FeatureCollection of QuPath point detections (px)
-tupac         ``.tupac.csv``      ``row,col`` per line, no header (AMIDA13/TUPAC16 layout)
-mitos-atypia  ``_mitosis.csv``    ``x,y,confidence`` per line, no header (MITOS-ATYPIA-14)
-midog         ``.midog.json``     grand-challenge "Multiple points", points in mm
 ============  ==================  ======================================================
-
-:func:`read_detections` reads any of them back as an ``(K, 3)`` float64 array ``x, y, score``
-in pixels.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import csv
 import json
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -35,19 +37,22 @@ from partsup.errors import DataError
 from partsup.data.readers import Problems, floats, read_csv_rows
 from partsup.types import Detection
 
-#: default colour of the "Mitosis" class in QuPath (RGB, 0-255)
-MITOSIS_COLOR = (220, 40, 40)
+#: default colour of the objects' class in QuPath (RGB, 0-255)
+DEFAULT_COLOR = (220, 40, 40)
+#: class name written when neither the writer nor ``info["label"]`` names one
+DEFAULT_LABEL = "object"
 
 
-def _prepare(path: str | Path) -> Path:
+def prepare(path: str | Path) -> Path:
+    """``path`` as a Path, its folder created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def _mm(px: float, mpp: float) -> float:
-    """Pixels -> millimetres: ``px * mpp / 1000``."""
-    return float(px) * float(mpp) / 1000.0
+def empty() -> np.ndarray:
+    """No detections: ``(0, 3)`` float64."""
+    return np.zeros((0, 3), np.float64)
 
 
 class CsvWriter:
@@ -58,7 +63,7 @@ class CsvWriter:
         self.suffix = suffix
 
     def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
-        path = _prepare(path)
+        path = prepare(path)
         d = self.decimals
         with path.open("w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
@@ -68,20 +73,28 @@ class CsvWriter:
                             round(det.area, d)])
         return path
 
+    @staticmethod
+    def read(path: Path, mpp: float | None = None) -> np.ndarray:
+        """``x,y[,score]`` with a header line starting ``x,y``; no score column gives 1.0."""
+        out = [(v[0], v[1], v[2] if len(v) > 2 else 1.0)
+               for v in number_rows(path, 3, header=("x", "y"), optional=1)]
+        return np.asarray(out, np.float64).reshape(-1, 3)
+
 
 class GeoJsonWriter:
     """GeoJSON FeatureCollection that QuPath (0.4+) imports as point detections.
 
     Each feature: ``geometry`` a GeoJSON ``Point`` ``[x, y]`` in px (QuPath's origin: top-left of
     the full-resolution image); ``properties.objectType = "detection"``;
-    ``properties.classification = {"name": "Mitosis", "color": [r, g, b]}``;
+    ``properties.classification = {"name": name, "color": [r, g, b]}`` (``name``: the
+    writer's ``classification``, else ``info["label"]``, else :data:`DEFAULT_LABEL`);
     ``properties.measurements = {"score": s, "area_px": a}`` (a name -> number map, the layout
     QuPath writes and reads since 0.4). ``id`` is a UUID derived from image name and index,
     so the file is deterministic.
     """
 
-    def __init__(self, classification: str = "Mitosis",
-                 color: list[int] | tuple[int, int, int] = MITOSIS_COLOR,
+    def __init__(self, classification: str | None = None,
+                 color: list[int] | tuple[int, int, int] = DEFAULT_COLOR,
                  object_type: str = "detection", suffix: str = ".geojson") -> None:
         if len(color) != 3:
             raise ValueError(f"color must be [r, g, b], got {color!r}")
@@ -90,127 +103,171 @@ class GeoJsonWriter:
         self.object_type = object_type
         self.suffix = suffix
 
-    def feature(self, det: Detection, image: str, index: int) -> dict[str, Any]:
+    def feature(self, det: Detection, image: str, index: int,
+                label: str = DEFAULT_LABEL) -> dict[str, Any]:
         return {
             "type": "Feature",
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"partsup:{image}:{index}")),
             "geometry": {"type": "Point", "coordinates": [float(det.x), float(det.y)]},
             "properties": {
                 "objectType": self.object_type,
-                "classification": {"name": self.classification, "color": list(self.color)},
+                "classification": {"name": self.classification or label,
+                                   "color": list(self.color)},
                 "measurements": {"score": float(det.score), "area_px": float(det.area)},
             },
         }
 
     def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
-        path = _prepare(path)
+        path = prepare(path)
         image = str(info.get("image", path.stem))
+        label = str(info.get("label") or DEFAULT_LABEL)
         doc = {"type": "FeatureCollection",
-               "features": [self.feature(d, image, i) for i, d in enumerate(detections)]}
+               "features": [self.feature(d, image, i, label) for i, d in enumerate(detections)]}
         path.write_text(json.dumps(doc, indent=1) + "\n")
         return path
 
+    @staticmethod
+    def read(path: Path, mpp: float | None = None) -> np.ndarray:
+        """Point features ``[x, y]`` (px) with their ``score`` measurement (else 1.0)."""
+        doc = load_json(path)
+        if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
+            raise DataError(f"{path}: expected a GeoJSON FeatureCollection")
+        features = doc.get("features", [])
+        if not isinstance(features, list):
+            raise DataError(f"{path}: 'features' must be a list")
+        out = [_geojson_feature(path, i, feat) for i, feat in enumerate(features)]
+        return np.asarray(out, np.float64).reshape(-1, 3)
 
-class TupacWriter:
-    """AMIDA13 / TUPAC16 layout: one ``row,col`` (y, x; integer px) per line, no header.
+    @staticmethod
+    def scored(path: Path) -> bool:
+        doc = load_json(path)
+        features = doc.get("features") if isinstance(doc, dict) else None
+        return all(not isinstance(f, dict) or _measured_score(f) is not None
+                   for f in features or [])
 
-    With ``score=True`` a third column carries the score (the ground-truth files have none).
-    """
-
-    def __init__(self, score: bool = False, suffix: str = ".tupac.csv") -> None:
-        self.score = score
-        self.suffix = suffix
-
-    def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
-        path = _prepare(path)
-        lines = []
-        for det in detections:
-            row = f"{int(round(det.y))},{int(round(det.x))}"
-            lines.append(f"{row},{det.score:.6f}" if self.score else row)
-        path.write_text("".join(line + "\n" for line in lines))
-        return path
-
-
-class MitosAtypiaWriter:
-    """MITOS-ATYPIA-14 layout: ``x,y,confidence`` per line (x = column; integer px), no header."""
-
-    def __init__(self, suffix: str = "_mitosis.csv") -> None:
-        self.suffix = suffix
-
-    def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
-        path = _prepare(path)
-        path.write_text("".join(f"{int(round(d.x))},{int(round(d.y))},{d.score:.6f}\n"
-                                for d in detections))
-        return path
-
-
-class MidogWriter:
-    """MIDOG (grand-challenge) "Multiple points" JSON with points in millimetres.
-
-    Each point is ``{"name": "mitotic figure", "point": (x_mm, y_mm, 0), "probability": p}``
-    (a JSON list), ``mm = px * mpp / 1000``. With ``metadata=True`` a ``"partsup"`` key records image name,
-    size and mpp so :func:`read_detections` can convert back without being told the mpp
-    (off by default: the challenge file stays exactly in its published shape).
-    """
-
-    def __init__(self, name: str = "mitotic figure", metadata: bool = False,
-                 suffix: str = ".midog.json") -> None:
-        self.name = name
-        self.metadata = metadata
-        self.suffix = suffix
-
-    def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
-        path = _prepare(path)
-        mpp = info.get("mpp")
-        if mpp is None or not mpp > 0:
-            raise DataError(f"{path}: the midog format needs the image's mpp (um/px); got {mpp!r}")
-        doc: dict[str, Any] = {
-            "name": "Points of interest",
-            "type": "Multiple points",
-            "points": [{"name": self.name,
-                        "point": [_mm(d.x, mpp), _mm(d.y, mpp), 0.0],
-                        "probability": float(d.score)} for d in detections],
-            "version": {"major": 1, "minor": 0},
-        }
-        if self.metadata:
-            doc["partsup"] = {k: info[k] for k in ("image", "width", "height", "mpp") if k in info}
-        path.write_text(json.dumps(doc, indent=1) + "\n")
-        return path
+    @staticmethod
+    def sniff(path: Path) -> bool:
+        """A ``.json`` file holding a ``features`` object."""
+        if path.suffix.lower() != ".json":
+            return False
+        doc = load_json(path)
+        return isinstance(doc, dict) and "features" in doc
 
 
 #: name -> factory; registered by :mod:`partsup.builtin`.
 WRITERS: dict[str, Callable[..., Any]] = {
     "csv": CsvWriter,
     "geojson": GeoJsonWriter,
-    "tupac": TupacWriter,
-    "mitos-atypia": MitosAtypiaWriter,
-    "midog": MidogWriter,
 }
-
-#: default suffix of each built-in format, longest first (so ``_mitosis.csv`` beats ``.csv``)
-SUFFIXES: dict[str, str] = dict(sorted(
-    ((name, factory().suffix) for name, factory in WRITERS.items()),
-    key=lambda kv: -len(kv[1])))
 
 
 # -- reading back ------------------------------------------------------------------------------
 
-def format_of(path: str | Path) -> str | None:
-    """The built-in format a file name belongs to (by its suffix), or None."""
-    name = Path(path).name.lower()
-    for fmt, suffix in SUFFIXES.items():
-        if name.endswith(suffix):
+def registered_writers() -> dict[str, Callable[..., Any]]:
+    """``name -> factory`` of every writer registered by the loaded plugins (a fresh manager)."""
+    from partsup.manager import load
+    return {e.name: e.factory for e in load().writers.entries()}
+
+
+def readable(writers: Mapping[str, Callable[..., Any]] | Any | None = None
+             ) -> dict[str, Callable[..., Any]]:
+    """The writers (a ``name -> factory`` mapping or a writer Registry; None: the registered
+    ones) whose files can be read back, longest default suffix first (so ``_x.csv`` beats
+    ``.csv``)."""
+    if writers is None:
+        factories = registered_writers()
+    elif hasattr(writers, "entries"):
+        factories = {e.name: e.factory for e in writers.entries()}
+    else:
+        factories = dict(writers)
+    found = {n: f for n, f in factories.items() if callable(getattr(f, "read", None))}
+    return dict(sorted(found.items(), key=lambda kv: -len(suffix_of(kv[1]))))
+
+
+def suffix_of(factory: Callable[..., Any]) -> str:
+    """The default file-name ending of a writer factory (``factory().suffix``)."""
+    return str(factory().suffix)
+
+
+def format_of(path: str | Path, writers: Any = None) -> str | None:
+    """The readable format a file belongs to: by its name's suffix, else the first format whose
+    ``sniff`` claims it by content; None when none does."""
+    path = Path(path)
+    formats = readable(writers)
+    name = path.name.lower()
+    for fmt, factory in formats.items():
+        if name.endswith(suffix_of(factory).lower()):
             return fmt
-    if name.endswith(".json"):
-        return "json"  # geojson or midog: decided by content
+    for fmt, factory in formats.items():
+        sniff = getattr(factory, "sniff", None)
+        if sniff is not None and sniff(path):
+            return fmt
     return None
 
 
-def _empty() -> np.ndarray:
-    return np.zeros((0, 3), np.float64)
+def locations(folder: Path, sample_id: str, writers: Any = None) -> list[Path]:
+    """Files that may hold the detections of ``sample_id`` inside ``folder``, in order: the id
+    (or its ``/`` as ``_``, ``__``, or its last part) with each readable suffix or ``.json``,
+    then the formats' own ``locations``."""
+    formats = readable(writers)
+    parts = sample_id.split("/")
+    stems = [sample_id, sample_id.replace("/", "_"), sample_id.replace("/", "__"), parts[-1]]
+    suffixes = [suffix_of(f) for f in formats.values()] + [".json"]
+    out = [folder / f"{s}{suffix}" for s in dict.fromkeys(stems) for suffix in suffixes]
+    for factory in formats.values():
+        more = getattr(factory, "locations", None)
+        if more is not None:
+            out.extend(more(folder, sample_id))
+    return out
 
 
-def _number_rows(path: Path, n: int, header: Sequence[str] = (),
+def _reader(path: Path, fmt: str | None, writers: Any) -> Callable[..., Any]:
+    formats = readable(writers)
+    fmt = fmt or format_of(path, formats)
+    if fmt not in formats:
+        known = ", ".join(sorted(formats))
+        raise DataError(f"{path}: cannot tell the detection format from the name; "
+                        f"pass one of {known}")
+    return formats[fmt]
+
+
+def read_detections(path: str | Path, fmt: str | None = None, mpp: float | None = None,
+                    writers: Any = None) -> np.ndarray:
+    """Read a detection file written by any readable registered writer.
+
+    Args:
+        path: the file.
+        fmt: a writer name (``csv``, ``geojson``, or a plugin's format); None guesses from the
+            file name and, failing that, from its content (:func:`format_of`).
+        mpp: um/px of the image, for formats that store physical units.
+        writers: the writers to choose from (a ``name -> factory`` mapping or a Registry);
+            None: those the loaded plugins register.
+
+    Returns:
+        ``(K, 3)`` float64 ``x, y, score`` in pixels (x = column). Formats without a score
+        give score 1.0.
+
+    Raises:
+        DataError: missing, unreadable or malformed file (names the file and line).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: detection file not found")
+    return _reader(path, fmt, writers).read(path, mpp)
+
+
+def has_scores(path: str | Path, fmt: str | None = None, writers: Any = None) -> bool:
+    """Whether every detection in a readable detection file carries its own score (the
+    format's ``scored``; formats without one always do). An empty file counts as scored.
+    ``fmt`` and ``writers`` as in :func:`read_detections`."""
+    path = Path(path)
+    scored = getattr(_reader(path, fmt, writers), "scored", None)
+    return True if scored is None else bool(scored(path))
+
+
+# -- helpers for readers -----------------------------------------------------------------------
+
+def number_rows(path: Path, n: int, header: Sequence[str] = (),
                  optional: int = 0) -> list[list[float]]:
     """The data lines of a CSV as lists of finite floats (:func:`partsup.data.readers.read_csv_rows`).
 
@@ -232,30 +289,15 @@ def _number_rows(path: Path, n: int, header: Sequence[str] = (),
     return [vals for _, vals in rows if vals is not None]
 
 
-def _read_csv(path: Path) -> np.ndarray:
-    """``x,y[,score]`` with a header line starting ``x,y``; no score column gives score 1.0."""
-    out = [(v[0], v[1], v[2] if len(v) > 2 else 1.0)
-           for v in _number_rows(path, 3, header=("x", "y"), optional=1)]
-    return np.asarray(out, np.float64).reshape(-1, 3)
-
-
-def _read_tupac(path: Path) -> np.ndarray:
-    out = [(v[1], v[0], v[2] if len(v) > 2 else 1.0) for v in _number_rows(path, 3, optional=1)]
-    return np.asarray(out, np.float64).reshape(-1, 3)
-
-
-def _read_mitos_atypia(path: Path) -> np.ndarray:
-    return np.asarray(_number_rows(path, 3), np.float64).reshape(-1, 3)
-
-
-def _load_json(path: Path) -> Any:
+def load_json(path: Path) -> Any:
+    """The parsed JSON of ``path``; DataError naming the file when it is not valid JSON."""
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path}: not valid JSON ({exc})") from None
 
 
-def _number(value: Any) -> float:
+def json_number(value: Any) -> float:
     """A JSON number (not a bool, not a string) as a finite float; ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{value!r} is not a number")
@@ -288,109 +330,12 @@ def _geojson_feature(path: Path, i: int, feat: Any) -> tuple[float, float, float
     try:
         if not isinstance(coords, list) or len(coords) < 2:
             raise ValueError("missing")
-        x, y = _number(coords[0]), _number(coords[1])
+        x, y = json_number(coords[0]), json_number(coords[1])
     except ValueError:
         raise DataError(f"{where}: a Point needs numeric 'coordinates' [x, y], "
                         f"got {coords!r}") from None
     score = _measured_score(feat)
     try:
-        return x, y, 1.0 if score is None else _number(score)
+        return x, y, 1.0 if score is None else json_number(score)
     except ValueError as exc:
         raise DataError(f"{where}: measurement 'score' must be a number ({exc})") from None
-
-
-def _read_geojson(path: Path, doc: Any) -> np.ndarray:
-    if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
-        raise DataError(f"{path}: expected a GeoJSON FeatureCollection")
-    features = doc.get("features", [])
-    if not isinstance(features, list):
-        raise DataError(f"{path}: 'features' must be a list")
-    out = [_geojson_feature(path, i, feat) for i, feat in enumerate(features)]
-    return np.asarray(out, np.float64).reshape(-1, 3)
-
-
-def _midog_point(path: Path, i: int, p: Any, scale: float) -> tuple[float, float, float]:
-    """``(x, y, score)`` in px of point ``i`` (mm times ``scale``); DataError naming the index."""
-    if not isinstance(p, dict):
-        raise DataError(f"{path}: point {i} is not a JSON object (got {type(p).__name__})")
-    try:
-        x, y = _number(p["point"][0]), _number(p["point"][1])
-    except (KeyError, IndexError, TypeError, ValueError):
-        raise DataError(f"{path}: point {i} has no [x, y, z] 'point'") from None
-    try:
-        score = _number(p.get("probability", 1.0))
-    except ValueError as exc:
-        raise DataError(f"{path}: point {i}: 'probability' must be a number ({exc})") from None
-    return x * scale, y * scale, score
-
-
-def _read_midog(path: Path, doc: Any, mpp: float | None) -> np.ndarray:
-    if not isinstance(doc, dict) or not isinstance(doc.get("points"), list):
-        raise DataError(f"{path}: expected a MIDOG points JSON with a 'points' list")
-    meta = doc.get("partsup")
-    mpp = mpp if mpp is not None else (meta.get("mpp") if isinstance(meta, dict) else None)
-    try:
-        mpp = float(mpp)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        mpp = None
-    if mpp is None or not mpp > 0:
-        raise DataError(f"{path}: MIDOG points are in mm; pass the image's mpp to convert to px")
-    scale = 1000.0 / mpp
-    out = [_midog_point(path, i, p, scale) for i, p in enumerate(doc["points"])]
-    return np.asarray(out, np.float64).reshape(-1, 3)
-
-
-def read_detections(path: str | Path, fmt: str | None = None,
-                    mpp: float | None = None) -> np.ndarray:
-    """Read a detection file written by any built-in writer.
-
-    Args:
-        path: the file.
-        fmt: ``csv``, ``geojson``, ``tupac``, ``mitos-atypia`` or ``midog``; None guesses from the
-            file name (:data:`SUFFIXES`) and, for JSON, from its content.
-        mpp: um/px of the image, needed for ``midog`` (points in mm) unless the file was written
-            with ``metadata=True``.
-
-    Returns:
-        ``(K, 3)`` float64 ``x, y, score`` in pixels (x = column). Formats without a score
-        (``tupac`` without its optional third column) give score 1.0.
-
-    Raises:
-        DataError: missing, unreadable or malformed file (names the file and line).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: detection file not found")
-    fmt = fmt or format_of(path)
-    if fmt in ("geojson", "midog", "json"):
-        doc = _load_json(path)
-        if fmt == "json":
-            fmt = "geojson" if isinstance(doc, dict) and "features" in doc else "midog"
-        return _read_geojson(path, doc) if fmt == "geojson" else _read_midog(path, doc, mpp)
-    readers = {"csv": _read_csv, "tupac": _read_tupac, "mitos-atypia": _read_mitos_atypia}
-    if fmt not in readers:
-        known = ", ".join(WRITERS)
-        raise DataError(f"{path}: cannot tell the detection format from the name; "
-                        f"pass one of {known}")
-    return readers[fmt](path)
-
-
-def has_scores(path: str | Path, fmt: str | None = None) -> bool:
-    """Whether every detection in a readable detection file carries its own score.
-
-    ``csv`` and ``mitos-atypia`` require one; ``tupac`` (third column), ``geojson`` (measurement
-    ``score``) and ``midog`` (``probability``) may leave it out, and :func:`read_detections`
-    then gives 1.0. An empty file counts as scored. ``fmt`` as in :func:`read_detections`.
-    """
-    path = Path(path)
-    fmt = fmt or format_of(path)
-    if fmt == "tupac":
-        return all(len(v) > 2 for v in _number_rows(path, 3, optional=1))
-    if fmt not in ("geojson", "midog", "json"):
-        return True
-    doc = _load_json(path)
-    if isinstance(doc, dict) and isinstance(doc.get("features"), list):
-        return all(not isinstance(f, dict) or _measured_score(f) is not None
-                   for f in doc["features"])
-    points = doc.get("points") if isinstance(doc, dict) else None
-    return all(not isinstance(p, dict) or "probability" in p for p in points or [])

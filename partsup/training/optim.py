@@ -24,7 +24,8 @@ def _is_no_decay(name: str, param: nn.Parameter) -> bool:
 def sgd_paper(model: nn.Module, lr: float = 1.0e-10, momentum: float = 0.99,
               weight_decay: float = 5.0e-4, bias_lr_mult: float = 2.0
               ) -> tuple[torch.optim.Optimizer, None]:
-    """The FCN / SegMitos / PartMitosis recipe: plain SGD at a fixed tiny learning rate.
+    """The FCN recipe (also the paper's, weak-only and two-branch): plain SGD at a fixed tiny
+    learning rate.
 
     Weights: ``lr``, ``weight_decay``. Biases: ``bias_lr_mult * lr`` and no weight decay (Caffe's
     ``lr_mult: 2, decay_mult: 0``). Meant for a loss *summed* over pixels (``reduction: sum``)

@@ -1,9 +1,14 @@
-"""Mitosis datasets (icpr2012, icpr2014, amida13, midog, ami-br), evaluation protocols, and the
-shipped default model (``models/``, see docs/model-card.md)."""
+"""Mitosis datasets (icpr2012, icpr2014, amida13, midog, ami-br), evaluation protocols, the
+challenges' detection formats (tupac, mitos-atypia, midog), counts per HPF in ``partsup predict``,
+the synthetic H&E generator with its ``partsup synth`` and ``partsup demo`` commands, and the
+shipped default model (``models/``, see docs/model-card.md).
+
+Everything is registered through the core's hooks, exactly as a third-party plugin would."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+import argparse
+from typing import Any, Callable, Sequence
 
 from partsup.manager import hookimpl
 
@@ -21,6 +26,34 @@ def partsup_register_protocols(register: Callable[..., Any]) -> None:
     from partsup_mitosis import protocols
     for name, factory in protocols.PROTOCOLS.items():
         register(name, factory)
+
+
+@hookimpl
+def partsup_register_writers(register: Callable[..., Any]) -> None:
+    from partsup_mitosis import formats
+    for name, factory in formats.WRITERS.items():
+        register(name, factory)
+
+
+@hookimpl
+def partsup_register_commands(register: Callable[..., Any]) -> None:
+    from partsup_mitosis.commands import demo, synth
+    for module in (synth, demo):
+        command = module.COMMAND
+        register(command.name, command, summary=command.help)
+
+
+@hookimpl
+def partsup_command_arguments(command: str, parser: argparse.ArgumentParser) -> None:
+    if command == "predict":
+        from partsup_mitosis.counts import add_predict_arguments
+        add_predict_arguments(parser)
+
+
+@hookimpl
+def partsup_count_summary(counts: Sequence[Any], args: argparse.Namespace) -> list[str] | None:
+    from partsup_mitosis.counts import HPF_AREA_MM2, summary_lines
+    return summary_lines(counts, getattr(args, "hpf_area", HPF_AREA_MM2))
 
 
 #: the shipped real-tissue model (weights, recipe and calibration; docs/model-card.md)

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import csv
 import math
-import warnings
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +48,12 @@ from typing import Iterator, Sequence
 import numpy as np
 from scipy import ndimage as ndi
 
+from partsup.data.readers import DataWarning, Problems
 from partsup.errors import DataError
 from partsup.types import Sample
 
-REPO = Path(__file__).resolve().parents[2]
-DEFAULT_ROOT = REPO.parent / "shared" / "data" / "ami-br"
+#: the environment variable whose folder holds the datasets (``$PARTSUP_DATA/ami-br``)
+DATA_ENV = "PARTSUP_DATA"
 HPF_AREA = 2000.0 * 2000.0  # px^2 of the reference high-power field for ``density``
 R_MIN, R_MAX, DISC_EDGE, MAX_OFFSET = 18, 30, 4.0, 3
 CROWDED_PX = 52.0
@@ -61,8 +62,8 @@ GLASS_MAX = 0.3  # tiles with more than this share of bright glass pixels are no
 SOURCES_CODE = {"MIDOG21": 1, "TUPAC16": 2}
 
 
-class AmiBrWarning(UserWarning):
-    """A metadata line skipped in non-strict mode."""
+#: the warning of a metadata line skipped in non-strict mode (the reader base's DataWarning)
+AmiBrWarning = DataWarning
 
 
 @dataclass(frozen=True)
@@ -143,11 +144,12 @@ class AmiBrFields(Sequence[Sample]):
     """
 
     NAME = "ami-br"
+    POINTS = "mitoses"  # the column title of `partsup datasets --root`
     LAYOUT = """\
 <root>/metadata.csv            file,source,label,slide,x,y (one line per crop, header line)
 <root>/Normal/<name>.png       128x128 RGB crops, each centred on one mitotic figure
 <root>/Atypical/<name>.png     (the figure's slide coordinates are x,y in metadata.csv)
-Default root: <repo>/../shared/data/ami-br. Fields are assembled from the crops (figures at
+Default root: $PARTSUP_DATA/ami-br. Fields are assembled from the crops (figures at
 random positions on a figure-free quilt of the same slide's tissue); split by slide."""
     SPLITS = ("train", "val", "test", "all")
 
@@ -165,6 +167,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                             f"{', '.join(self.SPLITS)}")
         self._check_geometry(crop, tile, grid, feather, density, decoys)
         self.split, self.strict = split, strict
+        self.problems = Problems(self.NAME, strict)  # raises when strict, else warns and skips
         self.crop, self.tile, self.grid, self.feather = crop, tile, grid, feather
         self.step = tile - feather
         self.field_size = grid * self.step
@@ -198,12 +201,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
 
     # -- construction -------------------------------------------------------------------------
     def _resolve_root(self, root: str | Path | None) -> Path:
-        if root is None:
-            if not DEFAULT_ROOT.is_dir():
-                raise DataError(f"{self.NAME}: no root given and the default {DEFAULT_ROOT} is "
-                                f"absent; pass root=<folder>. Expected layout:\n{self.LAYOUT}")
-            return DEFAULT_ROOT
-        p = Path(root).expanduser()
+        p = default_root() if root is None else Path(root).expanduser()
         if not (p / "metadata.csv").is_file():
             raise DataError(f"{self.NAME}: {p / 'metadata.csv'} not found. "
                             f"Expected layout:\n{self.LAYOUT}")
@@ -224,11 +222,6 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
             raise DataError(f"{self.NAME}: field {grid}x({tile}-{feather}) px is too small "
                             f"for a figure disc")
 
-    def _problem(self, msg: str) -> None:
-        if self.strict:
-            raise DataError(f"{self.NAME}: {msg}")
-        warnings.warn(f"{self.NAME}: {msg} (skipped; strict=False)", AmiBrWarning, stacklevel=3)
-
     def _read_metadata(self, sources: Sequence[str] | None,
                        labels: Sequence[str] | None) -> list[Figure]:
         path = self.root / "metadata.csv"
@@ -246,10 +239,10 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                     if not (fig.file and fig.slide):
                         raise ValueError("empty file or slide")
                 except (TypeError, ValueError) as exc:
-                    self._problem(f"{path}:{lineno}: malformed line ({exc})")
+                    self.problems.report(f"{path}:{lineno}: malformed line ({exc})")
                     continue
                 if not (self.root / fig.file).is_file():
-                    self._problem(f"{path}:{lineno}: crop {self.root / fig.file} not found")
+                    self.problems.report(f"{path}:{lineno}: crop {self.root / fig.file} not found")
                     continue
                 if sources is not None and fig.source not in sources:
                     continue
@@ -697,6 +690,17 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         return spots[np.argsort(-dark, kind="stable")]
 
 
+def default_root() -> Path:
+    """``$PARTSUP_DATA/ami-br``; DataError (one line naming ``root`` and the variable) when the
+    variable is not set."""
+    base = os.environ.get(DATA_ENV, "").strip()
+    if not base:
+        raise DataError(f"{AmiBrFields.NAME}: no root given and {DATA_ENV} is not set; pass "
+                        f"root=<folder> (a recipe's data root, or --data-root) or set {DATA_ENV} "
+                        f"so that ${DATA_ENV}/{AmiBrFields.NAME} holds the crops")
+    return Path(base).expanduser() / AmiBrFields.NAME
+
+
 def _code(name: str) -> int:
     """A stable integer for a slide name (seeding; independent of Python's hash salt)."""
     import zlib
@@ -713,7 +717,7 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
     """The ``ami-br`` dataset: fields ``grid * (tile - feather)`` px square (default 480).
 
     Args:
-        root: the AMi-Br folder (default ``<repo>/../shared/data/ami-br``).
+        root: the AMi-Br folder (default ``$PARTSUP_DATA/ami-br``, :func:`default_root`).
         split: train | val | test | all (by slide, per source).
         crop: side (px) of the centre cut used from each 128 px crop.
         tile: side (px) of the figure-free background tiles; feather: their overlap (px).
@@ -740,5 +744,6 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
 
 
 factory.LAYOUT = AmiBrFields.LAYOUT  # type: ignore[attr-defined]
+factory.POINTS = AmiBrFields.POINTS  # type: ignore[attr-defined]
 
 DATASETS = {"ami-br": factory}

@@ -46,6 +46,7 @@ class ICPR2012(Reader):
     """MITOS (ICPR 2012): HPFs with one CSV per image, one line per mitosis = its pixel list."""
 
     NAME = "icpr2012"
+    POINTS = "mitoses"  # the column title of `partsup datasets --root`
     LAYOUT = """\
 <root>/train/**/<hpf>.bmp   training HPFs (2084x2084; scanner A 0.2456 um/px, H 0.2273 um/px)
 <root>/train/**/<hpf>.csv   one line per mitosis listing every pixel of its mask:
@@ -145,6 +146,7 @@ class ICPR2014(Reader):
     """MITOS-ATYPIA-14: x40 frames; mitoses and hard negatives as ``x,y,confidence`` CSV lines."""
 
     NAME = "icpr2014"
+    POINTS = "mitoses"  # the column title of `partsup datasets --root`
     LAYOUT = """\
 <root>/<case>/frames/x40/<frame>.tiff           x40 frames (1539x1376), e.g. A03/frames/x40/A03_00Aa.tiff
 <root>/<case>/mitosis/<frame>_mitosis.csv       lines x,y,confidence (x = column): mitoses
@@ -245,6 +247,7 @@ class AMIDA13(Reader):
     """AMIDA13 (and the TUPAC16 auxiliary set): tiles with ``row,col`` CSVs; no CSV = no mitosis."""
 
     NAME = "amida13"
+    POINTS = "mitoses"  # the column title of `partsup datasets --root`
     LAYOUT = """\
 <root>/mitoses_image_data/<case>/<tile>.tif      HPF tiles (2000x2000, 0.25 um/px)
 <root>/mitoses_ground_truth/<case>/<tile>.csv    one "row,col" (y,x) per line, no header;
@@ -304,6 +307,7 @@ class MIDOG(Reader):
     """MIDOG JSON (COCO-like, bbox = [x1, y1, x2, y2]); category 1 mitosis, 2 hard negative."""
 
     NAME = "midog"
+    POINTS = "mitoses"  # the column title of `partsup datasets --root`
     edge_tolerance = 25.0  # half a 50 px box: the real MIDOG++ file has centres a few px outside
     LAYOUT = """\
 <root>/<annotations>.json   COCO-like: images [{id, file_name, width, height, tumor_type?}],

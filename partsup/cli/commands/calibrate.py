@@ -18,8 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from partsup.evaluation.calibration import MapCache, plot_f1_vs_w, sweep, write_json
-from partsup.cli.commands.evaluate import (add_option_argument, parse_options, progress_bar,
-                                       staged_dir)
+from partsup.cli.common import add_option_argument, parse_options, progress_bar, staged_dir
 from partsup.errors import DataError, RecipeError
 from partsup.data.datasets import open_dataset
 from partsup.evaluation.protocols import protocol_dict, resolve_protocol
@@ -82,7 +81,7 @@ class CalibrateCommand:
         parser.add_argument("--radius-um", type=float, default=None,
                             help="match radius in micrometres (overrides the protocol)")
         parser.add_argument("--radius-px", type=float, default=None,
-                            help="match radius in pixels, e.g. the paper's 20 (ICPR 2012) or 32")
+                            help="match radius in pixels, e.g. 20 or 32")
         parser.add_argument("--protocol", help="matching protocol (default: the dataset's own)")
         parser.add_argument("--out", help="folder for calibration.json and f1_vs_w.png "
                             "(default: <checkpoint folder>/calibration)")

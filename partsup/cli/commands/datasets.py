@@ -15,7 +15,7 @@ class DatasetsCommand:
     help = "show the on-disk layout each dataset reader expects (and check a dataset folder)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("dataset", nargs="?", help="only this reader (e.g. amida13)")
+        parser.add_argument("dataset", nargs="?", help="only this reader (a registered dataset name)")
         parser.add_argument("--root", help="check this folder with the reader: counts per split, "
                                            "and every problem found (read non-strictly)")
         parser.add_argument("--split", action="append", default=None,
@@ -36,14 +36,16 @@ class DatasetsCommand:
         if args.root:
             if not args.dataset:
                 raise DataError("partsup datasets --root: name the dataset reader too "
-                                "(e.g. partsup datasets amida13 --root PATH)")
+                                "(e.g. partsup datasets NAME --root PATH)")
             return self._check(args, ctx)
         return 0
 
     def _check(self, args: argparse.Namespace, ctx) -> int:
         factory = ctx.registries.datasets.get(args.dataset, where="partsup datasets")
         table = Table(title=f"{args.dataset} at {escape(args.root)}")
-        for col in ("split", "images", "mitoses", "hard negatives", "problems"):
+        # the points' column is named by the reader's optional POINTS (what its points mark)
+        points = str(getattr(factory, "POINTS", "") or "points")
+        for col in ("split", "images", points, "hard negatives", "problems"):
             table.add_column(col, justify="right" if col != "split" else "left")
         problems: list[str] = []
         for split in args.split or ["train", "val", "test"]:

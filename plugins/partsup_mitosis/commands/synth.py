@@ -24,7 +24,7 @@ class SynthCommand:
     help = "write a synthetic H&E mitosis dataset in the layout of amida13/icpr2012/icpr2014/midog"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from partsup.synth import LAYOUTS
+        from partsup_mitosis.synth import LAYOUTS
         parser.add_argument("out", help="output folder (created; must be empty)")
         parser.add_argument("--like", choices=sorted(LAYOUTS), default="amida13",
                             help="on-disk layout, stain and scale to imitate")
@@ -43,7 +43,7 @@ class SynthCommand:
                             help="allow a non-empty output folder")
 
     def run(self, args: argparse.Namespace, ctx) -> int:
-        from partsup.synth import MANIFEST, generate
+        from partsup_mitosis.synth import MANIFEST, generate
         ds = generate(args.out, like=args.like, n_images=args.images, seed=args.seed,
                       size=args.size, density=args.density, mimic_ratio=args.mimics,
                       val_fraction=args.val_fraction, test_fraction=args.test_fraction,

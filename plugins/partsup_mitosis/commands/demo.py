@@ -42,7 +42,7 @@ def recipes_dir() -> Path:
 
 def ensure_data(root: Path, console: Console) -> float:
     """Generate the demo datasets under ``root`` unless present; returns the seconds spent."""
-    from partsup.synth import MANIFEST, generate
+    from partsup_mitosis.synth import MANIFEST, generate
     t0 = time.perf_counter()
     for name, options in DEMO_DATA.items():
         folder = root / name
@@ -71,11 +71,12 @@ def _resumable(run_dir: Path, recipe: dict[str, Any]) -> bool:
 
 def _run_command(name: str, argv: list[str], ctx: Any) -> None:
     """Run another partsup command quietly (its tables go to a buffer)."""
+    from partsup.cli.hooks import add_command_arguments
     from partsup.cli.main import Context
     command = ctx.registries.commands.get(name)
     command = command() if isinstance(command, type) else command
     parser = argparse.ArgumentParser(prog=f"partsup {name}")
-    command.add_arguments(parser)
+    add_command_arguments(ctx.registries.pm, name, command, parser)
     quiet = Console(file=io.StringIO(), width=120)
     rc = command.run(parser.parse_args(argv), Context(registries=ctx.registries, console=quiet,
                                                       err=ctx.err, debug=ctx.debug))
