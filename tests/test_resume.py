@@ -137,3 +137,22 @@ def test_resume_refuses_a_changed_recipe_and_missing_checkpoints(tmp_path: Path,
     changed = {**short, "seed": 99}
     with pytest.raises(RecipeError, match="'seed'"):
         fit(changed, regs, tmp_path / "run", resume=True)
+
+
+def test_resume_accepts_keys_the_schema_gained_but_not_changed_values():
+    from partsup.errors import RecipeError
+    from partsup.training.resume import check_resumable
+    old = {"data": {"patch": {"size": 256}}}
+    new = {"data": {"patch": {"size": 256, "negative_tries": 10}}}
+    check_resumable(old, new)  # a run written before negative_tries was in the schema
+    with pytest.raises(RecipeError, match="data.patch.size"):
+        check_resumable(old, {"data": {"patch": {"size": 128, "negative_tries": 10}}})
+    with pytest.raises(RecipeError, match="data.patch.size"):
+        check_resumable(old, {"data": {"patch": {}}})  # a key dropped is still a change
+
+
+def test_augment_jitter_from_the_recipe_reaches_the_config():
+    from partsup.data.sampling import AugmentConfig, PatchConfig
+    aug = AugmentConfig.from_recipe({"color_jitter": True, "jitter": [0.2, 0.1, 0.1, 0.0]})
+    assert aug.jitter == (0.2, 0.1, 0.1, 0.0)
+    assert PatchConfig.from_recipe({"size": [64, 96], "other": 1}).size == (64, 96)

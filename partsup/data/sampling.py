@@ -18,6 +18,7 @@ y = row, pixels. The recipe sections ``data.patch`` and ``data.augment`` are
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -40,11 +41,18 @@ def size_hw(value: int | Sequence[int], key: str = "data.patch.size") -> tuple[i
     return h, w
 
 
+def _config_kwargs(cls: type, section: dict[str, Any]) -> dict[str, Any]:
+    """The keys of a recipe section that are fields of the dataclass ``cls`` (YAML lists as
+    tuples); the recipe schema is derived from the same fields, so the two cannot drift."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in section.items() if k in names}
+
+
 @dataclass(frozen=True)
 class PatchConfig:
     """Where patches come from (recipe ``data.patch``). Sizes are ``(H, W)`` pixels."""
 
-    size: tuple[int, int] | int = (256, 256)
+    size: tuple[int, int] | int = 256
     negative_size: tuple[int, int] | int | None = None
     positive_fraction: float = 0.5
     strong_fraction: float = 0.5
@@ -55,10 +63,7 @@ class PatchConfig:
     @classmethod
     def from_recipe(cls, patch: dict[str, Any]) -> "PatchConfig":
         """Build from a resolved recipe's ``data.patch`` (unknown keys are ignored)."""
-        neg = patch.get("negative_size")
-        kw = {k: patch[k] for k in ("positive_fraction", "strong_fraction", "shift",
-                                    "negative_tries", "hard_negative_fraction") if k in patch}
-        return cls(size=size_hw(patch.get("size", 256)), negative_size=neg, **kw)
+        return cls(**_config_kwargs(cls, patch))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "size", size_hw(self.size))
@@ -90,9 +95,8 @@ class AugmentConfig:
 
     @classmethod
     def from_recipe(cls, augment: dict[str, Any]) -> "AugmentConfig":
-        kw = {k: augment[k] for k in ("geometric", "rotations", "stain", "color_jitter",
-                                      "stain_sigma") if k in augment}
-        return cls(**kw)
+        """Build from a resolved recipe's ``data.augment`` (unknown keys are ignored)."""
+        return cls(**_config_kwargs(cls, augment))
 
     def __post_init__(self) -> None:
         if self.rotations < 1:

@@ -99,6 +99,8 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any]) -> None:
     for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_CHANGES or key.endswith(".root") or a.get(key) == b.get(key):
             continue
+        if key not in a:  # a key the schema gained since the checkpoint; its default keeps
+            continue      # the old behaviour, so a run of an older partsup still resumes
         raise RecipeError(f"--resume: the recipe differs from the checkpoint's at {key!r} "
                           f"({a.get(key)!r} -> {b.get(key)!r}); only "
                           f"{', '.join(sorted(RESUMABLE_CHANGES))} may change. Start a new run "
