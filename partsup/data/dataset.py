@@ -175,8 +175,7 @@ def build_reader(spec: dict[str, Any] | None, registries: Any, where: str) -> An
     """A reader from a resolved recipe component ``{name, root, split, ...}`` (None if absent)."""
     if spec is None:
         return None
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    return registries.datasets.build(spec["name"], where=where, **kwargs)
+    return registries.datasets.build_component(spec, where)
 
 
 def build_training_data(recipe: dict[str, Any], registries: Any, length: int | None = None,
@@ -190,13 +189,10 @@ def build_training_data(recipe: dict[str, Any], registries: Any, length: int | N
     patch = PatchConfig.from_recipe(data.get("patch", {}))
     augment = AugmentConfig.from_recipe(data.get("augment", {}))
     sampler = MixedSampler(strong, weak, patch, augment, seed=int(recipe.get("seed", 0)))
-    spec = recipe["labels"]["weak"]
-    maker = registries.label_makers.build(spec["name"], where="labels.weak",
-                                          **{k: v for k, v in spec.items() if k != "name"})
+    maker = registries.label_makers.build_component(recipe["labels"]["weak"], "labels.weak")
     spec_a = recipe["labels"].get("weak_set_a")
-    maker_a = None if not spec_a else registries.label_makers.build(
-        spec_a["name"], where="labels.weak_set_a",
-        **{k: v for k, v in spec_a.items() if k != "name"})
+    maker_a = None if not spec_a else registries.label_makers.build_component(
+        spec_a, "labels.weak_set_a")
     if length is None:
         n = sum(r.num_points() for r in (strong, weak) if r is not None)
         length = max(1, int(math.ceil(n / max(patch.positive_fraction, 1e-6))))

@@ -23,9 +23,9 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from partsup.errors import RecipeError
 from partsup.inference.filters import FILTERS
 from partsup.inference.params import DetectParams
+from partsup.registry import component_kwargs
 from partsup.types import Blobs, Detection
 
 #: a (smoothed) probability map whose values span less than this has no blobs
@@ -144,13 +144,9 @@ def filter_blobs(blobs: Blobs, params: DetectParams, mpp: float, registries: Any
         keep &= FILTERS["area"](min=params.a1, unit=params.area_unit)(blobs, mpp)
         keep &= FILTERS["score"](min=params.s1)(blobs, mpp)
     for i, spec in enumerate(params.filters):
-        if isinstance(spec, str):
-            spec = {"name": spec}
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise RecipeError(f"detect.filters[{i}]: expected {{name: ..., options}}, got {spec!r}")
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        fn = registries.filters.build(spec["name"], where=f"detect.filters[{i}]", **kwargs)
-        keep &= _as_mask(fn(blobs, mpp), len(blobs), f"filter {spec['name']!r}")
+        name, kwargs = component_kwargs(spec, f"detect.filters[{i}]")
+        fn = registries.filters.build(name, where=f"detect.filters[{i}]", **kwargs)
+        keep &= _as_mask(fn(blobs, mpp), len(blobs), f"filter {name!r}")
     results = registries.pm.hook.partsup_filter_candidates(blobs=blobs, mpp=mpp,
                                                            params=params.to_dict())
     for r in results:

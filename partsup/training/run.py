@@ -17,6 +17,7 @@ from torch import nn
 
 from partsup.errors import DataError, PartsupError
 from partsup.model.partial import build_model
+from partsup.registry import component_kwargs
 from partsup.runtime import Dist, resolve_device
 from partsup.training.stages import Stage
 from partsup.training.step import Losses, build_losses, seed_all
@@ -64,9 +65,7 @@ def read_split(recipe: dict[str, Any], registries: Any, key: str) -> Any:
     spec = recipe["data"].get(key)
     if not spec:
         return None
-    spec = dict(spec)
-    name = spec.pop("name")
-    return registries.datasets.build(name, where=f"data.{key}", **spec)
+    return registries.datasets.build_component(spec, f"data.{key}")
 
 
 def build(recipe: dict[str, Any], registries: Any, dist: Dist | None = None,
@@ -94,8 +93,7 @@ def prepare_stage(run: Run, stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
         ids = [run.device.index] if run.device.type == "cuda" else None
         net = DDP(net, device_ids=ids, find_unused_parameters=True)
     run.net = net
-    spec = dict(run.recipe["train"]["optimizer"])
-    name = spec.pop("name")
+    name, spec = component_kwargs(run.recipe["train"]["optimizer"], "train.optimizer")
     factory = run.registries.optimizers.get(name, where="train.optimizer")
     params = inspect.signature(factory).parameters
     supplied: dict[str, Any] = {"model": run.model}

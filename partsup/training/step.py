@@ -60,9 +60,7 @@ class Losses:
 def build_losses(recipe: dict[str, Any], registries: Any) -> Losses:
     """The recipe's ``loss.weak`` and ``loss.strong`` (not built in ``weak_only`` mode)."""
     def make(key: str) -> nn.Module:
-        spec = dict(recipe["loss"][key])
-        name = spec.pop("name")
-        return registries.losses.build(name, where=f"loss.{key}", **spec)
+        return registries.losses.build_component(recipe["loss"][key], f"loss.{key}")
     strong = None if recipe["model"]["mode"] == "weak_only" else make("strong")
     return Losses(make("weak"), strong)
 
