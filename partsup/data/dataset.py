@@ -21,6 +21,7 @@ from partsup.data.augment import colour, geometric
 from partsup.data.sampling import (AugmentConfig, Draw, MixedSampler, PatchConfig, center_crop, extract,
                                    place_negative, window_for)
 from partsup.errors import RecipeError
+from partsup.manager import Registries
 from partsup.types import IGNORE_INDEX, Sample
 
 LabelMaker = Callable[[np.ndarray, tuple[int, int], np.random.Generator, float], np.ndarray]
@@ -171,14 +172,14 @@ class TrainingData:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_reader(spec: dict[str, Any] | None, registries: Any, where: str) -> Any | None:
+def build_reader(spec: dict[str, Any] | None, registries: Registries, where: str) -> Any | None:
     """A reader from a resolved recipe component ``{name, root, split, ...}`` (None if absent)."""
     if spec is None:
         return None
     return registries.datasets.build_component(spec, where)
 
 
-def build_training_data(recipe: dict[str, Any], registries: Any, length: int | None = None,
+def build_training_data(recipe: dict[str, Any], registries: Registries, length: int | None = None,
                         epoch: int = 0) -> TrainingData:
     """Readers (``data.strong`` / ``data.weak``), label maker (``labels.weak``), sampler and
     :class:`PatchDataset` from a resolved recipe. ``length`` defaults to the number of objects

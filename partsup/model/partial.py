@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from partsup.errors import CheckpointError, PluginError, RecipeError
+from partsup.manager import Registries
 from partsup.recipe import SCHEMA
 from partsup.registry import component_kwargs
 
@@ -356,7 +357,7 @@ class PartialModel(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Construction from a recipe
 # ------------------------------------------------------------------------------------------------
-def build_model(model_section: Mapping[str, Any], registries: Any, *,
+def build_model(model_section: Mapping[str, Any], registries: Registries, *,
                 skip_weights: bool = False) -> PartialModel:
     """Build a :class:`PartialModel` from a resolved recipe ``model:`` section.
 

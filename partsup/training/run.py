@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from partsup.errors import DataError, PartsupError
+from partsup.manager import Registries
 from partsup.model.partial import build_model
 from partsup.registry import component_kwargs
 from partsup.runtime import Dist, resolve_device
@@ -29,7 +30,7 @@ class Run:
     """Everything a training run works with (built by :func:`build`)."""
 
     recipe: dict[str, Any]
-    registries: Any
+    registries: Registries
     model: nn.Module                 # the PartialModel
     losses: Losses
     data: TrainStream                # the training batches
@@ -60,7 +61,7 @@ def check_inputs(recipe: dict[str, Any]) -> None:
         raise DataError("cannot start training: " + "; ".join(problems))
 
 
-def read_split(recipe: dict[str, Any], registries: Any, key: str) -> Any:
+def read_split(recipe: dict[str, Any], registries: Registries, key: str) -> Any:
     """The dataset reader of ``data.<key>`` (e.g. ``val``), or None when the recipe has none."""
     spec = recipe["data"].get(key)
     if not spec:
@@ -68,7 +69,7 @@ def read_split(recipe: dict[str, Any], registries: Any, key: str) -> Any:
     return registries.datasets.build_component(spec, f"data.{key}")
 
 
-def build(recipe: dict[str, Any], registries: Any, dist: Dist | None = None,
+def build(recipe: dict[str, Any], registries: Registries, dist: Dist | None = None,
           device: torch.device | None = None) -> Run:
     """Model (seeded from ``recipe.seed``), losses, training and validation data, on a device."""
     dist = dist or Dist()

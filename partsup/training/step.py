@@ -18,6 +18,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from partsup.errors import PartsupError
+from partsup.manager import Registries
 from partsup.model.partial import ModelOutput
 from partsup.runtime import autocast
 
@@ -57,7 +58,7 @@ class Losses:
     strong: nn.Module | None
 
 
-def build_losses(recipe: dict[str, Any], registries: Any) -> Losses:
+def build_losses(recipe: dict[str, Any], registries: Registries) -> Losses:
     """The recipe's ``loss.weak`` and ``loss.strong`` (not built in ``weak_only`` mode)."""
     def make(key: str) -> nn.Module:
         return registries.losses.build_component(recipe["loss"][key], f"loss.{key}")
