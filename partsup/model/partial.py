@@ -363,16 +363,18 @@ def build_model(model_section: Mapping[str, Any], registries: Registries, *,
 
     Args:
         model_section: ``{backbone, mode, stop_gradient, shared_backbone, transfer}``.
-        registries: a :class:`partsup.manager.Registries`.
         skip_weights: set every backbone option whose name ends in ``weights`` (e.g.
             ``weights``, ``encoder_weights``) to None, i.e. build without reading weight files;
             used when a checkpoint's state dict is loaded right after.
     """
-    name, kwargs = component_kwargs(model_section.get("backbone"), "model.backbone")
+    # a hand-built section may leave keys out: they take the recipe schema's defaults
+    defaults = {key: spec.default for key, spec in SCHEMA["model"].items()}
+    section = {**defaults, **model_section}
+    name, kwargs = component_kwargs(section["backbone"], "model.backbone")
     if skip_weights:
         kwargs = {k: (None if k.endswith("weights") else v) for k, v in kwargs.items()}
-    mode = model_section.get("mode", "transfer")
-    shared = bool(model_section.get("shared_backbone", False))
+    mode = section["mode"]
+    shared = bool(section["shared_backbone"])
 
     def make_branch() -> Branch:
         branch = registries.backbones.build(name, where="model.backbone", **kwargs)
@@ -383,10 +385,10 @@ def build_model(model_section: Mapping[str, Any], registries: Registries, *,
     strong = make_branch() if mode in ("transfer", "independent") and not shared else None
     transfer = None
     if mode == "transfer":
-        t_spec = model_section.get("transfer") or SCHEMA["model"]["transfer"].default
+        t_spec = section["transfer"] or defaults["transfer"]
         channels = weak.feature_channels
         transfer = registries.weight_transfers.build_component(
             t_spec, "model.transfer", supplied={"d_in": channels, "d_out": channels})
     return PartialModel(weak, strong, transfer, mode=mode,
-                        stop_gradient=bool(model_section.get("stop_gradient", True)),
+                        stop_gradient=bool(section["stop_gradient"]),
                         shared_backbone=shared)
