@@ -27,9 +27,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from partsup.manager import Registries
 
 REPO = Path(__file__).resolve().parents[1]
 AMIBR = REPO.parent / "shared" / "data" / "ami-br"
@@ -66,7 +69,7 @@ def best_otsu(calibration: Path) -> dict[str, Any]:
 DECOY_PX = 12.0
 
 
-def score(maps: list[tuple], params: Any, regs: Any, radius: float) -> dict[str, Any]:
+def score(maps: list[tuple], params: Any, regs: Registries, radius: float) -> dict[str, Any]:
     """Counts at ``params``, AP over the candidates before ``s1`` (pooled over fields), and
     where the false alarms sit: on a decoy disc's nucleus (within :data:`DECOY_PX` of its
     centre), or elsewhere (the quilt's own nuclei and tissue)."""

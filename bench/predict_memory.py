@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partsup.manager import hookimpl
+from partsup import hookimpl
 
 MiB = 1024 * 1024
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from partsup.data.images import IMAGE_SUFFIXES, read_image
 from partsup.errors import DataError, PartsupError
+from partsup.manager import Registries
 from partsup.types import Detection
 
 if TYPE_CHECKING:
@@ -268,7 +269,7 @@ def failure_message(path: Path, exc: BaseException) -> str:
 
 # -- the model ---------------------------------------------------------------------------------
 
-def build_detector(checkpoint: Path, registries: Any, device: str | torch.device,
+def build_detector(checkpoint: Path, registries: Registries, device: str | torch.device,
                    overrides: dict[str, Any]) -> DetectorLike:
     """The checkpoint's :class:`partsup.inference.detector.Detector` (:func:`partsup.inference.detector.load_detector`:
     recipe ``detect:`` values, then calibrated ones, then the non-None ``overrides``)."""

@@ -55,6 +55,23 @@ def component_kwargs(spec: str | Mapping[str, Any], where: str = "") -> tuple[st
     return spec["name"], {k: v for k, v in spec.items() if k != "name"}
 
 
+def scalar_or_pair(value: Any, key: str, cast: Callable[[Any], Any], expected: str
+                   ) -> tuple[Any, Any]:
+    """A recipe option given as one value or as a two-item list -> ``(a, b)`` (``(v, v)`` for
+    one value), each converted by ``cast`` (e.g. ``int``, ``float``).
+
+    Raises:
+        RecipeError: a list or tuple whose length is not 2 (``"<key>: expected <expected>, got
+            <value>"``).
+    """
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise RecipeError(f"{key}: expected {expected}, got {value!r}")
+        return cast(value[0]), cast(value[1])
+    one = cast(value)
+    return one, one
+
+
 def first_doc_line(obj: Any) -> str:
     """The first paragraph of ``obj``'s docstring, on one line (a summary may wrap)."""
     doc = (inspect.getdoc(obj) or "").strip()

@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from partsup import Registries, hookimpl, make_plugin_manager
 from partsup.inference.blobs import detect_from_maps, find_blobs
 from partsup.inference.detector import DetectParams, Detector
 from partsup.inference.tiling import infer_maps
 from partsup.errors import RecipeError
-from partsup.manager import Registries, hookimpl, make_plugin_manager
 from partsup.types import Blobs
 
 

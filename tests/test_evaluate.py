@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
+from partsup import Registries, hookimpl, make_plugin_manager
 from partsup.cli.main import Context, build_parser
 from partsup.errors import DataError, PartsupError
 from partsup.model.partial import Branch, build_model
-from partsup.manager import Registries, hookimpl, make_plugin_manager
 from partsup.types import Sample
 
 MITOSIS = (90, 10, 40)

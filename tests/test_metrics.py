@@ -139,7 +139,7 @@ def test_open_dataset_uses_a_readers_default_root(monkeypatch):
     one whose root is required gets the layout message."""
     from partsup.errors import DataError
     from partsup.data.datasets import open_dataset
-    from partsup.manager import Registries, hookimpl, make_plugin_manager
+    from partsup import Registries, hookimpl, make_plugin_manager
 
     class Readers:
         @hookimpl

@@ -10,10 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from partsup import Registries, hookimpl, make_plugin_manager
 from partsup.errors import PluginError, RecipeError
 from partsup.model.partial import (NORMALIZATIONS, Branch, ModelOutput, PartialModel, build_model,
                            normalize)
-from partsup.manager import Registries, hookimpl, make_plugin_manager
 
 #: small options per bundled backbone, so each runs in well under a second on one core
 SMALL = {

@@ -365,3 +365,11 @@ def test_registries_follow_the_kind_table():
         assert any(e.provider == "partsup.builtin" for e in getattr(regs, attr).entries())
     with pytest.raises(AttributeError, match="no registry 'backbone'"):
         regs.backbone  # noqa: B018
+
+
+def test_hookimpl_old_import_path_still_works():
+    """Plugins written against ``from partsup.manager import hookimpl`` keep working; the public
+    path is ``from partsup import hookimpl`` (the same marker)."""
+    import partsup
+    from partsup.manager import hookimpl as old
+    assert old is partsup.hookimpl is hookimpl

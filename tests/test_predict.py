@@ -23,7 +23,7 @@ PLUGIN = textwrap.dedent('''
     import torch
     from torch import nn
     from partsup.model.partial import Branch
-    from partsup.manager import hookimpl
+    from partsup import hookimpl
 
     class Dark(Branch):
         feature_channels = 1
@@ -231,7 +231,7 @@ def test_overlay_downsamples_big_images(tmp_path):
 def test_no_checkpoint_uses_a_plugin_default_and_says_so(tmp_path, plugin, checkpoint, capsys,
                                                           monkeypatch):
     (tmp_path / "pkg" / "partsup_default_test.py").write_text(textwrap.dedent(f'''
-        from partsup.manager import hookimpl
+        from partsup import hookimpl
 
         @hookimpl
         def partsup_default_checkpoint():

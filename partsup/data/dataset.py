@@ -21,6 +21,7 @@ from partsup.data.augment import colour, geometric
 from partsup.data.sampling import (AugmentConfig, Draw, MixedSampler, PatchConfig, center_crop, extract,
                                    place_negative, window_for)
 from partsup.errors import RecipeError
+from partsup.manager import Registries
 from partsup.types import IGNORE_INDEX, Sample
 
 LabelMaker = Callable[[np.ndarray, tuple[int, int], np.random.Generator, float], np.ndarray]
@@ -171,15 +172,14 @@ class TrainingData:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def build_reader(spec: dict[str, Any] | None, registries: Any, where: str) -> Any | None:
+def build_reader(spec: dict[str, Any] | None, registries: Registries, where: str) -> Any | None:
     """A reader from a resolved recipe component ``{name, root, split, ...}`` (None if absent)."""
     if spec is None:
         return None
-    kwargs = {k: v for k, v in spec.items() if k != "name"}
-    return registries.datasets.build(spec["name"], where=where, **kwargs)
+    return registries.datasets.build_component(spec, where)
 
 
-def build_training_data(recipe: dict[str, Any], registries: Any, length: int | None = None,
+def build_training_data(recipe: dict[str, Any], registries: Registries, length: int | None = None,
                         epoch: int = 0) -> TrainingData:
     """Readers (``data.strong`` / ``data.weak``), label maker (``labels.weak``), sampler and
     :class:`PatchDataset` from a resolved recipe. ``length`` defaults to the number of objects
@@ -190,13 +190,10 @@ def build_training_data(recipe: dict[str, Any], registries: Any, length: int | N
     patch = PatchConfig.from_recipe(data.get("patch", {}))
     augment = AugmentConfig.from_recipe(data.get("augment", {}))
     sampler = MixedSampler(strong, weak, patch, augment, seed=int(recipe.get("seed", 0)))
-    spec = recipe["labels"]["weak"]
-    maker = registries.label_makers.build(spec["name"], where="labels.weak",
-                                          **{k: v for k, v in spec.items() if k != "name"})
+    maker = registries.label_makers.build_component(recipe["labels"]["weak"], "labels.weak")
     spec_a = recipe["labels"].get("weak_set_a")
-    maker_a = None if not spec_a else registries.label_makers.build(
-        spec_a["name"], where="labels.weak_set_a",
-        **{k: v for k, v in spec_a.items() if k != "name"})
+    maker_a = None if not spec_a else registries.label_makers.build_component(
+        spec_a, "labels.weak_set_a")
     if length is None:
         n = sum(r.num_points() for r in (strong, weak) if r is not None)
         length = max(1, int(math.ceil(n / max(patch.positive_fraction, 1e-6))))

@@ -11,6 +11,7 @@ from typing import Any
 
 from partsup.data.readers import layout_and_source
 from partsup.errors import DataError
+from partsup.manager import Registries
 
 
 def recipe_dataset(name: str, split: str, recipe: dict[str, Any] | None) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def missing_root_message(name: str, factory: Any) -> str:
     return "\n".join(lines)
 
 
-def open_dataset(registries: Any, name: str, root: str | None = None, split: str = "test",
+def open_dataset(registries: Registries, name: str, root: str | None = None, split: str = "test",
                  recipe: dict[str, Any] | None = None,
                  options: dict[str, Any] | None = None) -> Any:
     """Build the registered reader ``name`` for ``split``.

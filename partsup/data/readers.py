@@ -73,7 +73,31 @@ def as_points(rows: Sequence[Sequence[float]]) -> np.ndarray:
     return np.asarray(rows, np.float32).reshape(-1, 2)
 
 
-class Reader(Sequence[Sample]):
+class SampleSequence(Sequence[Sample]):
+    """A lazy sequence of :class:`partsup.types.Sample` indexed one at a time (no slicing): the
+    base of :class:`Reader` and of readers that do not keep :class:`Record` objects (e.g. ones
+    that render their samples). Subclasses define ``__len__`` and :meth:`load_sample`."""
+
+    NAME: ClassVar[str] = "reader"
+    #: what one index names, in the error that refuses slicing
+    ITEM: ClassVar[str] = "sample"
+
+    def load_sample(self, i: int) -> Sample:
+        """Sample ``i`` (decoded or rendered now)."""
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
+        if isinstance(i, slice):
+            raise TypeError(f"{self.NAME}: slicing is not supported; index one {self.ITEM} "
+                            f"at a time")
+        return self.load_sample(i)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+class Reader(SampleSequence):
     """Base dataset reader: a lazy sequence of :class:`partsup.types.Sample`.
 
     Subclasses set ``NAME``, ``LAYOUT`` (the files expected) and ``SOURCE`` (where the data is
@@ -115,9 +139,7 @@ class Reader(Sequence[Sample]):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        if isinstance(i, slice):
-            raise TypeError(f"{self.NAME}: slicing is not supported; index one sample at a time")
+    def load_sample(self, i: int) -> Sample:
         rec = self.records[i]
         image = read_image(rec.image_path)
         h, w = image.shape[:2]
@@ -128,10 +150,6 @@ class Reader(Sequence[Sample]):
                       mask=self.load_mask(rec, (h, w)),
                       hard_negatives=rec.hard_negatives.copy(), mpp=rec.mpp,
                       id=rec.id, group=rec.group)
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self)):
-            yield self[i]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "

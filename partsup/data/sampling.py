@@ -26,16 +26,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from partsup.errors import RecipeError
+from partsup.registry import scalar_or_pair
 from partsup.types import Sample
 
 def size_hw(value: int | Sequence[int], key: str = "data.patch.size") -> tuple[int, int]:
     """A patch size from a recipe: ``int`` (square) or ``[h, w]`` -> ``(H, W)`` pixels."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise RecipeError(f"{key}: expected an integer or [h, w], got {value!r}")
-        h, w = int(value[0]), int(value[1])
-    else:
-        h = w = int(value)
+    h, w = scalar_or_pair(value, key, int, "an integer or [h, w]")
     if h < 8 or w < 8:
         raise RecipeError(f"{key}: a patch must be at least 8x8 px, got {value!r}")
     return h, w

@@ -21,6 +21,7 @@ from partsup.inference.blobs import filter_blobs, find_blobs, fuse
 from partsup.inference.params import DetectParams, check_threshold
 from partsup.inference.filters import area_in
 from partsup.evaluation.matching import Counts, match
+from partsup.manager import Registries
 from partsup.types import Protocol
 
 
@@ -113,7 +114,7 @@ def threshold_grid(values: Iterable[Any] | None, default: str | float) -> list[s
     return out
 
 
-def sweep(images: Sequence[CachedMaps], params: DetectParams, registries: Any,
+def sweep(images: Sequence[CachedMaps], params: DetectParams, registries: Registries,
           protocol: Protocol, w: Iterable[float], s1: Iterable[float], a1: Iterable[float],
           progress: Callable[[float], None] | None = None,
           threshold: Iterable[Any] | None = None) -> CalibrationResult:
@@ -146,7 +147,7 @@ def sweep(images: Sequence[CachedMaps], params: DetectParams, registries: Any,
     return CalibrationResult(rows, best, per_w, weak_only)
 
 
-def _image_counts(im: CachedMaps, params: DetectParams, registries: Any, protocol: Protocol,
+def _image_counts(im: CachedMaps, params: DetectParams, registries: Registries, protocol: Protocol,
                   s1s: list[float], a1s: list[float]) -> np.ndarray:
     """``(len(s1s), len(a1s), 3)`` int64 TP, FP, FN of one image over the (s1, a1) grid."""
     weak = np.asarray(im.p_weak, np.float32)

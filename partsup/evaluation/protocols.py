@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from partsup.manager import Registries
 from partsup.types import Protocol
 
 
@@ -34,7 +35,7 @@ def protocol_dict(protocol: Protocol) -> dict[str, Any]:
             "radius_px": protocol.radius_px, "description": protocol.description}
 
 
-def resolve_protocol(registries: Any, name: str | None, dataset: str | None = None,
+def resolve_protocol(registries: Registries, name: str | None, dataset: str | None = None,
                      recipe: dict[str, Any] | None = None, radius_um: float | None = None,
                      radius_px: float | None = None, default: str = "microns") -> Protocol:
     """The protocol to score with: ``name`` if given; else the dataset's own protocol when one

@@ -23,9 +23,10 @@ import numpy as np
 from scipy import ndimage
 from skimage.filters import threshold_otsu
 
-from partsup.errors import RecipeError
 from partsup.inference.filters import FILTERS
 from partsup.inference.params import DetectParams
+from partsup.manager import Registries
+from partsup.registry import component_kwargs
 from partsup.types import Blobs, Detection
 
 #: a (smoothed) probability map whose values span less than this has no blobs
@@ -133,7 +134,7 @@ def _blob_sums(prob: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray
     return (area, *sums)
 
 
-def filter_blobs(blobs: Blobs, params: DetectParams, mpp: float, registries: Any,
+def filter_blobs(blobs: Blobs, params: DetectParams, mpp: float, registries: Registries,
                  thresholds: bool = True) -> np.ndarray:
     """Keep-mask ``(K,)`` bool: area/score thresholds AND named filters AND the filter hook.
 
@@ -144,13 +145,9 @@ def filter_blobs(blobs: Blobs, params: DetectParams, mpp: float, registries: Any
         keep &= FILTERS["area"](min=params.a1, unit=params.area_unit)(blobs, mpp)
         keep &= FILTERS["score"](min=params.s1)(blobs, mpp)
     for i, spec in enumerate(params.filters):
-        if isinstance(spec, str):
-            spec = {"name": spec}
-        if not isinstance(spec, dict) or "name" not in spec:
-            raise RecipeError(f"detect.filters[{i}]: expected {{name: ..., options}}, got {spec!r}")
-        kwargs = {k: v for k, v in spec.items() if k != "name"}
-        fn = registries.filters.build(spec["name"], where=f"detect.filters[{i}]", **kwargs)
-        keep &= _as_mask(fn(blobs, mpp), len(blobs), f"filter {spec['name']!r}")
+        name, kwargs = component_kwargs(spec, f"detect.filters[{i}]")
+        fn = registries.filters.build(name, where=f"detect.filters[{i}]", **kwargs)
+        keep &= _as_mask(fn(blobs, mpp), len(blobs), f"filter {name!r}")
     results = registries.pm.hook.partsup_filter_candidates(blobs=blobs, mpp=mpp,
                                                            params=params.to_dict())
     for r in results:
@@ -167,7 +164,7 @@ def _as_mask(value: Any, n: int, who: str) -> np.ndarray:
 
 
 def fuse(p_weak: np.ndarray, p_strong: np.ndarray | None, params: DetectParams,
-         registries: Any) -> np.ndarray:
+         registries: Registries) -> np.ndarray:
     """The fused ``(H, W)`` float32 map from the ``partsup_fuse`` hook (first result wins)."""
     fused = registries.pm.hook.partsup_fuse(weak=p_weak, strong=p_strong,
                                             params=params.to_dict())
@@ -182,7 +179,7 @@ def to_detections(blobs: Blobs, keep: np.ndarray) -> list[Detection]:
 
 
 def detect_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None, params: DetectParams,
-                     mpp: float, registries: Any) -> list[Detection]:
+                     mpp: float, registries: Registries) -> list[Detection]:
     """Detections from the two probability maps ``(H, W)`` float32 of one image.
 
     Args:
@@ -200,7 +197,7 @@ def detect_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None, params: De
 
 
 def candidates_from_maps(p_weak: np.ndarray, p_strong: np.ndarray | None,
-                         params: DetectParams, mpp: float, registries: Any
+                         params: DetectParams, mpp: float, registries: Registries
                          ) -> tuple[list[Detection], np.ndarray]:
     """Every candidate before the score threshold ``s1``, and which of them are detections.
 

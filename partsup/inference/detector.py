@@ -18,6 +18,7 @@ from partsup.errors import PartsupError, RecipeError
 from partsup.inference.blobs import detect_from_maps
 from partsup.inference.params import DetectParams, check_threshold
 from partsup.inference.tiling import infer_maps
+from partsup.manager import Registries
 from partsup.runtime import resolve_device
 from partsup.types import Detection
 
@@ -27,7 +28,7 @@ __all__ = ["DetectParams", "Detector", "check_threshold", "load_detector", "para
 class Detector:
     """A model plus detection parameters: ``detect(image, mpp) -> list[Detection]``."""
 
-    def __init__(self, model: Any, params: DetectParams, registries: Any,
+    def __init__(self, model: Any, params: DetectParams, registries: Registries,
                  device: str | torch.device = "cpu", amp: bool = True) -> None:
         self.model = model
         self.params = params
@@ -48,7 +49,7 @@ class Detector:
         return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
 
 
-def load_detector(checkpoint: str | Path, registries: Any,
+def load_detector(checkpoint: str | Path, registries: Registries,
                   device: str | torch.device = "auto", **overrides: Any
                   ) -> tuple[Detector, dict[str, Any]]:
     """A :class:`Detector` for a checkpoint, and the checkpoint dict.

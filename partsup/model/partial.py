@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from partsup.errors import CheckpointError, PluginError, RecipeError
+from partsup.manager import Registries
+from partsup.recipe import SCHEMA
+from partsup.registry import component_kwargs
 
 #: Named input normalisations. ``mean``/``std`` are in the channel order the network sees (after
 #: the optional RGB->BGR flip) and in the units of the scaled input (``scale`` = value range the
@@ -354,33 +357,24 @@ class PartialModel(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Construction from a recipe
 # ------------------------------------------------------------------------------------------------
-DEFAULT_TRANSFER = {"name": "mlp", "layers": 2, "activation": "leaky_relu"}
-
-
-def _component(spec: Any, where: str) -> tuple[str, dict[str, Any]]:
-    if isinstance(spec, str):
-        return spec, {}
-    if not isinstance(spec, Mapping) or "name" not in spec:
-        raise RecipeError(f"{where}: expected a component {{name: ..., options}}, got {spec!r}")
-    return spec["name"], {k: v for k, v in spec.items() if k != "name"}
-
-
-def build_model(model_section: Mapping[str, Any], registries: Any, *,
+def build_model(model_section: Mapping[str, Any], registries: Registries, *,
                 skip_weights: bool = False) -> PartialModel:
     """Build a :class:`PartialModel` from a resolved recipe ``model:`` section.
 
     Args:
         model_section: ``{backbone, mode, stop_gradient, shared_backbone, transfer}``.
-        registries: a :class:`partsup.manager.Registries`.
         skip_weights: set every backbone option whose name ends in ``weights`` (e.g.
             ``weights``, ``encoder_weights``) to None, i.e. build without reading weight files;
             used when a checkpoint's state dict is loaded right after.
     """
-    name, kwargs = _component(model_section.get("backbone"), "model.backbone")
+    # a hand-built section may leave keys out: they take the recipe schema's defaults
+    defaults = {key: spec.default for key, spec in SCHEMA["model"].items()}
+    section = {**defaults, **model_section}
+    name, kwargs = component_kwargs(section["backbone"], "model.backbone")
     if skip_weights:
         kwargs = {k: (None if k.endswith("weights") else v) for k, v in kwargs.items()}
-    mode = model_section.get("mode", "transfer")
-    shared = bool(model_section.get("shared_backbone", False))
+    mode = section["mode"]
+    shared = bool(section["shared_backbone"])
 
     def make_branch() -> Branch:
         branch = registries.backbones.build(name, where="model.backbone", **kwargs)
@@ -391,12 +385,10 @@ def build_model(model_section: Mapping[str, Any], registries: Any, *,
     strong = make_branch() if mode in ("transfer", "independent") and not shared else None
     transfer = None
     if mode == "transfer":
-        t_spec = model_section.get("transfer") or DEFAULT_TRANSFER
-        t_name, t_kwargs = _component(t_spec, "model.transfer")
+        t_spec = section["transfer"] or defaults["transfer"]
         channels = weak.feature_channels
-        transfer = registries.weight_transfers.build(
-            t_name, where="model.transfer", supplied={"d_in": channels, "d_out": channels},
-            **t_kwargs)
+        transfer = registries.weight_transfers.build_component(
+            t_spec, "model.transfer", supplied={"d_in": channels, "d_out": channels})
     return PartialModel(weak, strong, transfer, mode=mode,
-                        stop_gradient=bool(model_section.get("stop_gradient", True)),
+                        stop_gradient=bool(section["stop_gradient"]),
                         shared_backbone=shared)

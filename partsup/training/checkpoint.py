@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from partsup.errors import CheckpointError
+from partsup.manager import Registries
 from partsup.output.outdir import os_reason as _os_reason
 from partsup.output.atomic import atomic_open
 
@@ -133,7 +134,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def load_model(path: str | Path, registries: Any, device: str | torch.device = "cpu"
+def load_model(path: str | Path, registries: Registries, device: str | torch.device = "cpu"
                ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the model a checkpoint describes and load its weights.
 
@@ -170,7 +171,7 @@ def load_model(path: str | Path, registries: Any, device: str | torch.device = "
     return model, ckpt
 
 
-def _load_plugins(ckpt: dict[str, Any], registries: Any, path: str | Path) -> None:
+def _load_plugins(ckpt: dict[str, Any], registries: Registries, path: str | Path) -> None:
     """Import the plugin modules the checkpoint's run used (its recipe's ``plugins``)."""
     from partsup.errors import PluginError
     modules = (ckpt.get("recipe") or {}).get("plugins") or []

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch.distributed as tdist
 
+from partsup.manager import Registries
 from partsup.model.partial import load_strict
 from partsup.runtime import Dist, init_distributed
 from partsup.training.checkpoint import save_checkpoint
@@ -55,7 +56,7 @@ class FitResult:
     interrupted_by: int | None = None  # the signal number when stopped by SIGINT/SIGTERM
 
 
-def fit(recipe: dict[str, Any], registries: Any, out: str | Path, *, resume: bool = False,
+def fit(recipe: dict[str, Any], registries: Registries, out: str | Path, *, resume: bool = False,
         console: Any = None, device: str | None = None) -> FitResult:
     """Train a recipe into the run folder ``out`` (see the module docstring).
 
@@ -90,7 +91,7 @@ def fit(recipe: dict[str, Any], registries: Any, out: str | Path, *, resume: boo
             tdist.destroy_process_group()
 
 
-def _fit(recipe: dict[str, Any], registries: Any, out: Path, resume: bool, console: Any,
+def _fit(recipe: dict[str, Any], registries: Registries, out: Path, resume: bool, console: Any,
          dist: Dist) -> FitResult:
     """Start (or resume) the run in the locked folder, train it, then write ``best.pt`` and
     the curves."""

@@ -16,7 +16,9 @@ import torch
 from torch import nn
 
 from partsup.errors import DataError, PartsupError
+from partsup.manager import Registries
 from partsup.model.partial import build_model
+from partsup.registry import component_kwargs
 from partsup.runtime import Dist, resolve_device
 from partsup.training.stages import Stage
 from partsup.training.step import Losses, build_losses, seed_all
@@ -28,7 +30,7 @@ class Run:
     """Everything a training run works with (built by :func:`build`)."""
 
     recipe: dict[str, Any]
-    registries: Any
+    registries: Registries
     model: nn.Module                 # the PartialModel
     losses: Losses
     data: TrainStream                # the training batches
@@ -59,17 +61,15 @@ def check_inputs(recipe: dict[str, Any]) -> None:
         raise DataError("cannot start training: " + "; ".join(problems))
 
 
-def read_split(recipe: dict[str, Any], registries: Any, key: str) -> Any:
+def read_split(recipe: dict[str, Any], registries: Registries, key: str) -> Any:
     """The dataset reader of ``data.<key>`` (e.g. ``val``), or None when the recipe has none."""
     spec = recipe["data"].get(key)
     if not spec:
         return None
-    spec = dict(spec)
-    name = spec.pop("name")
-    return registries.datasets.build(name, where=f"data.{key}", **spec)
+    return registries.datasets.build_component(spec, f"data.{key}")
 
 
-def build(recipe: dict[str, Any], registries: Any, dist: Dist | None = None,
+def build(recipe: dict[str, Any], registries: Registries, dist: Dist | None = None,
           device: torch.device | None = None) -> Run:
     """Model (seeded from ``recipe.seed``), losses, training and validation data, on a device."""
     dist = dist or Dist()
@@ -94,8 +94,7 @@ def prepare_stage(run: Run, stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
         ids = [run.device.index] if run.device.type == "cuda" else None
         net = DDP(net, device_ids=ids, find_unused_parameters=True)
     run.net = net
-    spec = dict(run.recipe["train"]["optimizer"])
-    name = spec.pop("name")
+    name, spec = component_kwargs(run.recipe["train"]["optimizer"], "train.optimizer")
     factory = run.registries.optimizers.get(name, where="train.optimizer")
     params = inspect.signature(factory).parameters
     supplied: dict[str, Any] = {"model": run.model}

@@ -18,6 +18,7 @@ import torch.distributed as tdist
 from torch import nn
 
 from partsup.errors import PartsupError
+from partsup.manager import Registries
 from partsup.model.partial import ModelOutput
 from partsup.runtime import autocast
 
@@ -57,12 +58,10 @@ class Losses:
     strong: nn.Module | None
 
 
-def build_losses(recipe: dict[str, Any], registries: Any) -> Losses:
+def build_losses(recipe: dict[str, Any], registries: Registries) -> Losses:
     """The recipe's ``loss.weak`` and ``loss.strong`` (not built in ``weak_only`` mode)."""
     def make(key: str) -> nn.Module:
-        spec = dict(recipe["loss"][key])
-        name = spec.pop("name")
-        return registries.losses.build(name, where=f"loss.{key}", **spec)
+        return registries.losses.build_component(recipe["loss"][key], f"loss.{key}")
     strong = None if recipe["model"]["mode"] == "weak_only" else make("strong")
     return Losses(make("weak"), strong)
 

@@ -13,6 +13,7 @@ from typing import Any, Iterator
 import torch
 
 from partsup.errors import RecipeError
+from partsup.manager import Registries
 from partsup.runtime import Dist
 from partsup.training.stages import Stage
 
@@ -43,7 +44,7 @@ class TrainStream:
     ``strong`` draws from set A only.
     """
 
-    def __init__(self, recipe: dict[str, Any], registries: Any, dist: Dist) -> None:
+    def __init__(self, recipe: dict[str, Any], registries: Registries, dist: Dist) -> None:
         from partsup.data import dataset as pdata
         self.pdata = pdata
         self.data = pdata.build_training_data(recipe, registries)

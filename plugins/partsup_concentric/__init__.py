@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from partsup.manager import hookimpl
+from partsup import hookimpl
 
 
 @hookimpl

@@ -14,6 +14,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from partsup.errors import RecipeError
+from partsup.registry import scalar_or_pair
 from partsup.types import IGNORE_INDEX
 
 Overlap = Literal["sequential", "positive_wins"]
@@ -24,12 +25,7 @@ _OUT = ("clamp", "drop", "keep")
 
 def _range(value: float | Sequence[float], key: str, integer: bool) -> tuple[float, float]:
     """A fixed value or ``[low, high]`` -> (low, high), validated."""
-    if isinstance(value, (list, tuple)):
-        if len(value) != 2:
-            raise RecipeError(f"labels.weak.{key}: expected a number or [low, high], got {value!r}")
-        lo, hi = float(value[0]), float(value[1])
-    else:
-        lo = hi = float(value)
+    lo, hi = scalar_or_pair(value, f"labels.weak.{key}", float, "a number or [low, high]")
     if integer and (lo != int(lo) or hi != int(hi)):
         raise RecipeError(f"labels.weak.{key}: expected integers, got {value!r}")
     if not (0 < lo <= hi):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
+from partsup import hookimpl
 from partsup.model.partial import named_normalization
-from partsup.manager import hookimpl
 
 from .network import CROP, FCN32s, bilinear_kernel
 from .weights import NORMALIZATION, WeightsFormat, load_fcn_weights

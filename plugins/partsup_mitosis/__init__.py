@@ -10,7 +10,7 @@ from pathlib import Path
 import argparse
 from typing import Any, Callable, Sequence
 
-from partsup.manager import hookimpl
+from partsup import hookimpl
 
 
 @hookimpl

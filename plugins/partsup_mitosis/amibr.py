@@ -43,12 +43,12 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from partsup.data.readers import DataWarning, Problems
+from partsup.data.readers import DataWarning, Problems, SampleSequence
 from partsup.errors import DataError
 from partsup.types import Sample
 
@@ -132,7 +132,7 @@ def _figure_radius(h: np.ndarray, c: int) -> float:
     return float(np.clip(np.sqrt((xs - c) ** 2 + (ys - c) ** 2).max() + 1, 10, 28))
 
 
-class AmiBrFields(Sequence[Sample]):
+class AmiBrFields(SampleSequence):
     """Real-tissue detection fields from AMi-Br crops (see the module docstring).
 
     A lazy sequence of :class:`partsup.types.Sample`: ``image (S, S, 3)`` uint8 with
@@ -144,6 +144,7 @@ class AmiBrFields(Sequence[Sample]):
     """
 
     NAME = "ami-br"
+    ITEM = "field"
     POINTS = "mitoses"  # the column title of `partsup datasets --root`
     LAYOUT = """\
 <root>/metadata.csv            file,source,label,slide,x,y (one line per crop, header line)
@@ -395,14 +396,8 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
     def __len__(self) -> int:
         return len(self.fields)
 
-    def __getitem__(self, i: int) -> Sample:  # type: ignore[override]
-        if isinstance(i, slice):
-            raise TypeError(f"{self.NAME}: slicing is not supported; index one field at a time")
+    def load_sample(self, i: int) -> Sample:
         return self.render(int(i))
-
-    def __iter__(self) -> Iterator[Sample]:
-        for i in range(len(self)):
-            yield self[i]
 
     def __repr__(self) -> str:
         return (f"AmiBrFields(root={str(self.root)!r}, split={self.split!r}, "

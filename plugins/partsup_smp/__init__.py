@@ -13,8 +13,8 @@ from typing import Any, Callable, Literal
 
 from torch import nn
 
+from partsup import hookimpl
 from partsup.errors import CheckpointError, RecipeError
-from partsup.manager import hookimpl
 
 __all__ = ["SmpBranch", "make_smp"]
 

@@ -30,10 +30,11 @@ from partsup.evaluation.matching import Counts, PRCurve
 from partsup.evaluation.protocols import protocol_dict, resolve_protocol
 from partsup.evaluation.scoring import (PR_MATCHING, FileDetections, Found, ImageScore, evaluate,
                                         pooled_curve, write_metrics, write_pr_plot)
+from partsup.manager import Registries
 from partsup.types import Sample
 
 
-def check_detections_format(fmt: str | None, registries: Any) -> str | None:
+def check_detections_format(fmt: str | None, registries: Registries) -> str | None:
     """``fmt`` if it names a registered writer whose files can be read back, else PartsupError
     listing those formats (None passes: the format is then told by each file's name)."""
     from partsup.output.writers import readable

@@ -29,6 +29,7 @@ from partsup.cli.common import check_range, progress_bar
 from partsup.cli.hooks import count_summary
 from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError, PartsupError
+from partsup.manager import Registries
 from partsup.prediction import (DetectorLike, ImageCount, Item, Result, build_detector,
                                 check_output_folder, collect_inputs, failure_message,
                                 pool_counts, predict_one)
@@ -39,7 +40,7 @@ MPP_RANGE = (0.01, 100.0)
 
 # -- the command -------------------------------------------------------------------------------
 
-def parse_formats(text: str, registries: Any) -> dict[str, Any]:
+def parse_formats(text: str, registries: Registries) -> dict[str, Any]:
     """``"csv,geojson"`` -> ``{name: writer}``; unknown names raise (listing the known ones)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
