@@ -185,7 +185,7 @@ def _doc_yaml(marker: str) -> dict:
 def test_documented_recipe_trains_on_real_masks(amibr_root, registries):
     """The documented ``data`` fragment, on the real-tissue recipe, gives set-A items whose
     strong target holds mask pixels."""
-    from partsup.data.dataset import build_training_data
+    from partsup.data.patches import build_training_data
     from partsup.recipe import load_recipe
     fragment = _doc_yaml("masks: true")["data"]
     assert fragment["strong"]["masks"] is True

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from partsup.data.augment import StainJitter
-from partsup.data.dataset import PatchDataset, build_training_data, collate_patches, render, transform
+from partsup.data.patches import PatchDataset, build_training_data, collate_patches, render, transform
 from partsup.data.sampling import AugmentConfig, Draw, MixedSampler, PatchConfig, strong_at
 from partsup.errors import RecipeError
 from partsup.types import IGNORE_INDEX, Sample

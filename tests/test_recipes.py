@@ -90,7 +90,7 @@ def test_unset_data_variable_is_named(monkeypatch) -> None:
 
 
 def test_missing_dataset_shows_the_expected_layout(env: Path) -> None:
-    from partsup.data.dataset import build_reader
+    from partsup.data.patches import build_reader
     recipe, regs = load_run(RECIPES[[p.stem for p in RECIPES].index("partmitosis")])
     with pytest.raises(DataError, match="mitoses_image_data"):
         build_reader(recipe["data"]["weak"], regs, "data.weak")

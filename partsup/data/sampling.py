@@ -12,7 +12,7 @@ shard sees exactly the same sample:
 
 The plan is a :class:`Draw`; :func:`place_negative` and :func:`window_for` turn it into a source
 window, :func:`extract` / :func:`center_crop` cut it. Augmentation: :mod:`partsup.data.augment`;
-rendering and the torch Dataset: :mod:`partsup.data.dataset`. Patch coordinates: x = column,
+rendering and the torch Dataset: :mod:`partsup.data.patches`. Patch coordinates: x = column,
 y = row, pixels. The recipe sections ``data.patch`` and ``data.augment`` are
 :class:`PatchConfig` and :class:`AugmentConfig`.
 """

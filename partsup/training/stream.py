@@ -20,7 +20,7 @@ from partsup.training.stages import Stage
 
 class _Positions(torch.utils.data.Dataset):
     """Global item stream of one stage: position ``p`` is item ``p % L`` of epoch ``p // L``
-    of a :class:`partsup.data.dataset.PatchDataset` of ``L`` items per epoch."""
+    of a :class:`partsup.data.patches.PatchDataset` of ``L`` items per epoch."""
 
     def __init__(self, dataset: Any) -> None:
         self.dataset = dataset
@@ -45,7 +45,7 @@ class TrainStream:
     """
 
     def __init__(self, recipe: dict[str, Any], registries: Registries, dist: Dist) -> None:
-        from partsup.data import dataset as pdata
+        from partsup.data import patches as pdata
         self.pdata = pdata
         self.data = pdata.build_training_data(recipe, registries)
         self.recipe, self.dist = recipe, dist
