@@ -83,6 +83,9 @@ def test_safetensors_round_trip_same_detections(tmp_path):
     d_st = Detector.from_checkpoint(st, device="cpu", plugins=["tiny_plugin"])
     assert d_st.params == d_pt.params
     assert d_st.detect(image, mpp=0.25) == d_pt.detect(image, mpp=0.25)
+    from partsup.training.checkpoint import update_detect_params
+    update_detect_params(st, {"w": 0.3, "s1": 0.7, "a1": 2, "sigma": 1.0, "area_unit": "px"})
+    assert load_checkpoint(st)["detect"]["s1"] == 0.7  # calibrate writes safetensors back
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         load_checkpoint(tmp_path / "bad.safetensors")
@@ -126,3 +129,25 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(tmp_path, monkeypatch,
     monkeypatch.setattr(builtins, "__import__", no_ort)
     with pytest.raises(Exception, match=r"pip install 'partsup\[onnx\]'"):
         onnx_session(tmp_path / "m.onnx")
+
+
+def test_documented_export_bench_runs_tiny(tmp_path):
+    """The ``python bench/export_speed.py`` line of docs/performance.md, on a 128 px image."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+    pytest.importorskip("onnxruntime", reason=SKIP_ONNX)
+    repo = Path(__file__).resolve().parents[1]
+    text = (repo / "docs" / "performance.md").read_text()
+    line = next(ln for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+                for ln in block.splitlines() if "bench/export_speed.py" in ln)
+    args = shlex.split(line.split(" #")[0])[1:]
+    args[args.index("--json") + 1] = str(tmp_path / "speed.json")
+    proc = subprocess.run([sys.executable, *args, "--size", "128", "--repeats", "1"],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "speed.json").read_text())
+    assert set(result["runtimes"]) == {"torch", "onnxruntime"}
+    assert result["max_abs_diff_maps"] < 1e-4 and "onnxruntime" in proc.stdout

@@ -29,7 +29,7 @@ import torch
 from partsup.errors import CheckpointError
 from partsup.output.outdir import os_reason as _os_reason
 from partsup.output.atomic import atomic_open
-from partsup.training.safetensors_file import is_safetensors, read_safetensors
+from partsup.training.safetensors_file import is_safetensors, read_safetensors, save_safetensors
 
 #: the format tag of this version of the checkpoint layout
 FORMAT = "partsup-checkpoint/1"
@@ -193,6 +193,8 @@ def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Pat
     path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     ckpt["detect"] = None if params is None else dict(params)
+    if is_safetensors(path):
+        return save_safetensors(path, ckpt)
     return save_checkpoint(path, ckpt)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from partsup.inference.detector import default_checkpoint
 from partsup.inference.export import FORMATS, SUFFIXES, export_checkpoint
 
 
@@ -19,16 +20,22 @@ class ExportCommand:
     help = "write a checkpoint's model as onnx / torchscript (+ JSON sidecar) or safetensors"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT",
-                            help="a checkpoint (.pt), its run folder, or a .safetensors file")
+        parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", nargs="?",
+                            default=None,
+                            help="a checkpoint (.pt), its run folder, or a .safetensors file "
+                                 "(default: the model a plugin ships, docs/model-card.md)")
         parser.add_argument("--format", choices=FORMATS, default="onnx",
                             help="onnx (default; needs partsup[onnx]), torchscript, or "
                                  "safetensors (weights + metadata, loadable as a checkpoint)")
         parser.add_argument("--out", type=Path, default=None,
-                            help="output file (default: the checkpoint's name with .onnx, "
-                                 ".ts.pt or .safetensors)")
+                            help="output file (default: beside the checkpoint, its name with "
+                                 ".onnx, .ts.pt or .safetensors)")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
+        if args.checkpoint is None:
+            args.checkpoint = default_checkpoint(ctx.registries)
+            ctx.err.print(f"export: no CHECKPOINT given: exporting the default model "
+                          f"{escape(str(args.checkpoint))}", highlight=False)
         out = args.out
         if out is None:
             stem = args.checkpoint.stem if args.checkpoint.suffix else args.checkpoint.name
