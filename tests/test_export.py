@@ -151,3 +151,11 @@ def test_documented_export_bench_runs_tiny(tmp_path):
     result = json.loads((tmp_path / "speed.json").read_text())
     assert set(result["runtimes"]) == {"torch", "onnxruntime"}
     assert result["max_abs_diff_maps"] < 1e-4 and "onnxruntime" in proc.stdout
+
+
+def test_from_checkpoint_without_a_shipped_model_says_what_to_pass(monkeypatch):
+    from partsup import Detector
+    from partsup.errors import PartsupError
+    monkeypatch.setenv("PARTSUP_DISABLE_PLUGINS", "mitosis")
+    with pytest.raises(PartsupError, match="no checkpoint given and no plugin ships"):
+        Detector.from_checkpoint()
