@@ -18,9 +18,12 @@ from partsup.hookspecs import hookimpl  # noqa: E402
 from partsup.registry import Registry  # noqa: E402
 from partsup.manager import make_plugin_manager, Registries  # noqa: E402
 from partsup.manager import load as load_plugins  # noqa: E402
+from partsup.types import Detection  # noqa: E402
 
 __all__ = [
     "__version__",
+    "Detection",
+    "Detector",
     "PartsupError",
     "RecipeError",
     "PluginError",
@@ -30,3 +33,11 @@ __all__ = [
     "load_plugins",
     "make_plugin_manager",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``partsup.Detector`` is imported on first use (it loads torch)."""
+    if name == "Detector":
+        from partsup.inference.detector import Detector
+        return Detector
+    raise AttributeError(f"module 'partsup' has no attribute {name!r}")

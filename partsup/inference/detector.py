@@ -9,7 +9,7 @@ checkpoint's calibrated values, then overrides).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -22,11 +22,17 @@ from partsup.manager import Registries
 from partsup.runtime import resolve_device
 from partsup.types import Detection
 
-__all__ = ["DetectParams", "Detector", "check_threshold", "load_detector", "params_from_checkpoint"]
+__all__ = ["DetectParams", "Detector", "check_threshold", "default_checkpoint", "load_detector",
+           "params_from_checkpoint"]
 
 
 class Detector:
-    """A model plus detection parameters: ``detect(image, mpp) -> list[Detection]``."""
+    """A model plus detection parameters: ``detect(image, mpp) -> list[Detection]``.
+
+    From Python: ``Detector.from_checkpoint(path).detect(rgb, mpp=0.25)`` (docs/python-api.md).
+    ``model`` is a :class:`partsup.model.partial.PartialModel` or any object with its
+    ``preprocess`` and ``probabilities`` (e.g. an exported model run by onnxruntime).
+    """
 
     def __init__(self, model: Any, params: DetectParams, registries: Registries,
                  device: str | torch.device = "cpu", amp: bool = True) -> None:
@@ -36,6 +42,27 @@ class Detector:
         self.device = resolve_device(device)
         self.amp = amp
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
+                        *, plugins: Sequence[str] = (), **overrides: Any) -> "Detector":
+        """The detector of a checkpoint: a ``.pt`` file, a run folder (its ``best.pt``) or a
+        ``.safetensors`` file; ``None``: the model a plugin ships (``partsup_default_checkpoint``,
+        as ``partsup predict`` without ``--checkpoint``).
+
+        Plugins are loaded for this call (a fresh plugin manager: the entry-point plugins plus
+        ``plugins``, dotted module names; the checkpoint's recipe adds its own). ``device``:
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``. ``overrides``: detection
+        parameters (e.g. ``tile=256``), None values ignored.
+
+        Raises:
+            PartsupError: no path and no plugin ships a model; CheckpointError: unreadable file.
+        """
+        from partsup.manager import load
+        registries = load(list(plugins))
+        chosen = default_checkpoint(registries) if path is None else path
+        detector, _ = load_detector(chosen, registries, device, **overrides)
+        return detector
+
     def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """``(p_weak, p_strong | None)`` of ``image`` (H, W, 3) uint8, each (H, W) float32."""
         p = self.params
@@ -44,7 +71,8 @@ class Detector:
                           tta=p.tta)
 
     def detect(self, image: np.ndarray, mpp: float) -> list[Detection]:
-        """Detections of one ``(H, W, 3)`` uint8 image of ``mpp`` um/px."""
+        """Detections of one ``(H, W, 3)`` uint8 RGB image of ``mpp`` um/px: each with ``x``,
+        ``y`` (px, x = column), ``score`` (mean probability) and ``area`` (px)."""
         p_weak, p_strong = self.maps(image)
         return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
 
@@ -70,6 +98,19 @@ def load_detector(checkpoint: str | Path, registries: Registries,
     except PartsupError as exc:
         raise type(exc)(f"{checkpoint}: {exc}") from exc
     return Detector(model, params, registries, dev), ckpt
+
+
+def default_checkpoint(registries: Registries) -> Path:
+    """The checkpoint a plugin ships (first ``partsup_default_checkpoint`` result).
+
+    Raises:
+        PartsupError: no plugin ships one.
+    """
+    found = registries.pm.hook.partsup_default_checkpoint()
+    if found is None:
+        raise PartsupError("no checkpoint given and no plugin ships a default model; pass a "
+                           "checkpoint (RUN/best.pt)")
+    return Path(found)
 
 
 def params_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> DetectParams:

@@ -67,9 +67,13 @@ def normalize(x: torch.Tensor, normalization: Mapping[str, Any]) -> torch.Tensor
     return (x - mean) / std
 
 
-# ------------------------------------------------------------------------------------------------
-# Branch contract
-# ------------------------------------------------------------------------------------------------
+def spatial_size(x: torch.Tensor) -> tuple[int, int]:
+    """``(H, W)`` of a ``(B, C, H, W)`` tensor (traced while exporting: H, W stay dynamic)."""
+    h, w = x.shape[-2:]
+    return (h, w) if torch.jit.is_tracing() else (int(h), int(w))
+
+
+# -- Branch contract -------------------------------------------------------------------------------
 class Branch(nn.Module):
     """Base class and contract of a backbone ("branch").
 
@@ -101,8 +105,7 @@ class Branch(nn.Module):
 
         ``weight`` ``(2, C, 1, 1)``, when given, replaces the semantic layer (no bias).
         """
-        size = (int(x.shape[-2]), int(x.shape[-1]))
-        return self.head(self.classify(self.features(x), weight), size)
+        return self.head(self.classify(self.features(x), weight), spatial_size(x))
 
 
 def check_branch(branch: Any, name: str) -> None:
@@ -136,9 +139,7 @@ def _accepts(fn: Any, name: str) -> bool:
     return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
-# ------------------------------------------------------------------------------------------------
-# Weight files (shared by backbone plugins)
-# ------------------------------------------------------------------------------------------------
+# -- Weight files (shared by backbone plugins) -----------------------------------------------------
 def read_weights(path: str | Path, what: str = "weights") -> Any:
     """``torch.load(path, weights_only=True)`` with one-line CheckpointErrors."""
     p = Path(path).expanduser()
@@ -182,9 +183,7 @@ def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: st
     module.load_state_dict(dict(state), strict=True)
 
 
-# ------------------------------------------------------------------------------------------------
-# The two-branch model
-# ------------------------------------------------------------------------------------------------
+# -- The two-branch model --------------------------------------------------------------------------
 class ModelOutput(NamedTuple):
     """Logits of both branches, ``(B, 2, H, W)`` float; ``strong`` is None in weak_only mode."""
 
@@ -290,7 +289,7 @@ class PartialModel(nn.Module):
         return ModelOutput(self.weak(x), self.strong(x, weight=weight))
 
     def _forward_shared(self, x: torch.Tensor) -> ModelOutput:
-        size = (int(x.shape[-2]), int(x.shape[-1]))
+        size = spatial_size(x)
         feats = self.weak.features(x)
         weak = self.weak.head(self.weak.semantic(feats), size)
         if self.mode == "transfer":  # the transferred 1x1 weights, no bias (Branch.classify)
@@ -354,9 +353,7 @@ class PartialModel(nn.Module):
                 yield name, branch
 
 
-# ------------------------------------------------------------------------------------------------
-# Construction from a recipe
-# ------------------------------------------------------------------------------------------------
+# -- Construction from a recipe --------------------------------------------------------------------
 def build_model(model_section: Mapping[str, Any], registries: Registries, *,
                 skip_weights: bool = False) -> PartialModel:
     """Build a :class:`PartialModel` from a resolved recipe ``model:`` section.

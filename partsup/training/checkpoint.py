@@ -30,6 +30,7 @@ from partsup.errors import CheckpointError
 from partsup.manager import Registries
 from partsup.output.outdir import os_reason as _os_reason
 from partsup.output.atomic import atomic_open
+from partsup.training.safetensors_file import is_safetensors, read_safetensors, save_safetensors
 
 #: the format tag of this version of the checkpoint layout
 FORMAT = "partsup-checkpoint/1"
@@ -101,13 +102,16 @@ def checkpoint_file(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a partsup checkpoint with ``torch.load(weights_only=True)`` onto the CPU; a run
-    folder stands for its ``best.pt`` (:func:`checkpoint_file`).
+    folder stands for its ``best.pt`` (:func:`checkpoint_file`); a ``.safetensors`` file is read
+    with :func:`partsup.training.safetensors_file.read_safetensors` (weights and metadata only).
 
     Raises:
         CheckpointError: missing file, a file that is not a torch file, or a torch file that is
             not a partsup checkpoint (e.g. a bare state dict), each naming the path.
     """
     path = checkpoint_file(path)
+    if is_safetensors(path):  # tensors + JSON metadata, never unpickled
+        return read_safetensors(path, FORMAT)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
@@ -139,7 +143,8 @@ def load_model(path: str | Path, registries: Registries, device: str | torch.dev
     """Build the model a checkpoint describes and load its weights.
 
     Args:
-        path: a checkpoint written by ``partsup train`` (or :func:`save_checkpoint`).
+        path: a checkpoint written by ``partsup train`` (or :func:`save_checkpoint`), or a
+            ``.safetensors`` file written by ``partsup export --format safetensors``.
         registries: a :class:`partsup.manager.Registries` with the backbone and transfer used.
         device: where to put the model.
 
@@ -189,6 +194,8 @@ def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Pat
     path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     ckpt["detect"] = None if params is None else dict(params)
+    if is_safetensors(path):
+        return save_safetensors(path, ckpt)
     return save_checkpoint(path, ckpt)
 
 

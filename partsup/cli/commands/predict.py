@@ -137,6 +137,11 @@ class PredictCommand:
         parser.add_argument("--recursive", action="store_true", help="search folders recursively")
         parser.add_argument("--no-overlay", dest="overlay", action="store_false",
                             help="do not write <image>.overlay.png")
+        parser.add_argument("--runtime", choices=("torch", "onnx"), default="torch",
+                            help="torch (default), or onnx: run --model (partsup export "
+                                 "--format onnx) with onnxruntime on the CPU")
+        parser.add_argument("--model", type=Path, default=None,
+                            help="with --runtime onnx: the exported .onnx file (or its .json)")
         parser.add_argument("--tile", type=int, default=None, help="override detect.tile (px)")
         parser.add_argument("--batch-tiles", type=int, default=None,
                             help="override detect.batch_tiles")
@@ -152,11 +157,17 @@ class PredictCommand:
                             f"{', '.join(map(str, args.paths))}"
                             + ("" if args.recursive else " (folders: add --recursive?)"))
         from partsup.runtime import resolve_device
-        device = resolve_device(args.device)
+        device = resolve_device(args.device) if args.runtime == "torch" else "cpu (onnxruntime)"
         check_output_folder(args.out)
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
-        checkpoint = resolve_checkpoint(args.checkpoint, ctx)
-        detector = build_detector(checkpoint, ctx.registries, device, overrides)
+        if args.runtime == "onnx":
+            if args.model is None:
+                raise PartsupError("--runtime onnx needs --model FILE.onnx (partsup export)")
+            from partsup.inference.onnx_runtime import load_onnx_detector
+            detector = load_onnx_detector(args.model, ctx.registries, **overrides)
+        else:
+            checkpoint = resolve_checkpoint(args.checkpoint, ctx)
+            detector = build_detector(checkpoint, ctx.registries, device, overrides)
         ctx.err.print(f"predict: {len(items)} image(s) on {device}; formats "
                       f"{', '.join(writers)}; writing to {escape(str(args.out))}", highlight=False)
         results = [Result(m, error=f"{m.path}: no such file or folder") for m in missing]

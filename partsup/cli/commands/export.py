@@ -1,0 +1,58 @@
+"""``partsup export``: a checkpoint's model as ONNX or TorchScript (with a JSON sidecar of the
+normalisation and detection parameters), or its weights as safetensors.
+
+The library side is :mod:`partsup.inference.export`; this module parses and reports.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.markup import escape
+
+from partsup.inference.detector import default_checkpoint
+from partsup.inference.export import FORMATS, SUFFIXES, export_checkpoint
+
+
+class ExportCommand:
+    name = "export"
+    help = "write a checkpoint's model as onnx / torchscript (+ JSON sidecar) or safetensors"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", nargs="?",
+                            default=None,
+                            help="a checkpoint (.pt), its run folder, or a .safetensors file "
+                                 "(default: the model a plugin ships, docs/model-card.md)")
+        parser.add_argument("--format", choices=FORMATS, default="onnx",
+                            help="onnx (default; needs partsup[onnx]), torchscript, or "
+                                 "safetensors (weights + metadata, loadable as a checkpoint)")
+        parser.add_argument("--out", type=Path, default=None,
+                            help="output file (default: beside the checkpoint, its name with "
+                                 ".onnx, .ts.pt or .safetensors)")
+
+    def run(self, args: argparse.Namespace, ctx: Any) -> int:
+        if args.checkpoint is None:
+            args.checkpoint = default_checkpoint(ctx.registries)
+            ctx.err.print(f"export: no CHECKPOINT given: exporting the default model "
+                          f"{escape(str(args.checkpoint))}", highlight=False)
+        out = args.out
+        if out is None:
+            stem = args.checkpoint.stem if args.checkpoint.suffix else args.checkpoint.name
+            suffix = ".ts.pt" if args.format == "torchscript" else SUFFIXES[args.format]
+            out = args.checkpoint.with_name(stem + suffix)
+        report = export_checkpoint(args.checkpoint, out, args.format, ctx.registries)
+        ctx.console.print(f"wrote {escape(str(report.model))}"
+                          + (f" and {escape(str(report.sidecar))}" if report.sidecar else ""),
+                          highlight=False)
+        if report.sidecar:
+            sizes = ", ".join(f"{h}x{w}" for h, w in report.sizes)
+            ctx.console.print(f"max |exported - PyTorch| = {report.max_abs_diff:.2e} on "
+                              f"{sizes} px inputs; H, W "
+                              + ("dynamic" if report.dynamic else
+                                 f"fixed at {report.sizes[0][0]}x{report.sizes[0][1]} px"),
+                              highlight=False)
+        return 0
+
+
+COMMAND = ExportCommand

@@ -1,0 +1,208 @@
+"""Exporting a checkpoint's model for other runtimes: ONNX, TorchScript, or its weights as
+safetensors.
+
+The exported graph is :class:`MapsModule`: input ``image`` ``(1, 3, H, W)`` float32, already
+normalised (``sidecar["input"]["normalization"]``: RGB 0..255 -> flip to BGR when ``bgr``, times
+``scale / 255``, minus ``mean``, over ``std``); outputs ``p_weak`` and ``p_strong`` (weak-only
+models: ``p_weak`` alone), each ``(1, H, W)`` float32 object probabilities in [0, 1]. H and W stay
+dynamic when tracing keeps them as inputs (checked: the export is run at two sizes and compared
+with PyTorch); otherwise the sidecar records the one size the graph takes.
+
+Beside the model, ``<FILE>.json`` (the *sidecar*, :func:`sidecar_path`) holds the normalisation,
+the outputs, the size rule and the checkpoint's detection parameters (the recipe's ``detect:``
+then the calibrated values): everything ``partsup predict --runtime onnx`` needs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, TYPE_CHECKING
+
+import numpy as np
+import torch
+from torch import nn
+
+from partsup.errors import PartsupError
+
+if TYPE_CHECKING:
+    from partsup.manager import Registries
+
+#: what ``partsup export --format`` accepts
+FORMATS = ("onnx", "torchscript", "safetensors")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+#: format tag of the sidecar JSON
+SIDECAR_FORMAT = "partsup-export/1"
+OPSET = 17
+ONNX_HINT = "install the onnx extra: pip install 'partsup[onnx]'"
+
+
+class MapsModule(nn.Module):
+    """``x (1, 3, H, W)`` float32 normalised -> ``(p_weak, p_strong)`` each ``(1, H, W)``
+    float32 in [0, 1] (``(p_weak,)`` for a weak-only model): what is exported."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        p_weak, p_strong = self.model.probabilities(x)
+        return (p_weak,) if p_strong is None else (p_weak, p_strong)
+
+
+def output_names(model: nn.Module) -> list[str]:
+    """``["p_weak", "p_strong"]``, or ``["p_weak"]`` for a weak-only model."""
+    return ["p_weak"] if getattr(model, "mode", "") == "weak_only" else ["p_weak", "p_strong"]
+
+
+def sidecar_path(model_file: str | Path) -> Path:
+    """``model.onnx`` -> ``model.onnx.json``."""
+    model_file = Path(model_file)
+    return model_file.with_name(model_file.name + ".json")
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_checkpoint` wrote and how close the export is to PyTorch.
+
+    ``max_abs_diff``: the largest absolute difference of any probability between the exported
+    model and PyTorch over ``sizes`` ((H, W) px inputs); None when not checked (safetensors: the
+    tensors are the same). ``dynamic``: whether the graph takes any H, W.
+    """
+
+    model: Path
+    sidecar: Path | None = None
+    max_abs_diff: float | None = None
+    sizes: list[tuple[int, int]] = field(default_factory=list)
+    dynamic: bool = True
+
+
+def check_input(model: Any, size: tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """A ``(1, 3, H, W)`` float32 normalised input of ``size`` (H, W) px: a seeded random RGB
+    image through ``model.preprocess``."""
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    return model.preprocess(image).cpu().float()
+
+
+def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> list[np.ndarray]:
+    """Run an exported model file on ``x`` (1, 3, H, W) float32; its outputs as arrays."""
+    if fmt == "onnx":
+        session = onnx_session(path)
+        return list(session.run(None, {"image": x.numpy()}))
+    module = torch.jit.load(str(path), map_location="cpu")
+    with torch.inference_mode():
+        return [t.numpy() for t in module(x)]
+
+
+def onnx_session(path: str | Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU ``InferenceSession`` of ``path``.
+
+    Raises:
+        PartsupError: onnxruntime is not installed (one line naming the extra).
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise PartsupError(f"the onnx runtime needs onnxruntime: {ONNX_HINT}") from None
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def export_model(model: nn.Module, out: str | Path, fmt: str,
+                 sizes: Sequence[tuple[int, int]] = ((256, 256), (192, 320))) -> ExportReport:
+    """Trace ``model`` (a PartialModel, eval mode, CPU) at ``sizes[0]`` and write it as ``fmt``
+    (``onnx`` or ``torchscript``) to ``out``; then run the file at every size in ``sizes`` and
+    compare with PyTorch.
+
+    Returns:
+        an :class:`ExportReport` (no sidecar yet): ``max_abs_diff`` over the sizes the graph
+        accepts, ``dynamic`` False when it only takes ``sizes[0]``.
+    """
+    if fmt not in ("onnx", "torchscript"):
+        raise PartsupError(f"--format: expected onnx or torchscript here, got {fmt!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = MapsModule(model.cpu().eval()).eval()
+    x0 = check_input(model, sizes[0])
+    names = output_names(model)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and exporter deprecation chatter
+        if fmt == "onnx":
+            _need_onnx()
+            axes = {n: {1: "H", 2: "W"} for n in names}
+            torch.onnx.export(wrapper, (x0,), str(out), input_names=["image"],
+                              output_names=names, opset_version=OPSET, dynamo=False,
+                              dynamic_axes={"image": {2: "H", 3: "W"}, **axes})
+        else:
+            torch.jit.trace(wrapper, (x0,), check_trace=False).save(str(out))
+    report = ExportReport(out)
+    for i, size in enumerate(dict.fromkeys(tuple(s) for s in sizes)):
+        x = check_input(model, size, seed=i)
+        with torch.inference_mode():
+            want = [t.numpy() for t in wrapper(x)]
+        try:
+            got = run_exported(out, fmt, x)
+        except Exception:  # noqa: BLE001 - a graph with the traced size baked in
+            got = None
+        if got is None or any(g.shape != w.shape for g, w in zip(got, want)):
+            if i == 0:
+                raise PartsupError(f"{out}: the exported model does not run at the size it was "
+                                   f"traced at {size}")
+            report.dynamic = False
+            continue
+        diff = max(float(np.abs(g - w).max()) for g, w in zip(got, want))
+        report.max_abs_diff = max(diff, report.max_abs_diff or 0.0)
+        report.sizes.append(size)
+    return report
+
+
+def _need_onnx() -> None:
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export writes through it)
+    except ImportError:
+        raise PartsupError(f"exporting to ONNX needs the onnx package: {ONNX_HINT}") from None
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registries: Registries
+                      ) -> ExportReport:
+    """Export a checkpoint (``.pt``, run folder or ``.safetensors``) as ``fmt``
+    (:data:`FORMATS`) to ``out``, with the sidecar JSON for onnx/torchscript.
+
+    The model is traced at the detection tile size (``detect.tile`` px square) and checked at
+    that size and at (tile/2, tile) against PyTorch (:func:`export_model`).
+
+    Raises:
+        PartsupError: unknown format, missing onnx packages; CheckpointError: unreadable file.
+    """
+    from partsup.inference.detector import params_from_checkpoint
+    from partsup.training.checkpoint import load_model
+    from partsup.training.safetensors_file import save_safetensors
+    if fmt not in FORMATS:
+        raise PartsupError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    model, ckpt = load_model(checkpoint, registries, device="cpu")
+    params = params_from_checkpoint(ckpt)
+    if fmt == "safetensors":
+        ckpt = {**ckpt, "model": model.state_dict(), "normalization": model.normalization}
+        return ExportReport(save_safetensors(out, ckpt), max_abs_diff=0.0)
+    tile = params.tile
+    report = export_model(model, out, fmt, sizes=((tile, tile), (max(32, tile // 64 * 32), tile)))
+    recipe = ckpt.get("recipe") or {}
+    sidecar = {
+        "format": SIDECAR_FORMAT, "model": report.model.name, "runtime": fmt,
+        "input": {"name": "image", "shape": [1, 3, "H", "W"], "dtype": "float32",
+                  "normalization": model.normalization},
+        "outputs": output_names(model),
+        "dynamic_size": report.dynamic, "size": None if report.dynamic else [tile, tile],
+        "detect": dataclasses.asdict(params),
+        "recipe": recipe.get("name"), "plugins": list(recipe.get("plugins") or []),
+        "source": str(checkpoint), "max_abs_diff": report.max_abs_diff,
+        "checked_sizes": [list(s) for s in report.sizes],
+    }
+    report.sidecar = sidecar_path(report.model)
+    report.sidecar.write_text(json.dumps(sidecar, indent=2) + "\n")
+    return report
