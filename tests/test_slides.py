@@ -191,3 +191,16 @@ def test_grading_cutoffs_and_field_area():
         cutoffs("5")
     with pytest.raises(PartsupError):
         cutoffs("10,5")
+
+
+def test_undecodable_tiles_are_one_line_naming_the_slide(tmp_path, monkeypatch):
+    path = make_slide(tmp_path / "case.tif")
+    with SlideReader(path) as s:
+        page = s._pages[0]
+
+        def broken(*a, **k):
+            raise ValueError("<COMPRESSION.JPEG: 7> requires the 'imagecodecs' package")
+        monkeypatch.setattr(type(page), "decode", property(lambda self: broken))
+        from partsup.errors import DataError
+        with pytest.raises(DataError, match="case.tif.*imagecodecs"):
+            s.read_region(0, 0, 0, 10, 10)

@@ -79,9 +79,7 @@ class SlideReader:
             series = self._tif.series[0]
             self._pages = [lv.keyframe for lv in series.levels]
         except Exception as exc:
-            raise DataError(f"{self.path}: cannot read slide ({type(exc).__name__}: "
-                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
-                            ) from exc
+            raise DataError(f"{self.path}: cannot read slide ({_first_line(exc)})") from exc
         base = self._pages[0]
         if base.imagewidth < 1 or base.imagelength < 1:
             raise DataError(f"{self.path}: empty slide")
@@ -138,7 +136,12 @@ class SlideReader:
                     continue
                 fh.seek(offset)
                 data = fh.read(count)
-                seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+                try:
+                    seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+                except Exception as exc:  # e.g. JPEG tiles without imagecodecs
+                    raise DataError(f"{self.path}: cannot decode level {level} tile {index} "
+                                    f"({_first_line(exc)}); JPEG / JPEG 2000 slides need "
+                                    f"pip install imagecodecs (partsup[slides])") from exc
                 seg = _rgb(np.asarray(seg).reshape(seg.shape[-3:]))
                 sy, sx = ty * th, tx * tw
                 # the part of the segment inside both the box and the level
@@ -166,6 +169,11 @@ class SlideReader:
             small = region.reshape(rows // stride, stride, tw, stride, 3).mean(axis=(1, 3))
             thumb[by // stride: by // stride + rows // stride] = np.round(small).astype(np.uint8)
         return thumb, 1.0 / (stride * lv.downsample)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _rgb(seg: np.ndarray) -> np.ndarray:
