@@ -204,3 +204,15 @@ def test_undecodable_tiles_are_one_line_naming_the_slide(tmp_path, monkeypatch):
         from partsup.errors import DataError
         with pytest.raises(DataError, match="case.tif.*imagecodecs"):
             s.read_region(0, 0, 0, 10, 10)
+
+
+def test_plain_image_of_known_mpp_is_resampled_to_the_model(tmp_path, plugin, checkpoint):
+    from test_predict import CENTRES as IMG_CENTRES, he_like, save
+    img = save(tmp_path / "roi.png", he_like(1500, 2000))
+    out = tmp_path / "out"
+    # the image says nothing; --mpp 0.5 against the model's 0.25: detected at 2x, mapped back
+    assert run([img, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.5", "--device",
+                "cpu", "--format", "csv", "--no-overlay"], plugin) == 0
+    got = read_detections(out / "roi.csv")
+    matched(got, IMG_CENTRES, atol=1.5)
+    assert got.shape == (3, 3)
