@@ -40,9 +40,9 @@ def make_render(size: int):
     def inside(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (x - c) ** 2 + (y - c) ** 2 <= a * a
 
-    def render(x0: int, y0: int, w: int, h: int) -> np.ndarray:
-        yy = np.arange(y0, y0 + h, dtype=np.float64)[:, None]
-        xx = np.arange(x0, x0 + w, dtype=np.float64)[None, :]
+    def render(x0: int, y0: int, w: int, h: int, step: int = 1) -> np.ndarray:
+        yy = (y0 + step * np.arange(h, dtype=np.float64))[:, None]
+        xx = (x0 + step * np.arange(w, dtype=np.float64))[None, :]
         out = np.full((h, w, 3), 255, np.uint8)
         tissue = inside(xx, yy) & (xx < size) & (yy < size)
         out[tissue] = PINK
@@ -54,6 +54,7 @@ def make_render(size: int):
         out[mit] = MITOSIS
         return out
 
+    render.steps = True  # type: ignore[attr-defined]  # lower levels sampled, not averaged
     g = np.arange(SPACING / 2, size, SPACING)
     gx, gy = np.meshgrid(g, g)
     keep = inside(gx, gy)

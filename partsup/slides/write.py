@@ -27,7 +27,9 @@ def from_array(image: np.ndarray) -> Render:
 def write_pyramid(path: str | Path, render: Render, width: int, height: int, mpp: float,
                   tile: int = 256, levels: int = 3, compression: str | None = "zlib") -> Path:
     """Write a ``width x height`` slide at ``mpp`` um/px tile by tile (memory: one tile per
-    level) with ``levels`` levels, each half the size of the one before (block mean)."""
+    level) with ``levels`` levels, each half the size of the one before (block mean; a render
+    with the attribute ``steps = True`` is instead called as ``render(x, y, w, h, step=f)`` and
+    returns level ``k``'s pixels itself, sampled every ``f = 2 ** k`` level-0 px)."""
     import tifffile
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -38,6 +40,9 @@ def write_pyramid(path: str | Path, render: Render, width: int, height: int, mpp
         lw, lh = width // f, height // f
         for ty in range(0, lh, tile):
             for tx in range(0, lw, tile):
+                if f > 1 and getattr(render, "steps", False):  # renders level k itself
+                    yield render(tx * f, ty * f, tile, tile, step=f)
+                    continue
                 box = render(tx * f, ty * f, tile * f, tile * f).astype(np.float32)
                 yield np.round(box.reshape(tile, f, tile, f, 3).mean(axis=(1, 3))
                                ).astype(np.uint8)
