@@ -150,3 +150,17 @@ def partsup_count_summary(counts: Sequence[Any], args: argparse.Namespace) -> li
     mpp in um/px), ``args`` the command's parsed options (plugins' own included). First non-None
     result wins; when every plugin abstains the core prints the total and the count per mm^2.
     """
+
+
+@hookspec
+def partsup_slide_outputs(slide: Any, args: argparse.Namespace) -> list[str] | None:
+    """Extra outputs and summary lines for one whole slide ``partsup predict`` has run on.
+
+    ``slide`` is a :class:`partsup.slides.predict.SlideOutput`: ``id``, ``out`` (the output
+    folder), level-0 ``width``/``height`` px and ``mpp`` um/px, ``xy`` (N, 3) detections
+    (x, y level-0 px, score), ``thumbnail`` (RGB) with ``scale`` (thumbnail px per level-0 px),
+    ``tissue`` (bool mask at thumbnail scale), ``label`` and ``outputs`` (a list: append every
+    file you write, so a failed slide leaves none behind). Generic helpers:
+    :func:`partsup.slides.density.density_map`, :func:`partsup.slides.density.best_window`.
+    Called for all plugins; the lines they return are printed after the summary.
+    """

@@ -94,12 +94,17 @@ class Result:
     error: str = ""
     outputs: list[Path] = field(default_factory=list)
     mpp_assumed: bool = False
+    #: Ctrl-C stopped a slide between tiles (its outputs hold the tiles done)
+    interrupted: bool = False
+    #: lines to print after the summary (slides: tiles, tissue, plugins' figures)
+    lines: list[str] = field(default_factory=list)
 
 
 # -- inputs ------------------------------------------------------------------------------------
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+    from partsup.slides.reader import SLIDE_SUFFIXES
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + SLIDE_SUFFIXES
 
 
 def collect_inputs(paths: Iterable[str | Path], recursive: bool = False,
@@ -221,12 +226,15 @@ def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection]
 
 def predict_one(item: Item, detector: DetectorLike, writers: dict[str, Any], out: Path,
                 mpp: float | None, overlay: bool = True, default_mpp: float | None = None,
-                label: str | None = None) -> Result:
+                label: str | None = None, model_mpp: float | None = None) -> Result:
     """Read, detect, write every format (and the overlay) for one input; time it.
 
     The resolution used is ``mpp`` (um/px), else the one the file records, else ``default_mpp``
     (``Result.mpp_assumed`` then says so); with none of them the image fails (DataError).
     ``label`` (the detected objects' class name) goes to the writers as ``info["label"]``.
+    An image whose um/px is known (given or recorded, not assumed) is resampled to
+    ``model_mpp`` for detection when they differ by more than 1%; detections come back in the
+    image's own pixels.
     """
     t0 = time.perf_counter()
     image, image_mpp = read_input(item.path)
@@ -234,7 +242,11 @@ def predict_one(item: Item, detector: DetectorLike, writers: dict[str, Any], out
     if not use_mpp:
         raise DataError(f"{item.path}: no --mpp given and the image records no resolution "
                         f"(um/px); pass --mpp")
-    detections = list(detector.detect(image, use_mpp))
+    known = mpp or image_mpp
+    if model_mpp and known and abs(known / model_mpp - 1.0) > 0.01:
+        detections = detect_resampled(detector, image, known, model_mpp)
+    else:
+        detections = list(detector.detect(image, use_mpp))
     h, w = image.shape[:2]
     info = {"image": item.id, "width": int(w), "height": int(h), "mpp": float(use_mpp),
             "source": str(item.path), **({"label": label} if label else {})}
@@ -256,6 +268,20 @@ def predict_one(item: Item, detector: DetectorLike, writers: dict[str, Any], out
     return result
 
 
+def detect_resampled(detector: DetectorLike, image: np.ndarray, mpp: float,
+                     model_mpp: float) -> list[Detection]:
+    """Detect on ``image`` (``mpp`` um/px) resampled to ``model_mpp``; detections (x, y, area)
+    in the image's own pixels."""
+    from PIL import Image
+    r = mpp / model_mpp  # model px per image px
+    h, w = image.shape[:2]
+    size = (max(1, round(w * r)), max(1, round(h * r)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    rx, ry = size[0] / w, size[1] / h
+    return [Detection((d.x + 0.5) / rx - 0.5, (d.y + 0.5) / ry - 0.5, d.score,
+                      d.area / (rx * ry)) for d in detector.detect(small, model_mpp)]
+
+
 def failure_message(path: Path, exc: BaseException) -> str:
     """One line naming ``path`` and what went wrong."""
     text = (str(exc).strip().splitlines() or [""])[0]
@@ -274,4 +300,13 @@ def build_detector(checkpoint: Path, registries: Registries, device: str | torch
     """The checkpoint's :class:`partsup.inference.detector.Detector` (:func:`partsup.inference.detector.load_detector`:
     recipe ``detect:`` values, then calibrated ones, then the non-None ``overrides``)."""
     from partsup.inference.detector import load_detector
-    return load_detector(checkpoint, registries, device, **overrides)[0]
+    detector, ckpt = load_detector(checkpoint, registries, device, **overrides)
+    detector.model_mpp = model_mpp_of(ckpt)  # type: ignore[attr-defined]
+    return detector
+
+
+def model_mpp_of(checkpoint: dict[str, Any]) -> float | None:
+    """The um/px a checkpoint's model works at: its recipe's ``data.mpp`` (None when the recipe
+    does not record one, as in checkpoints written before the key existed)."""
+    value = ((checkpoint.get("recipe") or {}).get("data") or {}).get("mpp")
+    return float(value) if value else None

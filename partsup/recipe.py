@@ -130,6 +130,10 @@ SCHEMA: dict[str, Any] = {
         "patch": config_fields(PatchConfig, PATCH_HELP),
         "augment": config_fields(AugmentConfig, AUGMENT_HELP),
         "num_workers": plain_value(int, default=0),
+        "mpp": plain_value(*NUM, _NONE, default=None,
+                           help="um/px the model works at: predict resamples inputs of known "
+                                "um/px to it (default: none recorded; predict then uses the "
+                                "plugin's default um/px)"),
     },
     "labels": {
         "weak": Component("label_makers", required=True,

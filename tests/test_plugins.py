@@ -115,6 +115,11 @@ class AllHooks:
         return [f"{len(counts)} images"]
 
     @hookimpl
+    def partsup_slide_outputs(self, slide, args):
+        self.calls.append("partsup_slide_outputs")
+        return [f"slide {slide}"]
+
+    @hookimpl
     def partsup_configure(self, recipe):
         self.calls.append("partsup_configure")
         if recipe.get("name") == "forbidden":
@@ -157,6 +162,7 @@ def test_all_hooks_called_and_semantics():
     regs.pm.hook.partsup_command_arguments(command="hello", parser=parser)
     assert parser.parse_args([]).who == "plugin"  # a plugin sets another command's default
     assert regs.pm.hook.partsup_count_summary(counts=[1, 2], args=None) == ["2 images"]
+    assert regs.pm.hook.partsup_slide_outputs(slide="s", args=None) == [["slide s"]]  # all
 
 
 def test_fresh_manager_per_run():

@@ -78,10 +78,8 @@ class Branch(nn.Module):
     """Base class and contract of a backbone ("branch").
 
     Subclasses implement :meth:`features` and :meth:`head`, provide ``semantic`` (an
-    ``nn.Conv2d(C, 2, 1)``, as an attribute or property), and set ``feature_channels = C`` and
-    ``normalization`` (a dict like :data:`NORMALIZATIONS` values) describing how the loaded
-    weights expect their input.
-    """
+    ``nn.Conv2d(C, 2, 1)``, attribute or property), set ``feature_channels = C`` and
+    ``normalization`` (like :data:`NORMALIZATIONS` values: how the weights expect input)."""
 
     feature_channels: int
     normalization: dict[str, Any]

@@ -47,7 +47,15 @@ def partsup_register_commands(register: Callable[..., Any]) -> None:
 def partsup_command_arguments(command: str, parser: argparse.ArgumentParser) -> None:
     if command == "predict":
         from partsup_mitosis.counts import add_predict_arguments
+        from partsup_mitosis.grading import add_slide_arguments
         add_predict_arguments(parser)
+        add_slide_arguments(parser)
+
+
+@hookimpl
+def partsup_slide_outputs(slide: Any, args: argparse.Namespace) -> list[str] | None:
+    from partsup_mitosis.grading import slide_outputs
+    return slide_outputs(slide, args)
 
 
 @hookimpl

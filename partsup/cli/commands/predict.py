@@ -30,6 +30,9 @@ from partsup.cli.hooks import count_summary
 from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError, PartsupError
 from partsup.manager import Registries
+from partsup.slides.predict import predict_slide
+from partsup.slides.reader import is_slide
+from partsup.slides.tissue import read_roi
 from partsup.prediction import (DetectorLike, ImageCount, Item, Result, build_detector,
                                 check_output_folder, collect_inputs, failure_message,
                                 pool_counts, predict_one)
@@ -145,6 +148,11 @@ class PredictCommand:
         parser.add_argument("--tile", type=int, default=None, help="override detect.tile (px)")
         parser.add_argument("--batch-tiles", type=int, default=None,
                             help="override detect.batch_tiles")
+        parser.add_argument("--roi", type=Path, default=None, metavar="GEOJSON",
+                            help="slides: only the regions of these GeoJSON polygons (QuPath "
+                                 "annotations, level-0 px)")
+        parser.add_argument("--slide-tile", type=int, default=1024, metavar="N",
+                            help="slides: core tile side in model px (default 1024)")
         parser.set_defaults(default_mpp=None, label=None)  # plugins may set them
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
@@ -173,16 +181,20 @@ class PredictCommand:
         results = [Result(m, error=f"{m.path}: no such file or folder") for m in missing]
         for r in results:
             ctx.err.print(f"[bold red]error:[/] {escape(r.error)}", highlight=False)
-        results += self._loop(items, detector, writers, args, ctx)
+        roi = read_roi(args.roi) if args.roi is not None else None
+        results += self._loop(items, detector, writers, args, ctx, roi)
         table, lines = summary_table(results, args, ctx.registries.pm)
         ctx.console.print(table)
-        for line in lines:
-            ctx.console.print(line, highlight=False)
+        for line in lines + [x for r in results for x in r.lines]:
+            ctx.console.print(escape(line), highlight=False)
         if any(r.count is not None for r in results):
             write_summary_csv(args.out / "summary.csv", results)
         else:
             ctx.err.print(f"summary.csv not written: no image was predicted (the folder "
                           f"{escape(str(args.out))} is as it was)", highlight=False)
+        if any(r.interrupted for r in results):
+            ctx.err.print("interrupted: outputs hold the tiles done", highlight=False)
+            return 130
         failed = [r for r in results if r.count is None]
         if failed:
             ctx.err.print(f"[bold red]{len(failed)} of {len(results)} input(s) failed[/]: "
@@ -191,16 +203,24 @@ class PredictCommand:
         return 0
 
     def _loop(self, items: Sequence[Item], detector: DetectorLike, writers: dict[str, Any],
-              args: argparse.Namespace, ctx: Any) -> list[Result]:
+              args: argparse.Namespace, ctx: Any, roi: Any = None) -> list[Result]:
         results: list[Result] = []
+        model_mpp = getattr(detector, "model_mpp", None) or args.default_mpp
         with progress_bar(ctx.err, TextColumn("{task.fields[file]}")) as progress:
             task = progress.add_task("predict", total=len(items), file="")
             for item in items:
                 progress.update(task, file=escape(item.id))
                 t0 = time.perf_counter()
                 try:
-                    results.append(predict_one(item, detector, writers, args.out, args.mpp,
-                                               args.overlay, args.default_mpp, args.label))
+                    if is_slide(item.path):
+                        results.append(self._slide(item, detector, writers, args, ctx, roi,
+                                                   model_mpp, progress))
+                        if results[-1].interrupted:
+                            break
+                    else:
+                        results.append(predict_one(item, detector, writers, args.out, args.mpp,
+                                                   args.overlay, args.default_mpp, args.label,
+                                                   model_mpp))
                 except Exception as exc:  # noqa: BLE001 - report, skip, go on
                     if ctx.debug:
                         raise
@@ -210,6 +230,30 @@ class PredictCommand:
                                            highlight=False)
                 progress.advance(task)
         return results
+
+    @staticmethod
+    def _slide(item: Item, detector: DetectorLike, writers: dict[str, Any],
+               args: argparse.Namespace, ctx: Any, roi: Any, model_mpp: float | None,
+               progress: Any) -> Result:
+        """One slide, with its own progress bar of tissue tiles."""
+        task = progress.add_task("tiles", total=None, file=escape(item.id))
+
+        def on_tile(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        def extra(slide: Any) -> list[str]:
+            found = ctx.registries.pm.hook.partsup_slide_outputs(slide=slide, args=args)
+            return [line for lines in found if lines for line in lines]
+
+        try:
+            return predict_slide(item, detector, writers, args.out, mpp=args.mpp,
+                                 default_mpp=args.default_mpp, model_mpp=model_mpp,
+                                 label=args.label, roi=roi, tile=args.slide_tile,
+                                 margin=max(64, getattr(getattr(detector, "params", None),
+                                                        "overlap", 64)),
+                                 overlay=args.overlay, on_tile=on_tile, extra=extra)
+        finally:
+            progress.remove_task(task)
 
 
 COMMAND = PredictCommand

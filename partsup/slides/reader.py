@@ -1,0 +1,186 @@
+"""Reading multi-level slides (Aperio SVS, Hamamatsu NDPI, generic multi-level (pyramid) TIFF) region by
+region with tifffile, decoding only the tiles (or strips) that a region touches, so memory is
+bounded by the region asked for, not by the slide.
+
+Coordinates: ``x`` = column, ``y`` = row, in pixels of the level asked for; level 0 is the
+full resolution. ``downsample`` = level-0 px per level px. ``mpp`` = micrometres per level-0
+pixel (None when the file does not record a plausible one).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from partsup.errors import DataError
+
+#: file endings read as slides whatever their number of levels
+SLIDE_SUFFIXES = (".svs", ".ndpi")
+#: endings read as slides when the file holds a pyramid (more than one level)
+PYRAMID_SUFFIXES = (".tif", ".tiff")
+
+
+@dataclass(frozen=True)
+class Level:
+    width: int
+    height: int
+    downsample: float
+
+
+def is_slide(path: Path) -> bool:
+    """True for ``.svs``/``.ndpi`` files and for ``.tif``/``.tiff`` files holding a pyramid."""
+    suffix = path.suffix.lower()
+    if suffix in SLIDE_SUFFIXES:
+        return True
+    if suffix not in PYRAMID_SUFFIXES or not path.is_file():
+        return False
+    try:
+        import tifffile
+        with tifffile.TiffFile(path) as tif:
+            return len(tif.series[0].levels) > 1
+    except Exception:  # not a readable TIFF: the image reader reports it
+        return False
+
+
+def description_mpp(desc: str) -> float | None:
+    """um/px from an Aperio ``MPP = x`` image description, else None."""
+    if "MPP = " not in desc:
+        return None
+    try:
+        return float(desc.split("MPP = ")[1].split("|")[0].split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def page_mpp(page: object) -> float | None:
+    """um/px a TIFF page records (Aperio description, else X resolution in px per cm/inch),
+    when plausible (0.05..5 um/px), else None."""
+    mpp = description_mpp(getattr(page, "description", "") or "")
+    if mpp is None:
+        tags = page.tags  # type: ignore[attr-defined]
+        res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
+        if res is not None and unit is not None:
+            num, den = res.value
+            per_um = {2: 25400.0, 3: 10000.0}.get(int(unit.value))
+            mpp = per_um * den / num if per_um and num else None
+    return mpp if mpp is not None and 0.05 <= mpp <= 5.0 else None
+
+
+class SlideReader:
+    """A multi-level (pyramid) TIFF opened for region reads. Use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path) -> None:
+        import tifffile
+        self.path = Path(path)
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+            series = self._tif.series[0]
+            self._pages = [lv.keyframe for lv in series.levels]
+        except Exception as exc:
+            raise DataError(f"{self.path}: cannot read slide ({_first_line(exc)})") from exc
+        base = self._pages[0]
+        if base.imagewidth < 1 or base.imagelength < 1:
+            raise DataError(f"{self.path}: empty slide")
+        self.levels = [Level(int(p.imagewidth), int(p.imagelength),
+                             base.imagewidth / p.imagewidth) for p in self._pages]
+        try:
+            self.mpp = page_mpp(base)
+        except Exception:  # metadata is a convenience: never fail the slide on it
+            self.mpp = None
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """``(width, height)`` of level 0, px."""
+        return self.levels[0].width, self.levels[0].height
+
+    def __enter__(self) -> "SlideReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tif.close()
+
+    def best_level(self, downsample: float) -> int:
+        """The coarsest level whose downsample is at most ``downsample`` (1% tolerance)."""
+        best = 0
+        for i, lv in enumerate(self.levels):
+            if lv.downsample <= downsample * 1.01 and lv.downsample > self.levels[best].downsample:
+                best = i
+        return best
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """``(height, width, 3)`` uint8 RGB of the given box of ``level`` (clipped to the level;
+        outside is white). Only the tiles or strips the box touches are read and decoded."""
+        page = self._pages[level]
+        lv = self.levels[level]
+        out = np.full((height, width, 3), 255, np.uint8)
+        x0, y0 = max(0, x), max(0, y)
+        x1, y1 = min(lv.width, x + width), min(lv.height, y + height)
+        if x1 <= x0 or y1 <= y0:
+            return out
+        if page.is_tiled:
+            th, tw = int(page.tilelength), int(page.tilewidth)
+        else:
+            th, tw = int(page.rowsperstrip or lv.height), lv.width
+        across = math.ceil(lv.width / tw)
+        fh = self._tif.filehandle
+        for ty in range(y0 // th, (y1 - 1) // th + 1):
+            for tx in range(x0 // tw, (x1 - 1) // tw + 1):
+                index = ty * across + tx
+                offset, count = page.dataoffsets[index], page.databytecounts[index]
+                if count == 0:
+                    continue
+                fh.seek(offset)
+                data = fh.read(count)
+                try:
+                    seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
+                except Exception as exc:  # e.g. JPEG tiles without imagecodecs
+                    raise DataError(f"{self.path}: cannot decode level {level} tile {index} "
+                                    f"({_first_line(exc)}); JPEG / JPEG 2000 slides need "
+                                    f"pip install imagecodecs (partsup[slides])") from exc
+                seg = _rgb(np.asarray(seg).reshape(seg.shape[-3:]))
+                sy, sx = ty * th, tx * tw
+                # the part of the segment inside both the box and the level
+                gy0, gy1 = max(sy, y0), min(sy + seg.shape[0], y1)
+                gx0, gx1 = max(sx, x0), min(sx + seg.shape[1], x1)
+                if gy1 > gy0 and gx1 > gx0:
+                    out[gy0 - y: gy1 - y, gx0 - x: gx1 - x] = seg[gy0 - sy: gy1 - sy,
+                                                                gx0 - sx: gx1 - sx]
+        return out
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        """A small RGB picture of the whole slide and its scale (thumbnail px per level-0 px).
+
+        Read from the coarsest level in bands of rows, each reduced by an integer stride
+        (block mean), so memory stays bounded even when that level is large."""
+        level = len(self.levels) - 1
+        lv = self.levels[level]
+        stride = max(1, math.ceil(max(lv.width, lv.height) / max_side))
+        tw, th = max(1, lv.width // stride), max(1, lv.height // stride)
+        thumb = np.empty((th, tw, 3), np.uint8)
+        band = stride * max(1, 2048 // stride)
+        for by in range(0, th * stride, band):
+            rows = min(band, th * stride - by)
+            region = self.read_region(level, 0, by, tw * stride, rows).astype(np.float32)
+            small = region.reshape(rows // stride, stride, tw, stride, 3).mean(axis=(1, 3))
+            thumb[by // stride: by // stride + rows // stride] = np.round(small).astype(np.uint8)
+        return thumb, 1.0 / (stride * lv.downsample)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _rgb(seg: np.ndarray) -> np.ndarray:
+    """A decoded segment ``(h, w, samples)`` as uint8 RGB."""
+    if seg.dtype != np.uint8:
+        seg = (seg.astype(np.float64) / np.iinfo(seg.dtype).max * 255).astype(np.uint8) \
+            if np.issubdtype(seg.dtype, np.integer) else np.clip(seg * 255, 0, 255).astype(np.uint8)
+    if seg.shape[-1] == 1:
+        return np.repeat(seg, 3, axis=-1)
+    return seg[..., :3]

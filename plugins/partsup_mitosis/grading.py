@@ -1,0 +1,148 @@
+"""From a slide's mitoses to a mitotic score: the hotspot, its count and the score 1/2/3.
+
+The hotspot is the square region of ``--hotspot-area`` mm^2 (default 2 mm^2) with the most
+detected mitoses, or, with ``--field-diameter D`` (mm), the area of 10 high-power fields of that
+diameter (``10 * pi * (D / 2) ** 2``). The score of its count uses the cut-offs the user gives
+(``--mitotic-cutoffs A,B``: 1 when count <= A, 2 when count <= B, else 3), because the cut-offs
+depend on the field diameter of the microscope the table was made for; docs/slides.md cites the
+published rows we could verify. Outputs per slide: ``<id>.heatmap.png`` (density over the
+thumbnail, hotspot outlined) and ``<id>.hotspot.geojson`` (the detections plus the hotspot as a
+QuPath annotation, level-0 px).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from partsup.cli.common import check_range
+from partsup.errors import PartsupError
+from partsup.output.writers import GeoJsonWriter
+from partsup.slides.density import Window, best_window, density_map
+
+#: default hotspot area, mm^2
+HOTSPOT_AREA_MM2 = 2.0
+
+
+def cutoffs(text: str) -> tuple[int, int]:
+    """``--mitotic-cutoffs A,B``: two whole counts 0 <= A < B (else a one-line PartsupError)."""
+    try:
+        a, b = (int(v) for v in text.split(","))
+    except ValueError:
+        raise PartsupError(f"--mitotic-cutoffs: expected two whole numbers A,B (score 1 when "
+                           f"count <= A, 2 when <= B, else 3), got {text!r}") from None
+    if not 0 <= a < b:
+        raise PartsupError(f"--mitotic-cutoffs: need 0 <= A < B, got {a},{b}")
+    return a, b
+
+
+def mitotic_score(count: int, cuts: tuple[int, int]) -> int:
+    """1 when ``count <= cuts[0]``, 2 when ``count <= cuts[1]``, else 3."""
+    return 1 if count <= cuts[0] else 2 if count <= cuts[1] else 3
+
+
+def field_area(diameter_mm: float, fields: int = 10) -> float:
+    """Area of ``fields`` circular fields of ``diameter_mm``, mm^2."""
+    return fields * math.pi * (diameter_mm / 2.0) ** 2
+
+
+def _positive(option: str, low: float, high: float, unit: str) -> Any:
+    def parse(text: str) -> float:
+        value = float(text)
+        check_range(option, value, low, high, unit)
+        return value
+    return parse
+
+
+def add_slide_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--hotspot-area", type=_positive("--hotspot-area", 0.01, 1000.0, "mm²"),
+                        default=HOTSPOT_AREA_MM2, metavar="MM2",
+                        help=f"slides: hotspot area (default {HOTSPOT_AREA_MM2} mm²)")
+    parser.add_argument("--field-diameter", type=_positive("--field-diameter", 0.1, 5.0, "mm"),
+                        default=None, metavar="MM",
+                        help="slides: hotspot = 10 HPFs of this field diameter (overrides "
+                             "--hotspot-area)")
+    parser.add_argument("--mitotic-cutoffs", type=cutoffs, default=None, metavar="A,B",
+                        help="slides: score 1 when the hotspot count <= A, 2 when <= B, else 3 "
+                             "(the table for your field diameter: docs/slides.md)")
+
+
+def hotspot(slide: Any, area_mm2: float) -> Window:
+    """The square of ``area_mm2`` with the most detections (level-0 px)."""
+    side = math.sqrt(area_mm2) * 1000.0 / slide.mpp
+    return best_window(slide.xy[:, :2], slide.width, slide.height, side)
+
+
+def write_heatmap(path: Path, slide: Any, win: Window) -> Path:
+    """Detections per mm^2 (cells of 1/8 of the hotspot side) over the thumbnail, the
+    hotspot outlined in white and a colour bar."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cell = win.size / 8
+    grid = density_map(slide.xy[:, :2], slide.width, slide.height, cell)
+    per_mm2 = grid / (cell * slide.mpp / 1000.0) ** 2
+    h, w = slide.thumbnail.shape[:2]
+    fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.4), dpi=120)
+    ax.imshow(slide.thumbnail)
+    s = slide.scale
+    im = ax.imshow(np.ma.masked_equal(per_mm2, 0), cmap="inferno", alpha=0.6,
+                   extent=(0, grid.shape[1] * cell * s, grid.shape[0] * cell * s, 0))
+    ax.add_patch(plt.Rectangle((win.x * s, win.y * s), win.size * s, win.size * s, fill=False,
+                               edgecolor="white", linewidth=2))
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_axis_off()
+    ax.set_title(f"{slide.id}: {len(slide.xy)} mitoses; hotspot {win.count}", fontsize=9)
+    fig.colorbar(im, ax=ax, fraction=0.04, label="mitoses per mm²")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def write_hotspot_geojson(path: Path, slide: Any, win: Window, area_mm2: float) -> Path:
+    """The detections (QuPath detections) and the hotspot (a QuPath annotation), level-0 px."""
+    writer = GeoJsonWriter()
+    label = slide.label or "Mitosis"
+    features = [writer.feature(d, slide.id, i, label) for i, d in enumerate(slide.detections)]
+    x0, y0, x1, y1 = win.x, win.y, win.x + win.size, win.y + win.size
+    features.append({
+        "type": "Feature",
+        "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"partsup:{slide.id}:hotspot")),
+        "geometry": {"type": "Polygon",
+                     "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
+        "properties": {"objectType": "annotation", "name": "Hotspot",
+                       "classification": {"name": "Hotspot", "color": [255, 255, 255]},
+                       "measurements": {"mitoses": win.count, "area_mm2": area_mm2}}})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1)
+                    + "\n")
+    return path
+
+
+def slide_outputs(slide: Any, args: argparse.Namespace) -> list[str]:
+    """Hotspot, its count, the score (with cut-offs), the heatmap and the annotated GeoJSON."""
+    diameter = getattr(args, "field_diameter", None)
+    area = field_area(diameter) if diameter else getattr(args, "hotspot_area", HOTSPOT_AREA_MM2)
+    win = hotspot(slide, area)
+    slide.outputs.append(slide.out / f"{slide.id}.heatmap.png")
+    write_heatmap(slide.outputs[-1], slide, win)
+    slide.outputs.append(slide.out / f"{slide.id}.hotspot.geojson")
+    write_hotspot_geojson(slide.outputs[-1], slide, win, area)
+    what = f"10 HPFs of {diameter} mm" if diameter else f"{area:.2f} mm²"
+    lines = [f"{slide.id}: {len(slide.xy)} mitoses; hotspot ({what}) at x={win.x:.0f}, "
+             f"y={win.y:.0f}, side {win.size:.0f} px: {win.count} mitoses"]
+    cuts = getattr(args, "mitotic_cutoffs", None)
+    if cuts is None:
+        lines.append(f"{slide.id}: mitotic score not given: pass --mitotic-cutoffs A,B for your "
+                     f"field diameter (docs/slides.md)")
+    else:
+        lines.append(f"{slide.id}: mitotic score {mitotic_score(win.count, cuts)} "
+                     f"(cut-offs <= {cuts[0]}: 1, <= {cuts[1]}: 2, else 3)")
+    return lines
