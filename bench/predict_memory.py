@@ -142,7 +142,8 @@ def child(args: argparse.Namespace) -> None:
     """Run predict on the image in this (fresh) process; print one JSON line."""
     import torch
     torch.set_num_threads(args.threads)
-    from partsup.prediction import Item, build_detector, predict_one
+    from partsup.inference.detector import build_detector
+    from partsup.prediction import Item, predict_one
 
     regs = registries(args.plugin)
     detector = build_detector(Path(args.checkpoint), regs, "cpu", {})

@@ -65,7 +65,8 @@ def child(args: argparse.Namespace) -> None:
     """Run predict's slide path in this fresh process; print one JSON line."""
     import torch
     torch.set_num_threads(args.threads)
-    from partsup.prediction import Item, build_detector
+    from partsup.inference.detector import build_detector
+    from partsup.prediction import Item
     from partsup.slides.predict import predict_slide
     regs = registries(args.plugin)
     detector = build_detector(Path(args.checkpoint), regs, "cpu", {})

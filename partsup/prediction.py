@@ -13,18 +13,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 import numpy as np
 
 from partsup.data.images import IMAGE_SUFFIXES, read_image
 from partsup.errors import DataError, PartsupError
-from partsup.manager import Registries
 from partsup.types import Detection
-
-if TYPE_CHECKING:
-    import torch
-
 
 def area_mm2(width: int, height: int, mpp: float) -> float:
     """Area of a ``width x height`` px image at ``mpp`` um/px, in mm^2."""
@@ -291,22 +286,3 @@ def failure_message(path: Path, exc: BaseException) -> str:
     if not isinstance(exc, PartsupError):
         text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if (str(path) in text or path.name in text) else f"{path}: {text}"
-
-
-# -- the model ---------------------------------------------------------------------------------
-
-def build_detector(checkpoint: Path, registries: Registries, device: str | torch.device,
-                   overrides: dict[str, Any]) -> DetectorLike:
-    """The checkpoint's :class:`partsup.inference.detector.Detector` (:func:`partsup.inference.detector.load_detector`:
-    recipe ``detect:`` values, then calibrated ones, then the non-None ``overrides``)."""
-    from partsup.inference.detector import load_detector
-    detector, ckpt = load_detector(checkpoint, registries, device, **overrides)
-    detector.model_mpp = model_mpp_of(ckpt)  # type: ignore[attr-defined]
-    return detector
-
-
-def model_mpp_of(checkpoint: dict[str, Any]) -> float | None:
-    """The um/px a checkpoint's model works at: its recipe's ``data.mpp`` (None when the recipe
-    does not record one, as in checkpoints written before the key existed)."""
-    value = ((checkpoint.get("recipe") or {}).get("data") or {}).get("mpp")
-    return float(value) if value else None

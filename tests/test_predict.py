@@ -78,7 +78,7 @@ def checkpoint(tmp_path, plugin):
 
 
 def test_build_detector_recipe_then_calibration_then_overrides(checkpoint, plugin):
-    from partsup.prediction import build_detector
+    from partsup.inference.detector import build_detector
     from partsup.errors import RecipeError
     from partsup.manager import load
     regs = load([plugin], disabled=())

@@ -1,11 +1,14 @@
 """Every code block of docs/python-api.md runs as written, in page order, in a temporary folder
-holding ``my_hpfs/field.png`` (96x96 px, one dark square): ``python`` blocks are executed,
+holding ``my_hpfs/field.png`` (96x96 px, one dark square) and ``slides/case.tif`` (a 1024x768 px
+slide of bench/make_slide.py, with its ROI file): ``python`` blocks are executed,
 ``partsup`` lines of ``bash`` blocks go through :func:`partsup.cli.main.main` (plus
 ``--device cpu`` for predict). Needs the shipped model and onnx/onnxruntime (skipped without)."""
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,11 +36,28 @@ def commands(code: str) -> list[list[str]]:
     return out
 
 
+def make_slide(path: Path, width: int = 1024, height: int = 768) -> Path:
+    """A small slide of bench/make_slide.py (0.25 um/px, dark disks) and its ROI file."""
+    spec = importlib.util.spec_from_file_location("make_slide", REPO / "bench" / "make_slide.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    old = sys.argv
+    sys.argv = ["make_slide.py", str(path), "--width", str(width), "--height", str(height),
+                "--cluster", "4"]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        assert bench.main() == 0
+    finally:
+        sys.argv = old
+    return path
+
+
 def test_page_shows_the_api_and_the_export():
     text = PAGE.read_text()
     kinds = [k for k, _ in blocks(text)]
     assert kinds.count("python") >= 2 and "bash" in kinds
     assert "Detector.from_checkpoint(" in text and ".detect(rgb, mpp=0.25)" in text
+    assert '.predict_slide("slides/case.tif")' in text
     shown = [c for _, code in blocks(text) for c in commands(code)]
     assert {"export", "predict"} <= {c[0] for c in shown}
     assert "docs/python-api.md" in (REPO / "README.md").read_text()
@@ -54,6 +74,7 @@ def test_every_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
     field[40:56, 40:56] = (60, 30, 90)
     (tmp_path / "my_hpfs").mkdir()
     Image.fromarray(field).save(tmp_path / "my_hpfs" / "field.png")
+    make_slide(tmp_path / "slides" / "case.tif")
     ran = 0
     for lang, code in blocks(PAGE.read_text()):
         if lang == "python":
@@ -64,7 +85,9 @@ def test_every_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
             extra = ["--device", "cpu"] if args[0] == "predict" else []
             assert main(args + extra) == 0, " ".join(args)
             ran += 1
-    assert ran >= 7
+    assert ran >= 8
+    assert {"case.csv", "case.geojson", "case.tissue.png"} <= {
+        p.name for p in (tmp_path / "predictions" / "case").iterdir()}
     assert (tmp_path / "model.onnx.json").is_file() and (tmp_path / "model.safetensors").is_file()
     onnx_csv = (tmp_path / "predictions-onnx" / "field.csv").read_text()
     assert onnx_csv == (tmp_path / "predictions" / "field.csv").read_text()

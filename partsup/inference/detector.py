@@ -22,8 +22,8 @@ from partsup.manager import Registries
 from partsup.runtime import resolve_device
 from partsup.types import Detection
 
-__all__ = ["DetectParams", "Detector", "check_threshold", "default_checkpoint", "load_detector",
-           "params_from_checkpoint"]
+__all__ = ["DetectParams", "Detector", "build_detector", "check_threshold", "default_checkpoint",
+           "load_detector", "model_mpp_of", "params_from_checkpoint"]
 
 
 class Detector:
@@ -32,15 +32,19 @@ class Detector:
     From Python: ``Detector.from_checkpoint(path).detect(rgb, mpp=0.25)`` (docs/python-api.md).
     ``model`` is a :class:`partsup.model.partial.PartialModel` or any object with its
     ``preprocess`` and ``probabilities`` (e.g. an exported model run by onnxruntime).
+    ``model_mpp``: the um/px the model was trained at (the checkpoint recipe's ``data.mpp``;
+    None when it records none).
     """
 
     def __init__(self, model: Any, params: DetectParams, registries: Registries,
-                 device: str | torch.device = "cpu", amp: bool = True) -> None:
+                 device: str | torch.device = "cpu", amp: bool = True,
+                 model_mpp: float | None = None) -> None:
         self.model = model
         self.params = params
         self.registries = registries
         self.device = resolve_device(device)
         self.amp = amp
+        self.model_mpp = model_mpp
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
@@ -76,6 +80,23 @@ class Detector:
         p_weak, p_strong = self.maps(image)
         return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
 
+    def predict_slide(self, path: str | Path, *, mpp: float | None = None,
+                      roi: str | Path | Sequence[Any] | None = None, tile: int = 1024,
+                      out: str | Path | None = None, **options: Any) -> list[Detection]:
+        """Detections of a whole slide (``.svs``, ``.ndpi``, multi-level ``.tif``) in level-0
+        px, as ``partsup predict`` finds them: tissue tiles of ``tile`` model px, each read at
+        the model's um/px (``model_mpp``, else a plugin's default), no duplicates across tile
+        seams (docs/slides.md).
+
+        ``mpp``: the slide's um/px when the file records none or a wrong one. ``roi``: a QuPath
+        GeoJSON file (or its polygons, :func:`partsup.slides.tissue.read_roi`): only tissue
+        inside. ``out``: None writes nothing; a folder gets what ``partsup predict`` writes for
+        a slide (csv, geojson, overlay, tissue mask, plugins' outputs; not ``summary.csv``).
+        ``options``: plugins' ``partsup predict`` options by name (e.g. ``hotspot_area=1.0``).
+        Ctrl-C raises KeyboardInterrupt (with ``out``, once the tiles done are written)."""
+        from partsup.slides.api import predict_slide_file
+        return predict_slide_file(self, path, mpp=mpp, roi=roi, tile=tile, out=out, **options)
+
 
 def load_detector(checkpoint: str | Path, registries: Registries,
                   device: str | torch.device = "auto", **overrides: Any
@@ -97,7 +118,21 @@ def load_detector(checkpoint: str | Path, registries: Registries,
         params = params_from_checkpoint(ckpt, **overrides)
     except PartsupError as exc:
         raise type(exc)(f"{checkpoint}: {exc}") from exc
-    return Detector(model, params, registries, dev), ckpt
+    return Detector(model, params, registries, dev, model_mpp=model_mpp_of(ckpt)), ckpt
+
+
+def build_detector(checkpoint: Path, registries: Registries, device: str | torch.device,
+                   overrides: dict[str, Any]) -> Detector:
+    """The checkpoint's :class:`Detector` (:func:`load_detector`: recipe ``detect:`` values,
+    then calibrated ones, then the non-None ``overrides``); ``partsup predict`` uses it."""
+    return load_detector(checkpoint, registries, device, **overrides)[0]
+
+
+def model_mpp_of(checkpoint: dict[str, Any]) -> float | None:
+    """The um/px a checkpoint's model works at: its recipe's ``data.mpp`` (None when the recipe
+    does not record one, as in checkpoints written before training filled it)."""
+    value = ((checkpoint.get("recipe") or {}).get("data") or {}).get("mpp")
+    return float(value) if value else None
 
 
 def default_checkpoint(registries: Registries) -> Path:

@@ -5,6 +5,8 @@
 detected --> detections whose centre lies in the tile's core (so overlaps give no duplicates),
 mapped to level-0 px --> writers, overlay, tissue PNG, plugins' outputs``.
 
+:func:`detect_slide` is the detection part (writes nothing: ``Detector.predict_slide`` without
+``out``), :func:`write_slide` the files, :func:`predict_slide` both (``partsup predict``).
 Memory is bounded by one tile plus its margin (and the thumbnail), whatever the slide's size.
 Ctrl-C stops between tiles: the outputs are written for the tiles done and the result says
 ``interrupted``.
@@ -77,28 +79,45 @@ def _read_tile(slide: SlideReader, level: int, f: float, box: tuple[int, int, in
     return np.asarray(img)
 
 
-def predict_slide(item: Item, detector: DetectorLike, writers: dict[str, Any], out: Path, *,
-                  mpp: float | None = None, default_mpp: float | None = None,
-                  model_mpp: float | None = None, label: str | None = None,
-                  roi: Sequence[Sequence[np.ndarray]] | None = None, tile: int = 1024,
-                  margin: int = 64, overlay: bool = True,
-                  on_tile: Callable[[int, int], None] | None = None,
-                  extra: Callable[[SlideOutput], list[str]] | None = None) -> Result:
-    """Detect on the tissue of one slide; write every format (level-0 px), the overlay (on
-    the thumbnail), ``<id>.tissue.png`` and what ``extra`` (the plugins) adds.
+@dataclass
+class SlideDetections:
+    """The detection part of one slide (:func:`detect_slide`; nothing written): detections in
+    level-0 px, the slide's size and um/px, the thumbnail and its tissue mask, the tiles run."""
+
+    detections: list[Detection]
+    width: int
+    height: int
+    mpp: float
+    #: no um/px was given or recorded: ``default_mpp`` was used
+    mpp_assumed: bool
+    thumbnail: np.ndarray
+    scale: float
+    tissue: np.ndarray
+    tiles_done: int
+    tiles: int
+    #: Ctrl-C stopped it between tiles (``detections`` hold the tiles done)
+    interrupted: bool = False
+
+
+def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None,
+                 default_mpp: float | None = None, model_mpp: float | None = None,
+                 roi: Sequence[Sequence[np.ndarray]] | None = None, tile: int = 1024,
+                 margin: int = 64, on_tile: Callable[[int, int], None] | None = None
+                 ) -> SlideDetections:
+    """Detect on the tissue of the slide ``path``, tile by tile; write nothing.
 
     The slide's um/px is ``mpp``, else the file's, else ``default_mpp`` (then
-    ``Result.mpp_assumed``); tiles are resampled to ``model_mpp`` (None: read as they are).
+    ``mpp_assumed``); tiles are resampled to ``model_mpp`` (None: read as they are).
     ``margin`` model px of context around each core tile must exceed an object's radius.
-    ``on_tile(done, total)`` is called after each tile."""
-    t0 = time.perf_counter()
+    ``on_tile(done, total)`` is called after each tile. Ctrl-C stops between tiles
+    (``interrupted``)."""
     if tile < 32 or margin < 0:
-        raise DataError(f"{item.path}: slide tiles need tile >= 32 and margin >= 0 px")
-    with SlideReader(item.path) as slide:
+        raise DataError(f"{path}: slide tiles need tile >= 32 and margin >= 0 px")
+    with SlideReader(path) as slide:
         width, height = slide.dimensions
         use_mpp = mpp or slide.mpp or default_mpp
         if not use_mpp:
-            raise DataError(f"{item.path}: no --mpp given and the slide records no resolution "
+            raise DataError(f"{path}: no --mpp given and the slide records no resolution "
                             f"(um/px); pass --mpp")
         target = model_mpp or use_mpp
         r = use_mpp / target  # model px per level-0 px
@@ -111,8 +130,8 @@ def predict_slide(item: Item, detector: DetectorLike, writers: dict[str, Any], o
         level = slide.best_level(1.0 / r)
         f = 1.0 / (r * slide.levels[level].downsample)
         found: list[Detection] = []
-        result = Result(item, mpp_assumed=not (mpp or slide.mpp))
-        done = 0
+        out = SlideDetections(found, int(width), int(height), float(use_mpp),
+                              not (mpp or slide.mpp), thumb, scale, tissue, 0, len(cores))
         try:
             for cx, cy in cores:
                 box = (max(0, cx - margin), max(0, cy - margin),
@@ -122,42 +141,85 @@ def predict_slide(item: Item, detector: DetectorLike, writers: dict[str, Any], o
                     if cx <= gx < cx + tile and cy <= gy < cy + tile:
                         found.append(Detection((gx + 0.5) / r - 0.5, (gy + 0.5) / r - 0.5,
                                                d.score, d.area / (r * r)))
-                done += 1
+                out.tiles_done += 1
                 if on_tile is not None:
-                    on_tile(done, len(cores))
+                    on_tile(out.tiles_done, len(cores))
         except KeyboardInterrupt:
-            result.interrupted = True
-    info = {"image": item.id, "width": int(width), "height": int(height),
-            "mpp": float(use_mpp), "source": str(item.path), **({"label": label} if label else {})}
-    result.count = ImageCount(item.id, len(found), int(width), int(height), float(use_mpp))
-    xy = np.array([(d.x, d.y, d.score) for d in found], np.float64).reshape(-1, 3)
-    slide_out = SlideOutput(item.id, out, int(width), int(height), float(use_mpp), xy, thumb,
-                            scale, tissue, label, result.outputs, found)
+            out.interrupted = True
+    return out
+
+
+def write_slide(item: Item, found: SlideDetections, writers: dict[str, Any], out: Path, *,
+                label: str | None = None, overlay: bool = True,
+                extra: Callable[[SlideOutput], list[str]] | None = None
+                ) -> tuple[list[Path], list[str]]:
+    """Write what ``partsup predict`` writes for a slide: every format (level-0 px), the
+    overlay (on the thumbnail), ``<id>.tissue.png`` and what ``extra`` (the plugins) adds.
+    Returns the files written and ``extra``'s lines. A failure (a full disk, Ctrl-C) removes
+    the files written so far, then raises."""
+    info = {"image": item.id, "width": found.width, "height": found.height,
+            "mpp": found.mpp, "source": str(item.path), **({"label": label} if label else {})}
+    dets = found.detections
+    xy = np.array([(d.x, d.y, d.score) for d in dets], np.float64).reshape(-1, 3)
+    outputs: list[Path] = []
+    slide_out = SlideOutput(item.id, out, found.width, found.height, found.mpp, xy,
+                            found.thumbnail, found.scale, found.tissue, label, outputs, dets)
     try:
         for writer in writers.values():
-            result.outputs.append(out / f"{item.id}{writer.suffix}")
-            writer.write(result.outputs[-1], found, info)
-        result.outputs.append(out / f"{item.id}.tissue.png")
-        _save_mask(result.outputs[-1], tissue)
+            outputs.append(out / f"{item.id}{writer.suffix}")
+            writer.write(outputs[-1], dets, info)
+        outputs.append(out / f"{item.id}.tissue.png")
+        _save_mask(outputs[-1], found.tissue)
         if overlay:
-            result.outputs.append(out / f"{item.id}.overlay.png")
-            small = [Detection(d.x * scale, d.y * scale, d.score, d.area * scale * scale)
-                     for d in found]
-            write_overlay(result.outputs[-1], thumb, small)
-        if extra is not None:
-            result.lines.extend(extra(slide_out))
+            outputs.append(out / f"{item.id}.overlay.png")
+            s = found.scale
+            small = [Detection(d.x * s, d.y * s, d.score, d.area * s * s) for d in dets]
+            write_overlay(outputs[-1], found.thumbnail, small)
+        lines = extra(slide_out) if extra is not None else []
     except BaseException:  # a failed slide leaves no files behind (a full disk, Ctrl-C)
-        for path in result.outputs:
+        for path in outputs:
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
-    result.lines.insert(0, f"{item.id}: {len(found)} detections on {done} of {len(cores)} "
-                           f"tissue tiles ({tissue.mean() * 100:.1f}% of the slide is tissue"
-                           f"{' in the ROI' if roi is not None else ''})"
-                           + (" [interrupted: outputs hold the tiles done]"
-                              if result.interrupted else ""))
+    return outputs, list(lines)
+
+
+def predict_slide(item: Item, detector: DetectorLike, writers: dict[str, Any], out: Path, *,
+                  mpp: float | None = None, default_mpp: float | None = None,
+                  model_mpp: float | None = None, label: str | None = None,
+                  roi: Sequence[Sequence[np.ndarray]] | None = None, tile: int = 1024,
+                  margin: int = 64, overlay: bool = True,
+                  on_tile: Callable[[int, int], None] | None = None,
+                  extra: Callable[[SlideOutput], list[str]] | None = None) -> Result:
+    """Detect on the tissue of one slide (:func:`detect_slide`), then write every format
+    (level-0 px), the overlay (on the thumbnail), ``<id>.tissue.png`` and what ``extra`` (the
+    plugins) adds (:func:`write_slide`): ``partsup predict`` on a slide.
+
+    The slide's um/px is ``mpp``, else the file's, else ``default_mpp`` (then
+    ``Result.mpp_assumed``); tiles are resampled to ``model_mpp`` (None: read as they are).
+    ``margin`` model px of context around each core tile must exceed an object's radius.
+    ``on_tile(done, total)`` is called after each tile."""
+    t0 = time.perf_counter()
+    found = detect_slide(item.path, detector, mpp=mpp, default_mpp=default_mpp,
+                         model_mpp=model_mpp, roi=roi, tile=tile, margin=margin, on_tile=on_tile)
+    result = Result(item, mpp_assumed=found.mpp_assumed, interrupted=found.interrupted)
+    result.count = ImageCount(item.id, len(found.detections), found.width, found.height,
+                              found.mpp)
+    outputs, lines = write_slide(item, found, writers, out, label=label, overlay=overlay,
+                                 extra=extra)
+    result.outputs.extend(outputs)
+    result.lines.extend(lines)
+    result.lines.insert(0, summary_line(item.id, found, roi is not None))
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def summary_line(name: str, found: SlideDetections, in_roi: bool = False) -> str:
+    """``<name>: N detections on D of T tissue tiles (P% of the slide is tissue)``."""
+    return (f"{name}: {len(found.detections)} detections on {found.tiles_done} of "
+            f"{found.tiles} tissue tiles ({found.tissue.mean() * 100:.1f}% of the slide is "
+            f"tissue{' in the ROI' if in_roi else ''})"
+            + (" [interrupted: outputs hold the tiles done]" if found.interrupted else ""))
 
 
 def _save_mask(path: Path, mask: np.ndarray) -> None:

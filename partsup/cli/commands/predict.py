@@ -29,13 +29,13 @@ from partsup.cli.common import check_range, progress_bar
 from partsup.cli.hooks import count_summary
 from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError, PartsupError
+from partsup.inference.detector import build_detector
 from partsup.manager import Registries
 from partsup.slides.predict import predict_slide
 from partsup.slides.reader import is_slide
 from partsup.slides.tissue import read_roi
-from partsup.prediction import (DetectorLike, ImageCount, Item, Result, build_detector,
-                                check_output_folder, collect_inputs, failure_message,
-                                pool_counts, predict_one)
+from partsup.prediction import (DetectorLike, ImageCount, Item, Result, check_output_folder,
+                                collect_inputs, failure_message, pool_counts, predict_one)
 
 #: accepted --mpp (um/px): wide, but finite and physically possible
 MPP_RANGE = (0.01, 100.0)
