@@ -132,8 +132,9 @@ SCHEMA: dict[str, Any] = {
         "num_workers": plain_value(int, default=0),
         "mpp": plain_value(*NUM, _NONE, default=None,
                            help="um/px the model works at: predict resamples inputs of known "
-                                "um/px to it (default: none recorded; predict then uses the "
-                                "plugin's default um/px)"),
+                                "um/px to it (default: training sets it from its samples' "
+                                "um/px when they agree; else predict uses the plugin's "
+                                "default um/px)"),
     },
     "labels": {
         "weak": Component("label_makers", required=True,

@@ -102,10 +102,10 @@ class TinyDataset:
 
 
 def tiny_dataset(root: str = "", split: str = "train", strict: bool = True, n: int = 4,
-                 size: int = 48, per_image: int = 2, masks: bool = True, seed: int = 0
-                 ) -> TinyDataset:
-    """In-memory toy images with dark disks (for tests)."""
-    return TinyDataset(root, split, strict, n, size, per_image, masks, seed)
+                 size: int = 48, per_image: int = 2, masks: bool = True, seed: int = 0,
+                 mpp: float = 0.25) -> TinyDataset:
+    """In-memory toy images with dark disks (for tests), ``mpp`` um/px."""
+    return TinyDataset(root, split, strict, n, size, per_image, masks, seed, mpp)
 
 
 @hookimpl

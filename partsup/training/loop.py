@@ -36,7 +36,7 @@ from partsup.training.checkpoint import save_checkpoint
 from partsup.training.display import Display, plot_curves
 from partsup.training.resume import (RunState, payload, restore_training_state, resumed_recipe,
                                      starting_checkpoint, state_of)
-from partsup.training.run import Run, build, check_inputs, prepare_stage
+from partsup.training.run import Run, build, check_inputs, fill_mpp, prepare_stage
 from partsup.training.rundir import RunDir, check_finite, lock_run_folder
 from partsup.training.signals import StopRequest
 from partsup.training.stages import Stage, plan_stages, stage_at
@@ -101,7 +101,8 @@ def _fit(recipe: dict[str, Any], registries: Registries, out: Path, resume: bool
         recipe = resumed_recipe(ckpt, recipe)
     check_inputs(recipe)
     run = build(recipe, registries, dist)  # before writing anything: a failed start leaves
-    if dist.is_main:                       # no half-made run folder
+    mpp_note = fill_mpp(run)               # no half-made run folder; data.mpp from the samples
+    if dist.is_main:
         run_dir.prepare(recipe)
         if ckpt is not None:
             run_dir.truncate_log(int(ckpt["iteration"]))
@@ -110,6 +111,8 @@ def _fit(recipe: dict[str, Any], registries: Registries, out: Path, resume: bool
         load_strict(run.model, ckpt["model"], "checkpoint")
     state = state_of(ckpt)
     display = Display(console, stages[-1].end, state.iteration, dist.is_main)
+    if mpp_note:
+        display.message(mpp_note)
     try:
         with StopRequest() as stop:
             result = _loop(run, run_dir, stages, state, ckpt, display, stop)

@@ -23,6 +23,10 @@ if TYPE_CHECKING:
 #: recipe keys that may differ between a run and its resumption
 RESUMABLE_CHANGES = {"device", "train.iterations", "train.val_every", "train.checkpoint_every",
                      "train.keep_last", "train.log_every", "data.num_workers", "description"}
+#: recipe keys :func:`partsup.training.loop.fit` fills when the recipe leaves them unset
+#: (``data.mpp``: the samples' um/px); a resumed recipe that leaves them unset keeps the
+#: checkpoint's value
+FILLED_BY_FIT = {"data.mpp"}
 
 
 @dataclass
@@ -98,6 +102,8 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any]) -> None:
     a, b = flat(old), flat(new)
     for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_CHANGES or key.endswith(".root") or a.get(key) == b.get(key):
+            continue
+        if key in FILLED_BY_FIT and b.get(key) is None:
             continue
         if key not in a:  # a key the schema gained since the checkpoint; its default keeps
             continue      # the old behaviour, so a run of an older partsup still resumes

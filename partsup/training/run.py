@@ -105,3 +105,31 @@ def prepare_stage(run: Run, stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
     if not (isinstance(out, tuple) and len(out) == 2):
         raise PartsupError(f"optimizer {name!r} must return (optimizer, scheduler | None)")
     return out
+
+
+def fill_mpp(run: Run) -> str | None:
+    """Record the resolution the run trains at: when the recipe's ``data.mpp`` is unset, set it
+    (in ``run.recipe``: the resolved recipe and the checkpoints) to the um/px of the training
+    samples (``data.strong`` and ``data.weak``) when they all agree. Otherwise leave it unset
+    and return one line saying why. Reads each reader's ``mpp(i)`` when it has one (no image
+    is decoded), else ``reader[i].mpp``; changes nothing the training computes."""
+    data = run.recipe["data"]
+    if data.get("mpp"):
+        return None
+    values: set[float] = set()
+    for reader in (run.data.data.strong, run.data.data.weak):
+        if reader is None:
+            continue
+        cheap = getattr(reader, "mpp", None)
+        for i in range(len(reader)):
+            value = cheap(i) if callable(cheap) else reader[i].mpp
+            values.add(round(float(value), 6) if value and value > 0 else float("nan"))
+    found = sorted(v for v in values if v == v)
+    if len(values) == 1 and found:
+        data["mpp"] = found[0]
+        return None
+    why = ("some samples record no um/px" if len(found) < len(values) else
+           f"the samples are at {', '.join(f'{v:g}' for v in found[:5])}"
+           f"{' ...' if len(found) > 5 else ''} um/px" if found else "no training samples")
+    return (f"data.mpp not recorded: {why}; predict will assume the plugin's default um/px "
+            f"(set data.mpp in the recipe to record one)")
