@@ -1,0 +1,37 @@
+"""The slide-memory bench line of docs/performance.md runs as written, on a tiny slide."""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def documented_line(script: str) -> list[str]:
+    """The first ``python bench/<script> ...`` command of docs/performance.md, as argv (a
+    leading ``$`` prompt and a trailing ``# comment`` removed)."""
+    text = (REPO / "docs" / "performance.md").read_text()
+    for line in text.splitlines():
+        line = line.strip().removeprefix("$").strip()
+        if line.startswith(f"python bench/{script}"):
+            return shlex.split(line.split("#", 1)[0])
+    raise AssertionError(f"docs/performance.md shows no 'python bench/{script}' command")
+
+
+def test_documented_slide_memory_bench_runs_tiny(tmp_path):
+    argv = documented_line("slide_memory.py")
+    assert "--size" in argv
+    argv[argv.index("--size") + 1] = "1500"  # the documented 50000 takes ~18 minutes
+    out = tmp_path / "slide.json"
+    done = subprocess.run([sys.executable, *argv[1:], "--json", str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["slide"] == "1500x1500"
+    assert result["detected"] == result["mitoses_planted"] > 0
+    assert result["peak_rss_mib"] >= result["rss_before_slide_mib"] > 0
+    assert re.search(r"peak_rss_mib", done.stdout)
