@@ -142,6 +142,18 @@ def _inside(path: Path, folder: Path | None) -> bool:
     return root in Path(os.path.abspath(path)).parents
 
 
+def planned_outputs(items: Sequence[Item], writers: dict[str, Any], out: Path,
+                    overlay: bool) -> list[Path]:
+    """The files ``partsup predict`` will write for ``items`` (slides' plugin outputs aside)."""
+    from partsup.slides.reader import is_slide
+    paths = [out / "summary.csv"]
+    for item in items:
+        paths += [out / f"{item.id}{w.suffix}" for w in writers.values()]
+        paths += [out / f"{item.id}.overlay.png"] if overlay else []
+        paths += [out / f"{item.id}.tissue.png"] if is_slide(item.path) else []
+    return paths
+
+
 def check_output_folder(out: Path) -> None:
     """Prove that ``out`` can be created and written, before any model is loaded (a folder made
     for the proof is removed again: outputs create it when they are written).

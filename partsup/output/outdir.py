@@ -1,6 +1,9 @@
 """Output folders partsup writes into without ever deleting what it did not create.
 
-``evaluate`` and ``calibrate`` write their files through :func:`staged_output`:
+``predict`` writes its files one image at a time: before any model is loaded it refuses a
+target that exists and that the folder's marker does not list (:func:`check_not_foreign`), and it
+lists what it wrote (:func:`record_owned`). ``evaluate`` and ``calibrate`` write their files
+through :func:`staged_output`:
 
 - ``--out`` must be a new folder, an empty folder, or a folder partsup wrote before (it holds the
   marker file :data:`MARKER`, which lists the files partsup wrote there). Anything else (a file,
@@ -21,7 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from partsup.errors import DataError
 from partsup.output.atomic import write_text
@@ -172,6 +175,35 @@ def _remove_stale(out: Path, rel: str) -> None:
         except OSError:
             break
         parent = parent.parent
+
+
+def _relative(out: Path, paths: Iterable[Path]) -> list[str]:
+    return [Path(p).relative_to(out).as_posix() for p in paths]
+
+
+def check_not_foreign(out: Path, paths: Iterable[Path]) -> None:
+    """Refuse to write ``paths`` (files inside ``out``) when one of them exists and is not
+    listed in ``out``'s marker: partsup replaces only files it wrote itself.
+
+    Raises:
+        DataError: names the first such file and what to do instead.
+    """
+    out = Path(out)
+    owned = set(owned_files(out) or [])
+    for rel in _relative(out, paths):
+        if rel not in owned and (out / rel).exists():
+            raise DataError(f"{out / rel} exists and was not written by partsup; partsup never "
+                            f"replaces such a file: choose another --out (or move the file)")
+
+
+def record_owned(out: Path, paths: Iterable[Path], command: str) -> None:
+    """Add ``paths`` (files partsup wrote inside ``out``) to ``out``'s marker, so a later run
+    may replace them (:func:`check_not_foreign`)."""
+    out = Path(out)
+    owned = set(owned_files(out) or [])
+    new = owned | set(_relative(out, paths))
+    if new != owned:
+        _write_marker(out, command, sorted(new))
 
 
 def _write_marker(out: Path, command: str, files: list[str]) -> None:

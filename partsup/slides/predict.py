@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence  # noqa: F401
 import numpy as np
 
 from partsup.errors import DataError
+from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction import DetectorLike, ImageCount, Item, Result, write_overlay
 from partsup.slides.reader import SlideReader
 from partsup.slides.tissue import rasterize, tissue_mask
@@ -161,6 +162,9 @@ def write_slide(item: Item, found: SlideDetections, writers: dict[str, Any], out
             "mpp": found.mpp, "source": str(item.path), **({"label": label} if label else {})}
     dets = found.detections
     xy = np.array([(d.x, d.y, d.score) for d in dets], np.float64).reshape(-1, 3)
+    planned = [out / f"{item.id}{w.suffix}" for w in writers.values()]
+    check_not_foreign(out, [*planned, out / f"{item.id}.tissue.png",
+                            out / f"{item.id}.overlay.png"])
     outputs: list[Path] = []
     slide_out = SlideOutput(item.id, out, found.width, found.height, found.mpp, xy,
                             found.thumbnail, found.scale, found.tissue, label, outputs, dets)
@@ -181,6 +185,7 @@ def write_slide(item: Item, found: SlideDetections, writers: dict[str, Any], out
             with contextlib.suppress(OSError):
                 path.unlink()
         raise
+    record_owned(out, outputs, "partsup predict")
     return outputs, list(lines)
 
 

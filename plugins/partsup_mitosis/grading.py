@@ -22,6 +22,7 @@ import numpy as np
 
 from partsup.cli.common import check_range
 from partsup.errors import PartsupError
+from partsup.output.outdir import check_not_foreign
 from partsup.output.writers import GeoJsonWriter
 from partsup.slides.density import Window, best_window, density_map
 
@@ -131,6 +132,8 @@ def slide_outputs(slide: Any, args: argparse.Namespace) -> list[str]:
     diameter = getattr(args, "field_diameter", None)
     area = field_area(diameter) if diameter else getattr(args, "hotspot_area", HOTSPOT_AREA_MM2)
     win = hotspot(slide, area)
+    check_not_foreign(slide.out, [slide.out / f"{slide.id}.heatmap.png",
+                                  slide.out / f"{slide.id}.hotspot.geojson"])
     slide.outputs.append(slide.out / f"{slide.id}.heatmap.png")
     write_heatmap(slide.outputs[-1], slide, win)
     slide.outputs.append(slide.out / f"{slide.id}.hotspot.geojson")

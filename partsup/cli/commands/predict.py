@@ -34,8 +34,10 @@ from partsup.manager import Registries
 from partsup.slides.predict import predict_slide
 from partsup.slides.reader import is_slide
 from partsup.slides.tissue import read_roi
+from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction import (DetectorLike, ImageCount, Item, Result, check_output_folder,
-                                collect_inputs, failure_message, pool_counts, predict_one)
+                                collect_inputs, failure_message, planned_outputs, pool_counts,
+                                predict_one)
 
 #: accepted --mpp (um/px): wide, but finite and physically possible
 MPP_RANGE = (0.01, 100.0)
@@ -167,6 +169,7 @@ class PredictCommand:
         from partsup.runtime import resolve_device
         device = resolve_device(args.device) if args.runtime == "torch" else "cpu (onnxruntime)"
         check_output_folder(args.out)
+        check_not_foreign(args.out, planned_outputs(items, writers, args.out, args.overlay))
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
         if args.runtime == "onnx":
             if args.model is None:
@@ -188,6 +191,8 @@ class PredictCommand:
         for line in lines + [x for r in results for x in r.lines]:
             ctx.console.print(escape(line), highlight=False)
         if any(r.count is not None for r in results):
+            written = [p for r in results for p in r.outputs if p.exists()]
+            record_owned(args.out, [*written, args.out / "summary.csv"], "partsup predict")
             write_summary_csv(args.out / "summary.csv", results)
         else:
             ctx.err.print(f"summary.csv not written: no image was predicted (the folder "
