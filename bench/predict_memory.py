@@ -138,6 +138,45 @@ def rss_bytes() -> int:
     return (kib or 0) * 1024
 
 
+def add_child_arguments(p: argparse.ArgumentParser) -> None:
+    """The options every memory bench shares (model, threads, output), and the hidden ones of
+    its measuring child process."""
+    p.add_argument("--checkpoint", default=None, help="a real checkpoint (default: tiny conv)")
+    p.add_argument("--plugin", action="append", default=[], help="plugin module for it")
+    p.add_argument("--mpp", type=float, default=0.25)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", type=Path, default=None, help="also write the result here")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--image", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+
+
+def run_child(script: str, image: Path, tmp_path: Path, args: argparse.Namespace,
+              extra: list[str] = ()) -> dict | int:
+    """Run ``script --child`` on ``image`` in a fresh process (so its peak memory is its own);
+    its last stdout line (JSON) as a dict, or its exit code when it failed."""
+    ckpt = args.checkpoint or str(tiny_checkpoint(tmp_path / "tiny.pt"))
+    cmd = [sys.executable, script, "--child", "--image", str(image), "--out",
+           str(tmp_path / "out"), "--checkpoint", ckpt, "--mpp", str(args.mpp),
+           "--threads", str(args.threads), *extra] + [f"--plugin={m}" for m in args.plugin]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr)
+        return proc.returncode
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def print_report(report: dict, json_path: Path | None) -> None:
+    """The report as aligned lines, then as one JSON line (and in ``json_path``)."""
+    width = max(map(len, report))
+    for k, v in report.items():
+        print(f"{k:<{width}}  {v}")
+    print(json.dumps(report))
+    if json_path:
+        json_path.write_text(json.dumps(report, indent=1) + "\n")
+
+
 def child(args: argparse.Namespace) -> None:
     """Run predict on the image in this (fresh) process; print one JSON line."""
     import torch
@@ -163,14 +202,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--width", type=int, default=7000)
     p.add_argument("--height", type=int, default=5000)
-    p.add_argument("--checkpoint", default=None, help="a real checkpoint (default: tiny conv)")
-    p.add_argument("--plugin", action="append", default=[], help="plugin module for it")
-    p.add_argument("--mpp", type=float, default=0.25)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path, default=None, help="also write the result here")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--image", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    add_child_arguments(p)
     args = p.parse_args()
     if args.child:
         child(args)
@@ -182,16 +214,9 @@ def main() -> int:
         image_path = tmp_path / "roi.tif"
         tifffile.imwrite(image_path, img)
         del img
-        ckpt = args.checkpoint or str(tiny_checkpoint(tmp_path / "tiny.pt"))
-        cmd = [sys.executable, __file__, "--child", "--image", str(image_path), "--out",
-               str(tmp_path / "out"), "--checkpoint", ckpt, "--mpp", str(args.mpp),
-               "--threads", str(args.threads)] + [f"--plugin={m}" for m in args.plugin]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            return proc.returncode
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res = run_child(__file__, image_path, tmp_path, args)
+        if isinstance(res, int):
+            return res
     report = {
         "image": f"{args.width}x{args.height}", "model": args.checkpoint or "tiny conv (bench)",
         "mitoses_drawn": int(len(pts)), "detected": res["count"],
@@ -202,12 +227,7 @@ def main() -> int:
         "image_cost_mib": round((res["peak"] - res["rss_before_image"]) / MiB, 1),
         "seconds": round(res["seconds"], 2), "threads": args.threads,
     }
-    width = max(map(len, report))
-    for k, v in report.items():
-        print(f"{k:<{width}}  {v}")
-    print(json.dumps(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print_report(report, args.json)
     return 0
 
 

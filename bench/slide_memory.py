@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from predict_memory import MiB, peak_bytes, registries, rss_bytes, tiny_checkpoint  # bench/
+from predict_memory import (MiB, add_child_arguments, peak_bytes, print_report,  # bench/
+                            registries, rss_bytes, run_child)
 
 PINK, NUCLEUS, MITOSIS = (232, 196, 218), (90, 60, 140), (40, 20, 60)
 SPACING, NUCLEI = 600, 37
@@ -91,14 +90,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", type=int, default=20000, help="slide side, px (square)")
     p.add_argument("--tile", type=int, default=1024, help="slide tile (predict --slide-tile)")
-    p.add_argument("--checkpoint", default=None, help="a real checkpoint (default: tiny conv)")
-    p.add_argument("--plugin", action="append", default=[], help="plugin module for it")
-    p.add_argument("--mpp", type=float, default=0.25)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=Path, default=None, help="also write the result here")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--image", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    add_child_arguments(p)
     args = p.parse_args()
     if args.child:
         child(args)
@@ -112,17 +104,9 @@ def main() -> int:
         slide = write_pyramid(tmp_path / "slide.tif", render, args.size, args.size, args.mpp,
                               tile=512, levels=levels)
         write_s = time.perf_counter() - t0
-        ckpt = args.checkpoint or str(tiny_checkpoint(tmp_path / "tiny.pt"))
-        cmd = [sys.executable, __file__, "--child", "--image", str(slide), "--out",
-               str(tmp_path / "out"), "--checkpoint", ckpt, "--mpp", str(args.mpp),
-               "--threads", str(args.threads), "--tile", str(args.tile)]
-        cmd += [f"--plugin={m}" for m in args.plugin]
-        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if proc.returncode != 0:
-            sys.stderr.write(proc.stderr)
-            return proc.returncode
-        res = json.loads(proc.stdout.strip().splitlines()[-1])
+        res = run_child(__file__, slide, tmp_path, args, ["--tile", str(args.tile)])
+        if isinstance(res, int):
+            return res
         file_mib = slide.stat().st_size / MiB
     tissue_mpx = math.pi * (0.42 * args.size) ** 2 / 1e6
     report = {
@@ -136,12 +120,7 @@ def main() -> int:
         "tissue_mpx_per_s": round(tissue_mpx / res["seconds"], 2), "threads": args.threads,
         "lines": res["lines"],
     }
-    width = max(map(len, report))
-    for k, v in report.items():
-        print(f"{k:<{width}}  {v}")
-    print(json.dumps(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print_report(report, args.json)
     return 0
 
 

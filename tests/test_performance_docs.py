@@ -1,4 +1,5 @@
-"""The slide-memory bench line of docs/performance.md runs as written, on a tiny slide."""
+"""The memory bench lines of docs/performance.md and docs/predict.md run as written, on a tiny
+slide / image."""
 from __future__ import annotations
 
 import json
@@ -11,15 +12,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def documented_line(script: str) -> list[str]:
-    """The first ``python bench/<script> ...`` command of docs/performance.md, as argv (a
-    leading ``$`` prompt and a trailing ``# comment`` removed)."""
-    text = (REPO / "docs" / "performance.md").read_text()
+def documented_line(script: str, page: str = "performance.md") -> list[str]:
+    """The first ``python bench/<script> ...`` command of ``docs/<page>``, as argv (a leading
+    ``$`` prompt and a trailing ``# comment`` removed)."""
+    text = (REPO / "docs" / page).read_text()
     for line in text.splitlines():
         line = line.strip().removeprefix("$").strip()
         if line.startswith(f"python bench/{script}"):
             return shlex.split(line.split("#", 1)[0])
-    raise AssertionError(f"docs/performance.md shows no 'python bench/{script}' command")
+    raise AssertionError(f"docs/{page} shows no 'python bench/{script}' command")
 
 
 def test_documented_slide_memory_bench_runs_tiny(tmp_path):
@@ -35,3 +36,15 @@ def test_documented_slide_memory_bench_runs_tiny(tmp_path):
     assert result["detected"] == result["mitoses_planted"] > 0
     assert result["peak_rss_mib"] >= result["rss_before_slide_mib"] > 0
     assert re.search(r"peak_rss_mib", done.stdout)
+
+
+def test_documented_predict_memory_bench_runs_tiny(tmp_path):
+    argv = documented_line("predict_memory.py", "predict.md")
+    out = tmp_path / "image.json"
+    done = subprocess.run([sys.executable, *argv[1:], "--width", "800", "--height", "600",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["image"] == "800x600" and result["detected"] > 0
+    assert result["peak_rss_mib"] >= result["rss_before_image_mib"] > 0
