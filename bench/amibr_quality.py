@@ -16,6 +16,12 @@ also per source dataset of the slides (MIDOG21, TUPAC16).
     .venv/bin/python bench/amibr_quality.py --checkpoint runs/amibr/best.pt \\
         --densities 1.8,8,40 --out runs/amibr/quality.json
 
+Two more views of the same test slides, scored with the same parameters: ``--layouts
+discs,windows`` adds fields whose figures and decoys are pasted as rectangles of their own crop
+(``ami-br windows=1``: natural context, no disc outline), reported under ``windows``; ``--crops``
+adds ``ami-br-crops`` (whole crops side by side, about 244 figures per 2000x2000 px), reported
+under ``crops``.
+
 ``--fields N`` scores a seeded subset of N fields per density (quicker; say so when quoting).
 Skips with a message when ../shared/data/ami-br is absent.
 """
@@ -50,6 +56,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="comma-separated ami-br sources to test on (MIDOG21, TUPAC16)")
     ap.add_argument("--otsu-from", type=Path, default=None,
                     help="a calibration.json whose best Otsu grid point is scored too")
+    ap.add_argument("--layouts", default="discs",
+                    help="comma-separated ami-br layouts: discs (default), windows (figures in "
+                         "their natural context)")
+    ap.add_argument("--crops", action="store_true",
+                    help="also score ami-br-crops (whole crops side by side)")
     ap.add_argument("--tta", action="store_true", help="dihedral test-time augmentation")
     ap.add_argument("--root", type=Path, default=AMIBR, help="the AMi-Br folder")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
@@ -110,38 +121,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "fields": args.fields, "sources": sources, "tta": args.tta,
                            "rules": {k: dataclasses.asdict(v) for k, v in rules.items()},
                            "densities": {}}
-    for density in [float(d) for d in args.densities.split(",")]:
-        reader = regs.datasets.build("ami-br", root=args.root, split=args.split,
-                                     density=density, fields=args.fields, sources=sources,
-                                     hard_negatives=True)  # decoy centres: the same fields
-        t0 = time.perf_counter()
-        maps, source = [], []
-        groups = reader.groups
-        for i in range(len(reader)):
-            s = reader[i]
-            maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp,
-                         reader.hard_negatives(i).astype(np.float64)))
-            source.append(reader.by_slide[groups[i]][0].source)
-        seconds = time.perf_counter() - t0
-        radius = protocol.radius_for(reader.mpp(0))
-        row = {"fields": len(reader), "figures": reader.num_points(),
-               "seconds_maps": round(seconds, 1)}
-        row.update({name: score(maps, p, regs, radius) for name, p in rules.items()})
-        row["by_source"] = {}
-        for src in sorted(set(source)):  # the same fields, split by the slide's source
-            sub = [m for m, k in zip(maps, source) if k == src]
-            part = {"fields": len(sub), "figures": int(sum(len(m[2]) for m in sub))}
-            part.update({name: score(sub, p, regs, radius) for name, p in rules.items()})
-            row["by_source"][src] = part
-        out["densities"][f"{density:g}"] = row
-        print(table_line(density, row, list(rules)), flush=True)
+    views: list[tuple[str, str, float, dict[str, Any]]] = []
+    for layout in args.layouts.split(","):
+        if layout not in ("discs", "windows"):
+            raise SystemExit(f"--layouts: unknown layout {layout!r} (discs, windows)")
+        options = {"windows": 1.0} if layout == "windows" else {}
+        views += [(layout, "ami-br", float(d), options) for d in args.densities.split(",")]
+    if args.crops:
+        views.append(("crops", "ami-br-crops", 0.0, {}))
+    for layout, name, density, options in views:
+        if name == "ami-br":
+            options = {**options, "density": density, "hard_negatives": True}  # decoy centres
+        reader = regs.datasets.build(name, root=args.root, split=args.split,
+                                     fields=args.fields, sources=sources, **options)
+        row = score_reader(reader, detector, rules, regs, protocol)
+        key = "crops" if layout == "crops" else f"{density:g}"
+        if layout == "discs":
+            out["densities"][key] = row
+        else:
+            out.setdefault(layout, {})[key] = row
+        label = layout if layout == "crops" else f"{layout} {density:>4g}"
+        print(table_line(label, row, list(rules)), flush=True)
         for src, part in row["by_source"].items():
-            print(f"  {src:>8}: " + table_line(density, part, list(rules)), flush=True)
+            print(f"  {src:>8}: " + table_line(label, part, list(rules)), flush=True)
     return out
 
 
-def table_line(density: float, row: dict[str, Any], rules: list[str]) -> str:
-    parts = [f"density {density:>4g}: {row['fields']:>5} fields, {row['figures']:>4} figures"]
+def score_reader(reader: Any, detector: Any, rules: dict[str, Any], regs: Registries,
+                 protocol: Any) -> dict[str, Any]:
+    """One view: maps once per field, then every rule, overall and per source."""
+    t0 = time.perf_counter()
+    maps, source = [], []
+    groups = reader.groups
+    for i in range(len(reader)):
+        s = reader[i]
+        maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp,
+                     reader.hard_negatives(i).astype(np.float64)))
+        source.append(reader.by_slide[groups[i]][0].source)
+    seconds = time.perf_counter() - t0
+    radius = protocol.radius_for(reader.mpp(0))
+    row: dict[str, Any] = {"fields": len(reader), "figures": int(sum(len(m[2]) for m in maps)),
+                           "seconds_maps": round(seconds, 1)}
+    row.update({name: score(maps, p, regs, radius) for name, p in rules.items()})
+    row["by_source"] = {}
+    for src in sorted(set(source)):  # the same fields, split by the slide's source
+        sub = [m for m, k in zip(maps, source) if k == src]
+        part = {"fields": len(sub), "figures": int(sum(len(m[2]) for m in sub))}
+        part.update({name: score(sub, p, regs, radius) for name, p in rules.items()})
+        row["by_source"][src] = part
+    return row
+
+
+def table_line(label: str, row: dict[str, Any], rules: list[str]) -> str:
+    parts = [f"{label}: {row['fields']:>5} fields, {row['figures']:>4} figures"]
     for name in rules:
         r = row[name]
         ap = "-" if r["ap"] is None else f"{r['ap']:.3f}"

@@ -126,3 +126,56 @@ def test_sweep_over_foreground_rules_prefers_a_fixed_threshold_on_empty_fields(r
     assert res.as_dict()["best"]["threshold"] == 0.5
     with pytest.raises(RecipeError, match="calibrate.threshold"):
         sweep(images, DetectParams(), registries, proto, [1.0], [0.3], [0], threshold=[2.0])
+
+
+def test_views_are_weighed_equally_not_pooled(registries, tmp_path):
+    """A sparse view (ten fields, one object and two 0.55 look-alikes each) wants s1 = 0.6; a
+    crowded view (one field, four objects at 0.55 and one at 0.9) wants s1 = 0.5. Pooled
+    counts would let the sparse view's many fields decide (s1 = 0.6: F1 0.846 vs 0.6);
+    :func:`combine` maximises the mean of the two views' F1 (0.75 at 0.5 vs 0.667 at 0.6)."""
+    from partsup.evaluation.calibration import combine
+
+    def field(blobs):
+        m = np.full((60, 60), 0.02, np.float32)
+        for x, y, v in blobs:
+            m[y - 3: y + 4, x - 3: x + 4] = v
+        return m
+    cache = MapCache(tmp_path)
+    sparse = [cache.add(f"s{k}", field([(30, 30, 0.9), (10, 10, 0.55), (50, 50, 0.55)]), None,
+                        np.array([[30.0, 30.0]]), 0.25) for k in range(10)]
+    pts = [(10, 10), (50, 10), (10, 50), (50, 50)]
+    crowded = [cache.add("c", field([(30, 30, 0.9)] + [(x, y, 0.55) for x, y in pts]), None,
+                         np.array([[30.0, 30.0]] + pts, np.float64), 0.25)]
+    proto = registries.protocols.build("pixels", radius_px=5)
+    p = DetectParams(sigma=0.0, w=1.0)
+    one = [sweep(v, p, registries, proto, [1.0], [0.5, 0.6], [0], threshold=[0.3])
+           for v in (sparse, crowded)]
+    pooled = sweep(sparse + crowded, p, registries, proto, [1.0], [0.5, 0.6], [0],
+                   threshold=[0.3])
+    assert pooled.best.s1 == 0.6 and pooled.best.counts.f1 == pytest.approx(22 / 26)
+    res = combine(one)
+    assert res.best.s1 == 0.5 and res.best.view_f1 == pytest.approx((0.5, 1.0))
+    assert res.best.score == pytest.approx(0.75) and res.best.counts == Counts(15, 20, 0)
+    assert res.as_dict()["best"]["mean_f1"] == pytest.approx(0.75)
+    assert combine(one[:1]) is one[0]
+    other = sweep(crowded, p, registries, proto, [1.0], [0.5], [0], threshold=[0.3])
+    with pytest.raises(ValueError, match="different grids"):
+        combine([one[0], other])
+
+
+def test_calibrate_command_with_a_second_view(tmp_path):
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    ckpt = make_checkpoint(tmp_path / "m.pt", regs, root)
+    assert run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--view",
+                          f"toy:test root={root}", "--out", str(tmp_path / "cal")]) == 0
+    cal = json.loads((tmp_path / "cal" / "calibration.json").read_text())
+    assert [v["view"] for v in cal["views"]] == ["toy/val", "toy/test"]
+    assert [v["images"] for v in cal["views"]] == [3, 3] and cal["images"] == 6
+    best = cal["best"]
+    assert len(best["view_f1"]) == 2
+    assert best["mean_f1"] == pytest.approx(sum(best["view_f1"]) / 2)
+    assert best["mean_f1"] == max(r["mean_f1"] for r in cal["rows"])
+    with pytest.raises(RecipeError, match="--view"):
+        run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--view", "density=3"])

@@ -51,7 +51,8 @@ def test_documented_quality_command_runs(shared_data, tmp_path):
     out = tmp_path / "quality.json"
     proc = subprocess.run(
         [sys.executable, str(REPO / "bench" / "amibr_quality.py"), "--checkpoint",
-         str(DEFAULT_MODEL), "--densities", "40", "--fields", "3", "--root",
+         str(DEFAULT_MODEL), "--densities", "40", "--fields", "3", "--layouts",
+         "discs,windows", "--crops", "--root",
          str(shared_data / "ami-br"), "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
@@ -59,7 +60,10 @@ def test_documented_quality_command_runs(shared_data, tmp_path):
     row = result["densities"]["40"]
     assert row["fields"] == 3 and row["calibrated"]["tp"] + row["calibrated"]["fn"] == \
         row["figures"]
-    assert "density   40" in proc.stdout
+    assert "discs   40" in proc.stdout and "windows   40" in proc.stdout
+    for view in (result["windows"]["40"], result["crops"]["crops"]):
+        assert view["fields"] == 3
+        assert view["calibrated"]["tp"] + view["calibrated"]["fn"] == view["figures"] > 0
 
 
 def test_shipped_model_was_trained_by_the_repository_recipe():

@@ -6,6 +6,11 @@ every fusion weight ``w`` (paper: 0, 0.1, ..., 1) the maps are fused, smoothed a
 (Otsu, or each fixed threshold of the ``threshold`` grid) once per image, and every ``(s1, a1)`` pair of the grid only filters those blobs. TP/FP/FN
 are summed over the images (micro F1, :mod:`partsup.evaluation.matching`); the best F1 wins (ties: the first
 in grid order, i.e. the smallest w, s1, a1).
+
+Several *views* (validation sets of another density, source or construction) are swept one by
+one with the same grid and joined by :func:`combine`: each grid point then scores the **mean of
+the views' F1**, so one set of parameters is chosen that holds on all of them, however many
+images each view has.
 """
 from __future__ import annotations
 
@@ -71,10 +76,19 @@ class Row:
     a1: float
     counts: Counts
     threshold: str | float = "otsu"
+    view_f1: tuple[float, ...] = ()  # with several views: each view's F1 (counts are summed)
+
+    @property
+    def score(self) -> float:
+        """What calibration maximises: the F1, or with several views the mean of their F1."""
+        return float(np.mean(self.view_f1)) if self.view_f1 else self.counts.f1
 
     def as_dict(self) -> dict[str, Any]:
-        return {"w": self.w, "threshold": self.threshold, "s1": self.s1, "a1": self.a1,
-                **self.counts.as_dict()}
+        out = {"w": self.w, "threshold": self.threshold, "s1": self.s1, "a1": self.a1,
+               **self.counts.as_dict()}
+        if self.view_f1:
+            out.update(view_f1=list(self.view_f1), mean_f1=self.score)
+        return out
 
 
 @dataclass
@@ -142,9 +156,33 @@ def sweep(images: Sequence[CachedMaps], params: DetectParams, registries: Regist
                     rows.append(Row(wv, sv, av, Counts(*map(int, totals[i, j])), tv))
         if progress is not None:
             progress(wv)
-    best = max(rows, key=lambda r: r.counts.f1)  # max keeps the first of equal values
-    per_w = [max((r for r in rows if r.w == wv), key=lambda r: r.counts.f1) for wv in ws]
+    return _result(rows, ws, weak_only)
+
+
+def _result(rows: list[Row], ws: list[float], weak_only: bool) -> CalibrationResult:
+    best = max(rows, key=lambda r: r.score)  # max keeps the first of equal values
+    per_w = [max((r for r in rows if r.w == wv), key=lambda r: r.score) for wv in ws]
     return CalibrationResult(rows, best, per_w, weak_only)
+
+
+def combine(results: Sequence[CalibrationResult]) -> CalibrationResult:
+    """Join the sweeps of several views (same grid, same model): each grid point's counts are
+    summed and its score is the mean of the views' F1 (:attr:`Row.score`). One view: itself."""
+    if len(results) == 1:
+        return results[0]
+    keys = [[(r.w, r.threshold, r.s1, r.a1) for r in res.rows] for res in results]
+    if any(k != keys[0] for k in keys[1:]):
+        raise ValueError("combine: the views were swept with different grids")
+    rows = []
+    for parts in zip(*(res.rows for res in results)):
+        total = Counts(0, 0, 0)
+        for r in parts:
+            total = total + r.counts
+        first = parts[0]
+        rows.append(Row(first.w, first.s1, first.a1, total, first.threshold,
+                        tuple(r.counts.f1 for r in parts)))
+    ws = list(dict.fromkeys(r.w for r in rows))
+    return _result(rows, ws, results[0].weak_only)
 
 
 def _image_counts(im: CachedMaps, params: DetectParams, registries: Registries, protocol: Protocol,
@@ -174,14 +212,16 @@ def plot_f1_vs_w(result: CalibrationResult, path: str | Path, title: str = "") -
 
     ws = [r.w for r in result.per_w]
     fig, ax = plt.subplots(figsize=(7.0, 3.8), dpi=120)
-    ax.plot(ws, [r.counts.f1 for r in result.per_w], "o-", color="tab:red", label="F1")
+    views = bool(result.best.view_f1)
+    ax.plot(ws, [r.score for r in result.per_w], "o-", color="tab:red",
+            label="mean F1 of the views" if views else "F1")
     ax.plot(ws, [r.counts.precision for r in result.per_w], "s--", color="tab:blue", alpha=.5,
             ms=3, label="precision")
     ax.plot(ws, [r.counts.recall for r in result.per_w], "^--", color="tab:green", alpha=.5,
             ms=3, label="recall")
     b = result.best
-    ax.plot([b.w], [b.counts.f1], "*", color="black", ms=14,
-            label=f"best: w={b.w:g}, F1={b.counts.f1:.3f}")
+    ax.plot([b.w], [b.score], "*", color="black", ms=14,
+            label=f"best: w={b.w:g}, F1={b.score:.3f}")
     ax.set_xlabel("fusion weight w  (S = w·S_weak + (1 − w)·S_strong)")
     ax.set_ylabel("score (best s1, a1 at each w)")
     ax.set_ylim(0, 1.02)

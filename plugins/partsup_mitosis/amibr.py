@@ -15,6 +15,11 @@ This reader assembles fields in which position carries no information:
    slide's crops, centred on the darkest spot there, i.e. usually a non-mitotic nucleus). Every
    field has ``Poisson(decoys) + 3 x figures`` decoys, so a disc outline says little about a
    figure; the figure sits at the disc centre up to 3 px.
+   With ``windows`` > 0, that share of the fields (a seeded coin per field) shows every piece
+   as a soft-edged *rectangle* instead: a figure keeps a window of its own crop 40-128 px wide
+   around it (natural context, no disc outline, never covering another figure's centre), a
+   decoy a small window around its nucleus. A detector trained on discs alone learns to expect
+   the disc; mixing both layouts teaches it the figure, not the way it was pasted.
 3. **Density.** Figures are spread over the slide's fields at ``density`` per 2000x2000 px
    (default 1.8, AMIDA13's rate), so most fields hold no figure at all.
 
@@ -57,6 +62,7 @@ DATA_ENV = "PARTSUP_DATA"
 HPF_AREA = 2000.0 * 2000.0  # px^2 of the reference high-power field for ``density``
 R_MIN, R_MAX, DISC_EDGE, MAX_OFFSET = 18, 30, 4.0, 3
 CROWDED_PX = 52.0
+KEEP_CLEAR = 20  # px: a figure's window stops this short of another figure's centre
 KEEP_OUT_MIN = 22.0  # px: no tile or decoy comes closer than this (+4) to a crop's figure
 GLASS_MAX = 0.3  # tiles with more than this share of bright glass pixels are not used
 SOURCES_CODE = {"MIDOG21": 1, "TUPAC16": 2}
@@ -161,7 +167,10 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                  test_fraction: float = 0.2, split_seed: int = 0,
                  sources: Sequence[str] | None = None, labels: Sequence[str] | None = None,
                  cache_slides: int = 512, hard_negatives: bool = False, masks: bool = False,
-                 mask_slides: int | Sequence[str] | None = None) -> None:
+                 mask_slides: int | Sequence[str] | None = None, windows: float = 0.0) -> None:
+        if not 0.0 <= float(windows) <= 1.0:
+            raise DataError(f"{self.NAME}: windows must be a share in [0, 1], got {windows!r}")
+        self.windows = float(windows)
         self.root = self._resolve_root(root)
         if split not in self.SPLITS:
             raise DataError(f"{self.NAME}: unknown split {split!r}; expected one of "
@@ -514,19 +523,30 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         canvas = self._quilt(donors, np.random.default_rng([self.seed, 15, _code(slide), k]))
         rng_d = np.random.default_rng([self.seed, 17, _code(slide), k])
         fig_radii = [d.radius for d in donors]
+        rect = self.is_windows(i)
         for x, y in decoys:
-            self._paste_decoy(canvas, donors, rng_d, fig_radii, x, y)
+            self._paste_decoy(canvas, donors, rng_d, fig_radii, x, y, rect)
         pts = []
         mask = np.zeros(canvas.shape[:2], np.uint8) if self.masks else None
         if figures:
+            centres = [(x, y) for x, y, _ in figs]
             for x, y, f in figs:
-                self._paste_figure(canvas, donors, f, x, y, mask)
+                others = [c for c in centres if c != (x, y)] if rect else None
+                self._paste_figure(canvas, donors, f, x, y, mask, others)
                 pts.append((x, y))
         image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
         suffix = "" if placement == 0 else f"@{placement}"
         suffix += "" if figures else "-nofig"
         return Sample(image=image, points=np.asarray(pts, np.float32).reshape(-1, 2), mask=mask,
                       mpp=self.mpp_value, id=f"{slide}/{k:04d}{suffix}", group=slide)
+
+    def is_windows(self, i: int) -> bool:
+        """Whether field ``i`` shows its pieces as rectangles (``windows`` layout) or discs."""
+        if self.windows <= 0.0:
+            return False
+        s_i, k, _ = self.fields[i]
+        coin = np.random.default_rng([self.seed, 20, _code(self.slides[s_i]), k]).random()
+        return bool(coin < self.windows)
 
     def _quilt(self, donors: list[Donor], rng: np.random.Generator) -> np.ndarray:
         """Feather-blended grid of figure-free tiles: ``(S, S, 3)`` float32."""
@@ -575,8 +595,76 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         dst *= 1 - alpha
         dst += alpha * src
 
+    @staticmethod
+    def _rect_alpha(ext: tuple[int, int, int, int]) -> np.ndarray:
+        """``(u + d + 1, l + r + 1)`` float32 opacity of a window with half-extents
+        ``(l, r, u, d)`` px around its anchor: 1 inside, ramping to 0 over DISC_EDGE px."""
+        l, r, u, d = ext
+        xx, yy = np.arange(-l, r + 1, dtype=np.float32), np.arange(-u, d + 1, dtype=np.float32)
+        ax = np.minimum(xx + l, r - xx) + 0.5
+        ay = np.minimum(yy + u, d - yy) + 0.5
+        return np.clip(np.minimum(ay[:, None], ax[None, :]) / DISC_EDGE, 0, 1)
+
+    @staticmethod
+    def _rect_window(canvas_shape: tuple[int, ...], image: np.ndarray, sx: int, sy: int, x: int,
+                     y: int, ext: tuple[int, int, int, int]) -> tuple | None:
+        """The canvas slice and image slice of a window, clipped to both; None if empty."""
+        l, r, u, d = ext
+        n = image.shape[0]
+        x0, x1 = max(-l, -x, -sx), min(r, canvas_shape[1] - 1 - x, n - 1 - sx)
+        y0, y1 = max(-u, -y, -sy), min(d, canvas_shape[0] - 1 - y, n - 1 - sy)
+        if x1 < x0 or y1 < y0:
+            return None
+        dst = (slice(y + y0, y + y1 + 1), slice(x + x0, x + x1 + 1))
+        src = (slice(sy + y0, sy + y1 + 1), slice(sx + x0, sx + x1 + 1))
+        a = (slice(y0 + u, y1 + u + 1), slice(x0 + l, x1 + l + 1))
+        return dst, src, a
+
+    def _paste_rect(self, canvas: np.ndarray, image: np.ndarray, valid: np.ndarray, sx: float,
+                    sy: float, x: float, y: float, ext: tuple[int, int, int, int],
+                    mask_out: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
+        """Alpha-paste the window ``ext`` = (left, right, up, down) px around (sx, sy) of
+        ``image`` at (x, y) of ``canvas``; OR ``mask`` into ``mask_out`` where at least half
+        opaque."""
+        sx, sy, x, y = int(round(sx)), int(round(sy)), int(round(x)), int(round(y))
+        win = self._rect_window(canvas.shape, image, sx, sy, x, y, ext)
+        if win is None:
+            return
+        dst, src, a = win
+        alpha = (self._rect_alpha(ext)[a] * valid[src]).astype(np.float32)
+        canvas[dst] *= 1 - alpha[..., None]
+        canvas[dst] += alpha[..., None] * image[src].astype(np.float32)
+        if mask_out is not None and mask is not None:
+            mask_out[dst] |= ((mask[src] > 0) & (alpha >= 0.5)).astype(np.uint8)
+
+    def _figure_extents(self, f: Figure, fx: float, fy: float, n: int, x: float, y: float,
+                        others: list[tuple[float, float]]) -> tuple[int, int, int, int]:
+        """Half-extents (l, r, u, d) of a figure's window: 20-64 px per side, inside the
+        crop, and at least KEEP_CLEAR px short of every other figure's centre."""
+        rng = np.random.default_rng([self.seed, 19, f.index])
+        l, r, u, d = (int(v) for v in rng.integers(20, 65, size=4))
+        l, r = min(l, int(fx)), min(r, n - 1 - int(fx))
+        u, d = min(u, int(fy)), min(d, n - 1 - int(fy))
+        for ox, oy in others:
+            dx, dy = ox - x, oy - y
+            if abs(dx) > max(l, r) + KEEP_CLEAR or abs(dy) > max(u, d) + KEEP_CLEAR:
+                continue
+            if abs(dx) >= abs(dy):
+                if dx > 0:
+                    r = min(r, max(int(dx) - KEEP_CLEAR, 4))
+                else:
+                    l = min(l, max(int(-dx) - KEEP_CLEAR, 4))
+            elif dy > 0:
+                d = min(d, max(int(dy) - KEEP_CLEAR, 4))
+            else:
+                u = min(u, max(int(-dy) - KEEP_CLEAR, 4))
+        return l, r, u, d
+
     def _paste_figure(self, canvas: np.ndarray, donors: list[Donor], f: Figure, x: float,
-                      y: float, mask: np.ndarray | None = None) -> None:
+                      y: float, mask: np.ndarray | None = None,
+                      others: list[tuple[float, float]] | None = None) -> None:
+        """Paste figure ``f`` centred on (x, y): a disc, or (``others`` given: the centres of
+        the field's other figures) a window of its crop that keeps clear of them."""
         figs = self.by_slide[f.slide]
         d = donors[figs.index(f)]
         rng = np.random.default_rng([self.seed, 18, f.index])  # the disc's own look
@@ -587,6 +675,11 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         c = n // 2
         fx, fy = _dihedral_xy(c, c, n, k)
         image, valid = _dihedral(d.image, k), _dihedral(d.valid, k)
+        if others is not None:
+            ext = self._figure_extents(f, fx, fy, n, x, y, others)
+            crop_mask = _dihedral(self.crop_mask(f), k) if mask is not None else None
+            self._paste_rect(canvas, image, valid, fx, fy, x, y, ext, mask, crop_mask)
+            return
         # the disc's centre is (ox, oy) from the figure; the figure lands on (x, y)
         self._paste_disc(canvas, image, valid, fx + ox, fy + oy, x + ox, y + oy, radius)
         if mask is not None:
@@ -610,7 +703,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         dst |= keep.astype(np.uint8)
 
     def _paste_decoy(self, canvas: np.ndarray, donors: list[Donor], rng: np.random.Generator,
-                     fig_radii: list[float], x: float, y: float) -> None:
+                     fig_radii: list[float], x: float, y: float, rect: bool = False) -> None:
         radius = self._disc_radius(fig_radii[int(rng.integers(len(fig_radii)))], rng)
         while True:
             cands = [d for d in donors if len(d.spots) and d.spots[0, 2] >= radius]
@@ -626,6 +719,12 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         k = int(rng.integers(8))
         n = d.image.shape[0]
         tx, ty = _dihedral_xy(sx, sy, n, k)
+        if rect:  # a window inside the figure-free disc of ``radius``: sides <= radius / sqrt 2
+            half = max(int(radius / math.sqrt(2.0)), 8)
+            ext = tuple(int(v) for v in rng.integers(max(half - 6, 8), half + 1, size=4))
+            self._paste_rect(canvas, _dihedral(d.image, k), _dihedral(d.valid, k), tx, ty, x, y,
+                             ext)  # type: ignore[arg-type]
+            return
         self._paste_disc(canvas, _dihedral(d.image, k), _dihedral(d.valid, k), tx, ty, x, y,
                          radius)
 
@@ -643,7 +742,7 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
 
     def _donor(self, f: Figure, figs: list[Figure]) -> Donor:
         image = self._read_crop(f)
-        n, c = self.crop, self.crop // 2
+        c = self.crop // 2
         valid = ~ndi.binary_dilation(image.max(-1) < 12, iterations=2)
         h = _hematoxylin(image)
         radius = _figure_radius(h, c)
@@ -708,7 +807,8 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
             fields: int | None = None, val_fraction: float = 0.15, test_fraction: float = 0.2,
             split_seed: int = 0, sources: Sequence[str] | None = None,
             labels: Sequence[str] | None = None, hard_negatives: bool = False,
-            masks: bool = False, mask_slides: int | list[str] | None = None) -> AmiBrFields:
+            masks: bool = False, mask_slides: int | list[str] | None = None,
+            windows: float = 0.0) -> AmiBrFields:
     """The ``ami-br`` dataset: fields ``grid * (tile - feather)`` px square (default 480).
 
     Args:
@@ -730,12 +830,16 @@ def factory(root: str | Path | None = None, split: str = "train", strict: bool =
             figure). Off (default): ``mask None``, fields exactly as without the option.
         mask_slides: with ``masks``: an int k (the k slides of the split with the most figures,
             taken in turn from each source; default 6) or a list of slide names.
+        windows: share of the fields (seeded per field) whose figures and decoys are pasted
+            as soft-edged rectangles of their crops instead of discs: figures in their own
+            natural context, 40-128 px wide, no disc outline. 0 (default): discs only.
     """
     return AmiBrFields(root, split, strict, crop=crop, tile=tile, grid=grid, feather=feather,
                        density=density, decoys=decoys, seed=seed, fields=fields,
                        val_fraction=val_fraction, test_fraction=test_fraction,
                        split_seed=split_seed, sources=sources, labels=labels,
-                       hard_negatives=hard_negatives, masks=masks, mask_slides=mask_slides)
+                       hard_negatives=hard_negatives, masks=masks, mask_slides=mask_slides,
+                       windows=windows)
 
 
 factory.LAYOUT = AmiBrFields.LAYOUT  # type: ignore[attr-defined]

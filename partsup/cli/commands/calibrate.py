@@ -6,6 +6,11 @@ Runs the network once per image, caches both maps, sweeps the recipe's ``calibra
 s1, a1 (with
 sigma and area_unit) into ``checkpoint["detect"]`` atomically, so that ``evaluate`` and
 ``predict`` need nothing else.
+
+``--view "NAME[:SPLIT] KEY=VALUE ..."`` (repeatable) adds validation views: other datasets, or
+the same dataset with other reader options (another density, source, layout). Every view is
+swept with the same grid and the parameters with the best **mean F1 over the views** win, so
+one rule is chosen that holds on all of them.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from typing import Any
 from rich.markup import escape
 from rich.table import Table
 
-from partsup.evaluation.calibration import MapCache, plot_f1_vs_w, sweep, write_json
+from partsup.evaluation.calibration import (MapCache, combine, plot_f1_vs_w, sweep,
+                                            write_json)
 from partsup.cli.common import add_option_argument, parse_options, progress_bar, staged_dir
 from partsup.errors import DataError, RecipeError
 from partsup.data.datasets import open_dataset
@@ -53,9 +59,25 @@ def default_dataset(recipe: dict[str, Any]) -> str | None:
     return ((recipe.get("data") or {}).get("val") or {}).get("name")
 
 
+def parse_view(spec: str, default_split: str) -> tuple[str, str, dict[str, Any]]:
+    """``"ami-br:val density=40 fields=200"`` -> ``("ami-br", "val", {"density": 40, ...})``."""
+    words = spec.split()
+    if not words or "=" in words[0]:
+        raise RecipeError(f"--view {spec!r}: expected NAME[:SPLIT] then KEY=VALUE options, "
+                          f"e.g. --view 'my-set:val density=40'")
+    name, _, split = words[0].partition(":")
+    return name, split or default_split, parse_options(words[1:])
+
+
+def view_label(name: str, split: str, options: dict[str, Any]) -> str:
+    return " ".join([f"{name}/{split}", *(f"{k}={v}" for k, v in options.items())])
+
+
 def per_w_table(result: Any, title: str) -> Table:
     table = Table(title=title)
-    for c in ("w", "threshold", "s1", "a1", "TP", "FP", "FN", "precision", "recall", "F1"):
+    views = bool(result.best.view_f1)
+    for c in ("w", "threshold", "s1", "a1", "TP", "FP", "FN", "precision", "recall",
+              "mean F1 of views" if views else "F1"):
         table.add_column(c, justify="right")
     for r in result.per_w:
         c = r.counts
@@ -63,7 +85,7 @@ def per_w_table(result: Any, title: str) -> Table:
         end = "[/]" if mark else ""
         table.add_row(*(f"{mark}{v}{end}" for v in (
             f"{r.w:g}", f"{r.threshold}", f"{r.s1:g}", f"{r.a1:g}", c.tp, c.fp, c.fn, f"{c.precision:.3f}",
-            f"{c.recall:.3f}", f"{c.f1:.3f}")))
+            f"{c.recall:.3f}", f"{r.score:.3f}")))
     return table
 
 
@@ -92,6 +114,10 @@ class CalibrateCommand:
         parser.add_argument("--threshold", help="comma-separated foreground rules to try: otsu "
                             "and/or probabilities, e.g. otsu,0.3,0.5,0.7 (default: recipe "
                             "calibrate.threshold, else detect.threshold)")
+        parser.add_argument("--view", action="append", default=[], metavar="SPEC",
+                            help="another validation view, 'NAME[:SPLIT] KEY=VALUE ...' "
+                                 "(repeatable; split defaults to --split): the grid point "
+                                 "with the best mean F1 over all views wins")
         parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
         parser.add_argument("--dry-run", action="store_true",
                             help="sweep and report, but leave the checkpoint unchanged")
@@ -107,12 +133,19 @@ class CalibrateCommand:
         name = args.dataset or default_dataset(recipe)
         if not name:
             raise DataError(f"{args.checkpoint}: its recipe has no data.val; pass --dataset")
-        dataset = open_dataset(ctx.registries, name, args.data_root, args.split, recipe,
-                               parse_options(args.option))
-        if len(dataset) == 0:
-            raise DataError(f"dataset {name!r} split {args.split!r} has no images")
-        protocol = resolve_protocol(ctx.registries, args.protocol, name, recipe,
-                                    args.radius_um, args.radius_px)
+        specs = [(name, args.split, parse_options(args.option))]
+        specs += [parse_view(v, args.split) for v in args.view]
+        views = []
+        for v_name, v_split, options in specs:
+            root = options.pop("root", None) or (args.data_root if v_name == name else None)
+            root = None if root is None else str(root)
+            ds = open_dataset(ctx.registries, v_name, root, v_split, recipe, options)
+            if len(ds) == 0:
+                raise DataError(f"dataset {v_name!r} split {v_split!r} has no images")
+            proto = resolve_protocol(ctx.registries, args.protocol, v_name, recipe,
+                                     args.radius_um, args.radius_px)
+            views.append((view_label(v_name, v_split, options), ds, proto))
+        dataset, protocol = views[0][1], views[0][2]
         grid = dict(recipe.get("calibrate") or {})
         for key in ("w", "s1", "a1"):
             grid[key] = parse_grid(getattr(args, key), f"--{key}") or grid.get(key)
@@ -125,34 +158,45 @@ class CalibrateCommand:
         with staged_dir(out, "partsup calibrate") as tmp, \
                 tempfile.TemporaryDirectory(dir=tmp) as cache_dir, progress_bar(ctx.console) as bar:
             cache = MapCache(cache_dir)
-            task = bar.add_task(f"maps {name}/{args.split}", total=len(dataset))
-            images = []
-            for i in range(len(dataset)):
-                s = dataset[i]
-                images.append(cache.add(s.id, *detector.maps(s.image), s.points, s.mpp))
-                bar.advance(task)
-            wtask = bar.add_task("sweep w", total=len(grid["w"]))
-            result = sweep(images, params, ctx.registries, protocol, grid["w"], grid["s1"],
-                           grid["a1"], progress=lambda w: bar.advance(wtask),
-                           threshold=grid["threshold"])
-            del images
+            results = []
+            for label, ds, proto in views:
+                task = bar.add_task(f"maps {label}", total=len(ds))
+                images = []
+                for i in range(len(ds)):
+                    s = ds[i]
+                    images.append(cache.add(s.id, *detector.maps(s.image), s.points, s.mpp))
+                    bar.advance(task)
+                wtask = bar.add_task(f"sweep w {label}", total=len(grid["w"]))
+                results.append(sweep(images, params, ctx.registries, proto, grid["w"],
+                                     grid["s1"], grid["a1"],
+                                     progress=lambda w, t=wtask: bar.advance(t),
+                                     threshold=grid["threshold"]))
+                del images
+            result = combine(results)
             best = result.params(params)
             write_json(result, tmp / "calibration.json", {
                 "checkpoint": str(args.checkpoint), "dataset": name, "split": args.split,
-                "images": len(dataset), "protocol": protocol_dict(protocol),
+                "images": sum(len(v[1]) for v in views), "protocol": protocol_dict(protocol),
+                "views": [{"view": label, "images": len(ds), "best_f1": r.best.counts.f1}
+                          for (label, ds, _), r in zip(views, results)],
                 "detect": best.to_dict(), "grid": {k: grid[k] for k in ("w", "threshold", "s1", "a1")}})
             plot_f1_vs_w(result, tmp / "f1_vs_w.png",
                          f"{name}/{args.split}: F1 vs fusion weight w ({protocol.name})")
 
-        ctx.console.print(per_w_table(result, f"calibration on {name}/{args.split} "
-                                      f"({len(dataset)} images, {protocol.name}): best s1, a1 "
-                                      f"at each w"))
+        on = (f"{name}/{args.split} ({len(dataset)} images" if len(views) == 1 else
+              f"{len(views)} views ({sum(len(v[1]) for v in views)} images")
+        ctx.console.print(per_w_table(result, f"calibration on {on}, {protocol.name}): best "
+                                      f"s1, a1 at each w"))
         b = result.best
         if result.weak_only:
             ctx.console.print("weak-only model: w has no effect; only s1 and a1 were tuned")
         ctx.console.print(f"best: w={b.w:g} threshold={b.threshold} s1={b.s1:g} a1={b.a1:g} {params.area_unit} -> "
                           f"F1 {b.counts.f1:.3f} (P {b.counts.precision:.3f}, "
                           f"R {b.counts.recall:.3f})")
+        for (label, ds, _), f1 in zip(views, b.view_f1):
+            ctx.console.print(f"  view {escape(label)} ({len(ds)} images): F1 {f1:.3f}")
+        if b.view_f1:
+            ctx.console.print(f"  mean F1 of the views {b.score:.3f} (what was maximised)")
         if args.dry_run:
             ctx.console.print("dry run: checkpoint left unchanged")
         else:
