@@ -6,7 +6,8 @@ checkpoint's maps are computed once per field, then scored with
 * ``calibrated``: the checkpoint's own detection parameters (what ``partsup predict`` and
   ``partsup evaluate`` use; the same values at every density, no recalibration), and
 * ``otsu`` (with ``--otsu-from calibration.json``): the paper's rule (Otsu over the whole map)
-  with the best Otsu grid point of that validation calibration,
+  with the best Otsu grid point of that validation calibration, and
+* ``fixed`` (with ``--fixed-from calibration.json``): its best fixed-threshold grid point,
 
 giving TP/FP/FN, precision, recall, F1 (greedy one-to-one matching within the protocol radius,
 :func:`partsup.evaluation.matching.match`), the average precision over all candidates before ``s1``, and how
@@ -61,19 +62,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "their natural context)")
     ap.add_argument("--crops", action="store_true",
                     help="also score ami-br-crops (whole crops side by side)")
+    ap.add_argument("--fixed-from", type=Path, default=None,
+                    help="a calibration.json whose best fixed-threshold row is scored too")
     ap.add_argument("--tta", action="store_true", help="dihedral test-time augmentation")
     ap.add_argument("--root", type=Path, default=AMIBR, help="the AMi-Br folder")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     return ap.parse_args(argv)
 
 
-def best_otsu(calibration: Path) -> dict[str, Any]:
-    """The best-F1 row with ``threshold == "otsu"`` of a ``partsup calibrate`` JSON."""
+def best_row(calibration: Path, otsu: bool) -> dict[str, Any]:
+    """The best Otsu row (``otsu``) or fixed-threshold row of a ``partsup calibrate`` JSON (by
+    F1, or by the mean F1 of the views when it was calibrated on several)."""
     rows = [r for r in json.loads(calibration.read_text())["rows"]
-            if r.get("threshold", "otsu") == "otsu"]
+            if (r.get("threshold", "otsu") == "otsu") == otsu]
     if not rows:
-        raise SystemExit(f"{calibration}: no Otsu row (calibrate with --threshold otsu,...)")
-    return max(rows, key=lambda r: r["f1"])
+        kind = "Otsu" if otsu else "fixed-threshold"
+        raise SystemExit(f"{calibration}: no {kind} row (calibrate with --threshold otsu,0.5,...)")
+    return max(rows, key=lambda r: r.get("mean_f1", r["f1"]))  # several views: their mean F1
 
 
 #: px: a false alarm this close to a decoy disc's centre sits on the decoy's nucleus
@@ -112,9 +117,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     detector.params.tta = bool(args.tta)
     rules = {"calibrated": detector.params}
     if args.otsu_from is not None:
-        row = best_otsu(args.otsu_from)
+        row = best_row(args.otsu_from, otsu=True)
         rules["otsu"] = dataclasses.replace(detector.params, threshold="otsu", w=row["w"],
                                             s1=row["s1"], a1=row["a1"])
+    if args.fixed_from is not None:
+        row = best_row(args.fixed_from, otsu=False)
+        rules["fixed"] = dataclasses.replace(detector.params, threshold=row["threshold"],
+                                             w=row["w"], s1=row["s1"], a1=row["a1"])
     protocol = regs.protocols.build("midog")
     sources = args.sources.split(",") if args.sources else None
     out: dict[str, Any] = {"checkpoint": str(args.checkpoint), "split": args.split,

@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="validation fields for calibration (density 8)")
     ap.add_argument("--test-fields", type=int, default=None,
                     help="a seeded subset of test fields per view (default: all)")
+    ap.add_argument("--fields", type=int, default=None,
+                    help="a quick check: N validation and N test fields per view")
     ap.add_argument("--densities", default="8", help="test densities (figures per 2000^2 px)")
     ap.add_argument("--recipes", default="partmitosis,weak-only")
     ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
@@ -111,6 +113,8 @@ def summary(results: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.fields is not None:
+        args.val_fields = args.test_fields = args.fields
     if not (args.root / "metadata.csv").is_file():
         print(f"skipped: {args.root} not found (the AMi-Br crops; see ../shared/data/README.md)")
         return 0

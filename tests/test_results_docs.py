@@ -31,6 +31,11 @@ TINY = {
     "predict": ["--device", "cpu"],
 }
 
+#: bench/amibr_seeds.py trains: one seed, 2 iterations, tiny validation during training
+SEEDS_TINY = ["--seeds", "1", "--iterations", "2", "--train-set", "train.batch_size=2",
+              "--train-set", "data.val.fields=2", "--train-set", "data.num_workers=0",
+              "--train-set", "train.checkpoint_every=2", "--train-set", "train.log_every=1"]
+
 
 def documented_commands(page: str) -> list[str]:
     """``partsup ...`` and ``python bench/...`` lines of the page's bash blocks, continuation
@@ -75,11 +80,13 @@ def test_documented_real_tissue_commands_run(shared_data, tmp_path, monkeypatch)
         for cmd in documented_commands(page):
             args = localise(cmd, tmp)
             if args[0] == "python":
-                args += ["--fields", "2"]
+                args += ["--fields", "2"] + (SEEDS_TINY if "amibr_seeds" in args[1] else [])
                 proc = subprocess.run([sys.executable, *args[1:]], capture_output=True,
                                       text=True, timeout=900)
                 assert proc.returncode == 0, f"{page}: {cmd}\n{proc.stderr[-2000:]}"
                 continue
+            args = [f"{a} fields=2" if i and args[i - 1] == "--view" else a
+                    for i, a in enumerate(args)]  # calibrate's extra views: 2 fields each
             rc = main(args[1:] + TINY.get(args[1], []))
             assert rc == 0, f"{page}: {cmd}"
     assert (tmp_path / "results" / "runs" / "amibr" / "quality.json").is_file()
