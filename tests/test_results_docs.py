@@ -62,7 +62,8 @@ def localise(cmd: str, tmp: Path) -> list[str]:
 def test_pages_show_the_commands_this_test_runs():
     cmds = [c for p in PAGES for c in documented_commands(p)]
     kinds = {shlex.split(c)[1] for c in cmds}
-    assert {"train", "calibrate", "evaluate", "predict", "bench/amibr_quality.py"} <= kinds
+    assert {"train", "calibrate", "evaluate", "predict", "bench/amibr_quality.py",
+            "bench/amibr_seeds.py"} <= kinds
     readme = (REPO / "README.md").read_text()
     shown = [c for c in documented_commands("docs/model-card.md") if " predict " in f" {c}"]
     assert shown and shown[0] in readme  # README shows the model card's (tested) line
