@@ -120,3 +120,17 @@ def test_datasets_page_crops_command_runs(amibr_root, tmp_path, monkeypatch):
     monkeypatch.setenv("PARTSUP_DATA", str(amibr_root.parent))
     assert main(args[1:] + ["--option", "fields=2", "--no-overlays"]) == 0
     assert (tmp_path / "eval-crops" / "metrics.json").is_file()
+
+
+def test_source_and_label_filters_keep_the_full_split(amibr_root):
+    """Filtering by source or label only drops slides: a TUPAC16-only or normal-only reader
+    never holds a slide that the unfiltered split puts into another part."""
+    full = {sp: factory(split=sp) for sp in ("train", "val", "test")}
+    for kw in ({"sources": ["TUPAC16"]}, {"sources": ["MIDOG21"]}, {"labels": ["normal"]},
+               {"labels": ["atypical"]}):
+        for sp in ("train", "val", "test"):
+            part = factory(split=sp, **kw)
+            assert set(part.slides) <= set(full[sp].slides), (kw, sp)
+    tupac_val = factory(split="val", sources=["TUPAC16"])
+    assert tupac_val.slides == [s for s in full["val"].slides
+                                if full["val"].by_slide[s][0].source == "TUPAC16"]

@@ -184,8 +184,17 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
         self.density, self.decoys, self.seed = float(density), float(decoys), int(seed)
         self.with_hard_negatives = bool(hard_negatives)
         self.mpp_value = 0.25
-        all_figs = self._read_metadata(sources, labels)
-        self.slides = self._split_slides(all_figs, split, val_fraction, test_fraction, split_seed)
+        every = self._read_metadata()
+        all_figs = [f for f in every if (sources is None or f.source in sources)
+                    and (labels is None or f.label in labels)]
+        if not all_figs:
+            raise DataError(f"{self.root / 'metadata.csv'}: no usable crop (sources={sources}, "
+                            f"labels={labels})")
+        # the split is made on every figure, so that filtering by source or label never moves
+        # a slide to another split (a source-only run must not train on the full test slides)
+        kept = {f.slide for f in all_figs}
+        self.slides = [s for s in self._split_slides(every, split, val_fraction, test_fraction,
+                                                     split_seed) if s in kept]
         self.by_slide: dict[str, list[Figure]] = {s: [] for s in self.slides}
         for f in all_figs:
             if f.slide in self.by_slide:
@@ -232,8 +241,9 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
             raise DataError(f"{self.NAME}: field {grid}x({tile}-{feather}) px is too small "
                             f"for a figure disc")
 
-    def _read_metadata(self, sources: Sequence[str] | None,
-                       labels: Sequence[str] | None) -> list[Figure]:
+    def _read_metadata(self) -> list[Figure]:
+        """Every usable figure of ``metadata.csv`` (malformed lines and missing crops are
+        reported through ``self.problems``)."""
         path = self.root / "metadata.csv"
         figs: list[Figure] = []
         with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -254,13 +264,9 @@ random positions on a figure-free quilt of the same slide's tissue); split by sl
                 if not (self.root / fig.file).is_file():
                     self.problems.report(f"{path}:{lineno}: crop {self.root / fig.file} not found")
                     continue
-                if sources is not None and fig.source not in sources:
-                    continue
-                if labels is not None and fig.label not in labels:
-                    continue
                 figs.append(fig)
         if not figs:
-            raise DataError(f"{path}: no usable crop (sources={sources}, labels={labels})")
+            raise DataError(f"{path}: no usable crop")
         return figs
 
     @staticmethod
