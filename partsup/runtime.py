@@ -71,9 +71,24 @@ def resolve_device(device: str | torch.device = "auto",
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PartsupError(f"device {str(device)!r}: no CUDA device is available here; "
                            f"use cpu (or auto)")
+    if dev.type == "cuda":
+        tune_cudnn()
     if dev.type == "cuda" and dev.index is None and local_rank is not None:
         return torch.device("cuda", local_rank)
     return dev
+
+
+def tune_cudnn() -> None:
+    """Turn cuDNN autotuning on before the first CUDA forward pass (``PARTSUP_CUDNN_BENCHMARK=0``
+    leaves it off).
+
+    At HPF sizes cuDNN's heuristic picks kernels several times slower than the tuned ones, and
+    switching autotuning on after a first forward did not recover them in a measured run, so
+    every CUDA device partsup resolves turns it on at once. Each new input shape is tuned once
+    (a fixed tile size keeps that to one or two shapes).
+    """
+    if os.environ.get("PARTSUP_CUDNN_BENCHMARK", "1") != "0":
+        torch.backends.cudnn.benchmark = True
 
 
 def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager[Any]:

@@ -128,6 +128,20 @@ def test_resolve_device_names_bad_and_missing_devices():
             resolve_device("cuda:1")
 
 
+def test_a_cuda_device_turns_cudnn_autotuning_on_before_any_forward(monkeypatch):
+    from partsup.runtime import resolve_device
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU is touched
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    resolve_device("cpu")
+    assert torch.backends.cudnn.benchmark is False
+    monkeypatch.setenv("PARTSUP_CUDNN_BENCHMARK", "0")
+    assert resolve_device("cuda") == torch.device("cuda")
+    assert torch.backends.cudnn.benchmark is False
+    monkeypatch.delenv("PARTSUP_CUDNN_BENCHMARK")
+    assert resolve_device("auto", local_rank=1) == torch.device("cuda", 1)
+    assert torch.backends.cudnn.benchmark is True
+
+
 # -- blobs -------------------------------------------------------------------------------------
 
 def test_find_blobs_scores_centroids_and_areas():

@@ -228,8 +228,10 @@ def test_cli_version_help_plugins(capsys):
     for kind in ("command",):
         assert kind in out
     assert "partsup.builtin" in out
-    with pytest.raises(SystemExit) as exc:
-        main(["--version"])
+    assert main(["--version"]) == 0  # answered before plugins load
+    assert "partsup 0." in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:  # anywhere else on the line: argparse's action
+        main(["--debug", "--version"])
     assert exc.value.code == 0
     assert "partsup 0." in capsys.readouterr().out
     code, out, _ = run_cli([], capsys)

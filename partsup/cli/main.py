@@ -83,6 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     2 bad input (a :class:`PartsupError`: recipe, plugin, data or checkpoint problem); 130 Ctrl-C.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv == ["--version"]:  # answered before any plugin (and torch) is loaded
+        print(f"partsup {partsup.__version__}")
+        return 0
     pre, _ = _pre_parser().parse_known_args(argv)
     err = Console(stderr=True)
     shown = warnings.showwarning

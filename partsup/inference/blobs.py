@@ -112,8 +112,8 @@ def _otsu(values: np.ndarray) -> Any:
 def _blob_sums(prob: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
     """Per-blob ``area`` (int64) and float64 sums of p, p*x, p*y, x, y over labelled pixels.
 
-    Row bands are visited in raster order and ``np.add.at`` adds pixel by pixel, so every sum
-    is accumulated in the same order as one ``np.bincount`` over the whole image would.
+    Row bands are visited in raster order; within a band ``np.bincount`` sums each blob's
+    pixels in raster order, and band totals are added band after band.
     """
     w = prob.shape[1]
     area = np.zeros(n, np.int64)
@@ -130,7 +130,7 @@ def _blob_sums(prob: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray
         rows, cols = (rows + r0).astype(np.float64), cols.astype(np.float64)
         area += np.bincount(lab, minlength=n)
         for k, v in enumerate((p, p * cols, p * rows, cols, rows)):
-            np.add.at(sums[k], lab, v)
+            sums[k] += np.bincount(lab, weights=v, minlength=n)
     return (area, *sums)
 
 
@@ -171,6 +171,7 @@ def fuse(p_weak: np.ndarray, p_strong: np.ndarray | None, params: DetectParams,
     if fused is None:  # no implementation at all (core plugin blocked)
         fused = p_weak if p_strong is None else params.w * p_weak + (1 - params.w) * p_strong
     return np.asarray(fused, np.float32)
+
 
 
 def to_detections(blobs: Blobs, keep: np.ndarray) -> list[Detection]:
