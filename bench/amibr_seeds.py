@@ -53,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra recipe override for training (repeatable)")
     ap.add_argument("--root", type=Path, default=AMIBR, help="the AMi-Br folder")
+    ap.add_argument("--strong-alone", action="store_true",
+                    help="also score PartMitosis's strong map alone (w = 0, s1 and the "
+                         "threshold calibrated for it) and sweep w on validation")
     return ap.parse_args(argv)
 
 
@@ -88,6 +91,13 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     step([sys.executable, str(REPO / "bench" / "amibr_quality.py"), "--checkpoint",
           str(run / "best.pt"), "--densities", args.densities, "--layouts", "discs,windows",
           "--crops", "--root", str(args.root), *fields, "--out", str(quality)], quality, args.root)
+    out = _scores(quality, calib)
+    if args.strong_alone and name == "partmitosis":
+        out["strong_alone"] = strong_alone(run, args)
+    return out
+
+
+def _scores(quality: Path, calib: Path) -> dict[str, Any]:
     q = json.loads(quality.read_text())
     views = {f"discs {k}": v for k, v in q["densities"].items()}
     views.update({f"windows {k}": v for k, v in q.get("windows", {}).items()})
@@ -96,6 +106,34 @@ def one_run(name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     return {"val_f1": val["f1"], "params": {k: val[k] for k in ("w", "threshold", "s1", "a1")},
             "test": {v: {m: r["calibrated"][m] for m in ("precision", "recall", "f1", "ap")}
                      for v, r in views.items()}}
+
+
+def strong_alone(run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """PartMitosis's strong map alone: a copy of ``best.pt`` calibrated with w = 0 and scored
+    on the same test views; plus the validation F1 against w (0, 0.1, ..., 1; a dry run)."""
+    partsup = [sys.executable, "-m", "partsup"]
+    copy = run / "strong-alone.pt"
+    if not copy.exists():
+        copy.write_bytes((run / "best.pt").read_bytes())
+    val = ["--dataset", "ami-br", "--split", "val", "--option", f"fields={args.val_fields}",
+           "--threshold", "0.3,0.4,0.5,0.6,0.7", "--s1", "0.3,0.4,0.5,0.6,0.7,0.8,0.85,0.9",
+           "--a1", "0"]
+    calib = run / "calib8-strong"
+    step(partsup + ["calibrate", "--checkpoint", str(copy), *val, "--w", "0",
+                    "--out", str(calib)], calib / "calibration.json", args.root)
+    sweep = run / "calib8-w"
+    step(partsup + ["calibrate", "--checkpoint", str(run / "best.pt"), *val, "--dry-run",
+                    "--w", ",".join(f"{w / 10:g}" for w in range(11)), "--out", str(sweep)],
+         sweep / "calibration.json", args.root)
+    quality = run / "quality-strong.json"
+    fields = [] if args.test_fields is None else ["--fields", str(args.test_fields)]
+    step([sys.executable, str(REPO / "bench" / "amibr_quality.py"), "--checkpoint", str(copy),
+          "--densities", args.densities, "--layouts", "discs,windows", "--crops", "--root",
+          str(args.root), *fields, "--out", str(quality)], quality, args.root)
+    out = _scores(quality, calib)
+    out["val_f1_by_w"] = {f"{r['w']:g}": r["f1"] for r in
+                          json.loads((sweep / "calibration.json").read_text())["per_w"]}
+    return out
 
 
 def summary(results: dict[str, dict[int, dict[str, Any]]]) -> list[str]:
@@ -126,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"--recipes: unknown {name!r} ({', '.join(RECIPES)})")
             print(f"{name}, seed {seed}", flush=True)
             results.setdefault(name, {})[seed] = one_run(name, seed, args)
+    alone = {s: r.pop("strong_alone") for s, r in results.get("partmitosis", {}).items()
+             if "strong_alone" in r}
+    if alone:
+        results["partmitosis strong map alone"] = alone
     lines = summary(results)
     print("\n".join(lines))
     out = args.runs / "seeds.json"

@@ -250,3 +250,42 @@ def test_no_checkpoint_uses_a_plugin_default_and_says_so(tmp_path, plugin, check
     # no plugin offers one: a one-line error that names the option
     assert run([img, "--out", tmp_path / "o2"], plugin) == 2
     assert "no --checkpoint given and no plugin ships a default model" in capsys.readouterr().err
+
+
+def test_torchrun_shards_inputs_and_writes_what_one_process_writes(tmp_path, plugin,
+                                                                   checkpoint, capsys):
+    import os
+    import subprocess
+    import sys
+    folder = tmp_path / "hpfs"
+    for i, centres in enumerate([[(100.0, 100.0)], [(50.0, 60.0), (300.0, 200.0)], [],
+                                 [(200.0, 150.0)], [(120.0, 220.0), (330.0, 90.0)]]):
+        save(folder / f"f{i}.png", he_like(300, 400, centres=centres))
+    (folder / "f5.png").write_bytes(b"not a png")  # fails on whichever rank gets it
+    common = ["--checkpoint", str(checkpoint), "--format", "csv,geojson", "--mpp", "0.25",
+              "--device", "cpu"]
+    assert run([folder, *common, "--out", tmp_path / "one"], plugin) == 1
+    capsys.readouterr()
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(tmp_path / "pkg"), os.environ.get("PYTHONPATH", "")]))
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "partsup", "--plugin", plugin, "predict", str(folder), *common,
+         "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0  # f5.png failed: every rank exits 1, torchrun reports it
+    import re
+    assert "(2 processes)" in proc.stderr
+    assert len(re.findall(r"6 mitoses in\s+5\s+image", proc.stdout)) == 1, proc.stdout  # one summary
+    one, two = tmp_path / "one", tmp_path / "two"
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in two.iterdir()) and "f4.csv" in names
+    for name in names:
+        if name.endswith((".csv", ".geojson")) and name != "summary.csv":
+            assert (one / name).read_text() == (two / name).read_text(), name
+
+    def rows(path):  # seconds differ between runs
+        return [{k: v for k, v in r.items() if k != "seconds"}
+                for r in csv.DictReader(path.open())]
+    assert rows(one / "summary.csv") == rows(two / "summary.csv")
+    assert [r["id"] for r in rows(two / "summary.csv")] == [f"f{i}" for i in range(6)]

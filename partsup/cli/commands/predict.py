@@ -12,6 +12,11 @@ The work per image lives in :mod:`partsup.prediction`. Plugins may add options t
 and set two defaults it reads (``partsup_command_arguments``): ``default_mpp`` (um/px used when
 neither ``--mpp`` nor the image gives one) and ``label`` (the objects' class name, given to the
 writers as ``info["label"]``).
+
+Many processes, many machines: ``torchrun --nproc-per-node N -m partsup predict PATHS`` shards
+the inputs (images and slides) across the ranks (torch.distributed: gloo on CPU, nccl and one GPU
+per rank with CUDA); rank 0 gathers the results and prints one summary and writes one
+``summary.csv``: the same outputs as one process.
 """
 from __future__ import annotations
 
@@ -158,6 +163,18 @@ class PredictCommand:
         parser.set_defaults(default_mpp=None, label=None)  # plugins may set them
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
+        from partsup.runtime import init_distributed
+        dist = init_distributed(args.device if args.runtime == "torch" else "cpu")
+        try:
+            return self._run(args, ctx, dist)
+        finally:
+            if dist.owns_group:
+                import torch.distributed as tdist
+                tdist.destroy_process_group()
+
+    def _run(self, args: argparse.Namespace, ctx: Any, dist: Any) -> int:
+        """Under ``torchrun`` every rank predicts every ``world``-th input; rank 0 gathers the
+        results, prints the summary and writes ``summary.csv`` (one process: rank 0 of 1)."""
         if args.mpp is not None:
             check_range("--mpp", args.mpp, *MPP_RANGE, "um/px")
         writers = parse_formats(args.format, ctx.registries)
@@ -167,9 +184,14 @@ class PredictCommand:
                             f"{', '.join(map(str, args.paths))}"
                             + ("" if args.recursive else " (folders: add --recursive?)"))
         from partsup.runtime import resolve_device
-        device = resolve_device(args.device) if args.runtime == "torch" else "cpu (onnxruntime)"
+        device = (resolve_device(args.device, dist.local_rank if dist.enabled else None)
+                  if args.runtime == "torch" else "cpu (onnxruntime)")
         check_output_folder(args.out)
         check_not_foreign(args.out, planned_outputs(items, writers, args.out, args.overlay))
+        if dist.enabled:  # every rank has checked the whole plan before any rank writes
+            import torch.distributed as tdist
+            tdist.barrier()
+        mine = list(range(len(items)))[dist.rank::dist.world]
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
         if args.runtime == "onnx":
             if args.model is None:
@@ -179,13 +201,19 @@ class PredictCommand:
         else:
             checkpoint = resolve_checkpoint(args.checkpoint, ctx)
             detector = build_detector(checkpoint, ctx.registries, device, overrides)
-        ctx.err.print(f"predict: {len(items)} image(s) on {device}; formats "
-                      f"{', '.join(writers)}; writing to {escape(str(args.out))}", highlight=False)
+        if dist.is_main:
+            ranks = f" ({dist.world} processes)" if dist.enabled else ""
+            ctx.err.print(f"predict: {len(items)} image(s) on {device}{ranks}; formats "
+                          f"{', '.join(writers)}; writing to {escape(str(args.out))}",
+                          highlight=False)
         results = [Result(m, error=f"{m.path}: no such file or folder") for m in missing]
-        for r in results:
+        for r in results if dist.is_main else ():
             ctx.err.print(f"[bold red]error:[/] {escape(r.error)}", highlight=False)
         roi = read_roi(args.roi) if args.roi is not None else None
-        results += self._loop(items, detector, writers, args, ctx, roi)
+        done = self._loop([items[i] for i in mine], detector, writers, args, ctx, roi)
+        results += gather_results(list(zip(mine, done)), dist)
+        if not dist.is_main:  # rank 0 reports and writes summary.csv; the others agree on rc
+            return exit_code(results)
         table, lines = summary_table(results, args, ctx.registries.pm)
         ctx.console.print(table)
         for line in lines + [x for r in results for x in r.lines]:
@@ -199,13 +227,11 @@ class PredictCommand:
                           f"{escape(str(args.out))} is as it was)", highlight=False)
         if any(r.interrupted for r in results):
             ctx.err.print("interrupted: outputs hold the tiles done", highlight=False)
-            return 130
         failed = [r for r in results if r.count is None]
-        if failed:
+        if failed and not any(r.interrupted for r in results):
             ctx.err.print(f"[bold red]{len(failed)} of {len(results)} input(s) failed[/]: "
                           + escape(", ".join(str(r.item.path) for r in failed)), highlight=False)
-            return 1
-        return 0
+        return exit_code(results)
 
     def _loop(self, items: Sequence[Item], detector: DetectorLike, writers: dict[str, Any],
               args: argparse.Namespace, ctx: Any, roi: Any = None) -> list[Result]:
@@ -259,6 +285,23 @@ class PredictCommand:
                                  overlay=args.overlay, on_tile=on_tile, extra=extra)
         finally:
             progress.remove_task(task)
+
+
+def gather_results(mine: list[tuple[int, Result]], dist: Any) -> list[Result]:
+    """Every rank's ``(input index, result)`` pairs, in input order (one process: its own)."""
+    if not dist.enabled:
+        return [r for _, r in mine]
+    import torch.distributed as tdist
+    everyone: list[Any] = [None] * dist.world
+    tdist.all_gather_object(everyone, mine)  # partsup's own Result objects, between its ranks
+    return [r for _, r in sorted((p for part in everyone for p in part), key=lambda p: p[0])]
+
+
+def exit_code(results: Sequence[Result]) -> int:
+    """130 when interrupted, 1 when an input failed, else 0."""
+    if any(r.interrupted for r in results):
+        return 130
+    return 1 if any(r.count is None for r in results) else 0
 
 
 COMMAND = PredictCommand
