@@ -12,7 +12,8 @@ Models (random initialisation; speed does not depend on the weights, no weight f
   shared trunk).
 
 Modes, each timed as ``Detector.detect`` (tiling, network, maps, fusion, smoothing, Otsu, blobs,
-filters), median of ``--repeats`` runs after one warm-up, CUDA synchronised:
+filters), median of ``--repeats`` runs after ``--warmup`` untimed ones (default 1), CUDA
+synchronised:
 
 * ``fp32``: the recipe's tiles (``detect.tile``), float32;
 * ``bf16`` (CUDA): the same tiles in bf16 autocast, channels-last;
@@ -59,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--modes", default="fp32,bf16,fast")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed runs first (cuDNN autotuning, compilation; 0 on a slow CPU)")
     ap.add_argument("--folder", type=int, default=0, help="HPFs for the partsup predict row")
     ap.add_argument("--compile", action="store_true", help="torch.compile in the fast mode")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -105,7 +108,8 @@ def detector_for(model: Any, recipe: dict[str, Any], registries: Any, device: st
                     amp=mode != "fp32")
 
 
-def time_detect(det: Any, image: np.ndarray, repeats: int) -> tuple[float, int]:
+def time_detect(det: Any, image: np.ndarray, repeats: int, warmup: int = 1
+                ) -> tuple[float, int]:
     import torch
     cuda = det.device.type == "cuda"
 
@@ -115,13 +119,14 @@ def time_detect(det: Any, image: np.ndarray, repeats: int) -> tuple[float, int]:
             torch.cuda.synchronize()
         return n
 
-    n = once()  # warm-up (cuDNN autotuning, compilation)
+    for _ in range(warmup):  # cuDNN autotuning, compilation
+        once()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, n = [], 0
     for _ in range(repeats):
         t0 = time.perf_counter()
-        once()
+        n = once()
         times.append(time.perf_counter() - t0)
     return statistics.median(times), n
 
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 det = detector_for(model, recipe, registries, str(device), mode, size,
                                    args.compile)
-                sec, n = time_detect(det, image, args.repeats)
+                sec, n = time_detect(det, image, args.repeats, args.warmup)
                 row.update(ms=1e3 * sec, detections=n, tile=det.params.tile)
                 if cuda:
                     row["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
@@ -191,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.folder:
             fr = folder_row(model, recipe, sizes[0], args.folder, str(device))
             rows.append({"model": name, "size": list(sizes[0]), "mode": "predict-folder", **fr})
-            print(f"{name:<14} {sizes[0][0]:>5}x{sizes[0][1]:<5} folder {1e3 * fr['s_per_hpf']:10.1f}"
-                  f"  ({args.folder} PNGs through partsup predict, all included)")
+            print(f"{name:<14} {sizes[0][0]:>5}x{sizes[0][1]:<5} folder "
+                  f"{1e3 * fr['s_per_hpf']:10.1f}  ({args.folder} PNGs through partsup "
+                  f"predict, all included)")
     out = {"device": str(device), "gpu": torch.cuda.get_device_name() if cuda else None,
            "torch": torch.__version__, "threads": torch.get_num_threads(),
            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),

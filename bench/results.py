@@ -24,7 +24,8 @@ commands, in order:
 Then it prints one table per comparison (mean and spread over the seeds of test precision,
 recall and F1; validation F1), writes ``RUNS/results.json`` and, with ``--plot``, the w sweep as a
 PNG. A step whose output exists is not run again, so an interrupted comparison continues where it
-stopped; ``--shard I/N`` runs every N-th job only, so N copies can share the machine.
+stopped; ``--shard I/N`` runs every N-th job only, so N copies can share the machine, and
+``--report-only`` tabulates what has finished without running anything.
 
     .venv/bin/python bench/results.py --seeds 1,2,3 --runs runs/results --threads 1 --shard 0/2 &
     .venv/bin/python bench/results.py --seeds 1,2,3 --runs runs/results --threads 1 --shard 1/2 \\
@@ -107,6 +108,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
                     help="an extra recipe override for every training (repeatable)")
     ap.add_argument("--plot", type=Path, default=None, help="write the w sweep PNG here")
+    ap.add_argument("--amibr-runs", type=Path, default=None,
+                    help="bench/amibr_seeds.py --strong-alone runs: add their validation w "
+                         "sweep to the plot and the JSON")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run nothing: tabulate the runs that have finished")
     return ap.parse_args(argv)
 
 
@@ -230,11 +236,28 @@ def w_sweep(results: dict[str, dict[int, dict[str, Any]]], config: str) -> dict[
                 "test_f1": _stat([r["per_w"][w]["f1"] for r in runs])} for w in ws}
 
 
-def plot(sweeps: dict[str, dict[str, Any]], path: Path, iterations: int) -> None:
+def amibr_sweep(runs: Path) -> dict[str, Any]:
+    """Validation F1 against w of the real-tissue PartMitosis seeds (``bench/amibr_seeds.py
+    --strong-alone`` writes ``<runs>/partmitosis-s*/calib8-w``), mean and sd over seeds."""
+    per_seed = [json.loads(p.read_text())["per_w"]
+                for p in sorted(runs.glob("partmitosis-s*/calib8-w/calibration.json"))]
+    if not per_seed:
+        return {}
+    ws = [f"{r['w']:g}" for r in per_seed[0]]
+    return {"seeds": len(per_seed), "val_f1": {w: _stat([rows[i]["f1"] for rows in per_seed])
+                                               for i, w in enumerate(ws)}}
+
+
+def plot(sweeps: dict[str, dict[str, Any]], path: Path, iterations: int,
+         real: dict[str, Any] | None = None) -> None:
+    """F1 against w: the synthetic sweeps (validation and test), and the real-tissue
+    validation sweep in a second panel when given."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=120)
+    panels = 2 if real else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.8), dpi=120, squeeze=False)
+    ax = axes[0][0]
     for config, style in zip(sweeps, ("-", "--", ":")):
         sweep = sweeps[config]
         ws = [float(w) for w in sweep]
@@ -243,12 +266,20 @@ def plot(sweeps: dict[str, dict[str, Any]], path: Path, iterations: int) -> None
             s = [sweep[w][split]["sd"] for w in sweep]
             ax.errorbar(ws, m, yerr=s, fmt="o" + style, color=color, ms=3, capsize=2,
                         label=f"{config} {split.split('_')[0]}")
-    ax.set_xlabel("w (weight of the weak map; 0 = strong map only, 1 = weak map only)")
-    ax.set_ylabel("F1")
-    ax.set_title(f"Fusion weight sweep, synthetic benchmark ({iterations} it, mean ± sd)",
-                 fontsize=9)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    ax.set_title(f"synthetic benchmark ({iterations} it, mean ± sd over seeds)", fontsize=9)
+    if real:
+        bx = axes[0][1]
+        ws = [float(w) for w in real["val_f1"]]
+        bx.errorbar(ws, [v["mean"] for v in real["val_f1"].values()],
+                    yerr=[v["sd"] for v in real["val_f1"].values()], fmt="o-",
+                    color="tab:blue", ms=3, capsize=2, label="partmitosis val")
+        bx.set_title(f"real tissue, ami-br validation, density 8 ({real['seeds']} seeds, "
+                     f"1,000 it)", fontsize=9)
+    for a in axes[0]:
+        a.set_xlabel("w (weight of the weak map; 0 = strong map only, 1 = weak only)")
+        a.set_ylabel("F1")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -270,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(c, int(s)) for s in args.seeds.split(",") for c in configs]
     results: dict[str, dict[int, dict[str, Any]]] = {}
     for i, (config, seed) in enumerate(jobs):
-        if i % shards != shard:
+        if i % shards != shard or args.report_only:
             continue
         print(f"{config}, seed {seed} ({i + 1}/{len(jobs)})", flush=True)
         one_run(config, seed, args, env)
@@ -286,10 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, table in out["tables"].items():
         print(f"\n{name} (synthetic test split, {args.iterations} iterations)")
         print("\n".join(markdown(table)))
+    real = amibr_sweep(args.amibr_runs) if args.amibr_runs else {}
+    if real:
+        out["amibr_w_sweep"] = real
     (args.runs / "results.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"\nwrote {args.runs / 'results.json'}")
     if args.plot and out["w_sweep"]:
-        plot(out["w_sweep"], args.plot, args.iterations)
+        plot(out["w_sweep"], args.plot, args.iterations, real)
         print(f"wrote {args.plot}")
     return 0
 

@@ -266,8 +266,8 @@ def test_torchrun_shards_inputs_and_writes_what_one_process_writes(tmp_path, plu
               "--device", "cpu"]
     assert run([folder, *common, "--out", tmp_path / "one"], plugin) == 1
     capsys.readouterr()
-    env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(tmp_path / "pkg"), os.environ.get("PYTHONPATH", "")]))
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(tmp_path / "pkg"), os.environ.get("PYTHONPATH", "")]))
     env.pop("WORLD_SIZE", None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -276,7 +276,7 @@ def test_torchrun_shards_inputs_and_writes_what_one_process_writes(tmp_path, plu
     assert proc.returncode != 0  # f5.png failed: every rank exits 1, torchrun reports it
     import re
     assert "(2 processes)" in proc.stderr
-    assert len(re.findall(r"6 mitoses in\s+5\s+image", proc.stdout)) == 1, proc.stdout  # one summary
+    assert len(re.findall(r"6 mitoses in\s+5\s+image", proc.stdout)) == 1  # one summary
     one, two = tmp_path / "one", tmp_path / "two"
     names = sorted(p.name for p in one.iterdir())
     assert names == sorted(p.name for p in two.iterdir()) and "f4.csv" in names

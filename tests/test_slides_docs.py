@@ -25,7 +25,8 @@ TINY = {"bench/make_slide.py": ["--width", "2048", "--height", "1536", "--cluste
 def torchrun_commands(page: str) -> list[list[str]]:
     """The ``torchrun ...`` lines of the page's bash blocks, as argv."""
     text = (REPO / page).read_text()
-    return [shlex.split(line.split(" #")[0]) for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
+    return [shlex.split(line.split(" #")[0]) for block in blocks
             for line in block.splitlines() if line.startswith("torchrun ")]
 
 
