@@ -104,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         if "PARTSUP_DEMO_DATA" not in os.environ:
-            from partsup_mitosis.commands.demo import DEMO_DATA
             from partsup_mitosis.synth import generate
-            for name, options in DEMO_DATA.items():
-                generate(Path(tmp) / name, **options)
+            for name, n in (("icpr2012", 16), ("amida13", 32)):  # the quickstart's two styles
+                generate(Path(tmp) / name, like=name, n_images=n, seed=1, size=512,
+                         **({"val_fraction": 0.0, "test_fraction": 0.0}
+                            if name == "icpr2012" else {}))
             os.environ["PARTSUP_DEMO_DATA"] = tmp
         overrides = [f"device={args.device}", *args.overrides]
         recipe, registries = load_run(args.recipe, overrides, ())

@@ -82,9 +82,9 @@ def tune_cudnn() -> None:
     """Turn cuDNN autotuning on before the first CUDA forward pass (``PARTSUP_CUDNN_BENCHMARK=0``
     leaves it off).
 
-    At HPF sizes cuDNN's heuristic picks kernels several times slower than the tuned ones, and
-    switching autotuning on after a first forward did not recover them in a measured run, so
-    every CUDA device partsup resolves turns it on at once. Each new input shape is tuned once
+    On large inputs (2084x2084 px) cuDNN's heuristic picks kernels several times slower than the
+    tuned ones, and switching autotuning on after a first forward did not recover them in a
+    measured run, so every CUDA device partsup resolves turns it on at once. Each new input shape is tuned once
     (a fixed tile size keeps that to one or two shapes).
     """
     if os.environ.get("PARTSUP_CUDNN_BENCHMARK", "1") != "0":
