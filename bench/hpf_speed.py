@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 det = detector_for(model, recipe, registries, str(device), mode, size,
                                    args.compile)
                 sec, n = time_detect(det, image, args.repeats, args.warmup)
+                model.__dict__.pop("probabilities", None)  # undo --compile for the next rows
                 row.update(ms=1e3 * sec, detections=n, tile=det.params.tile)
                 if cuda:
                     row["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30

@@ -19,7 +19,9 @@ probability-weighted centroid, ``area > a1`` and ``score > s1``):
 
 Times are the median of ``--repeats`` runs after one warm-up, each pipeline timed alternately.
 Detections are identical when both lists have the same length, the same areas, and positions
-and scores within 1e-4 px / 1e-6.
+and scores within 1e-4 px / 1e-6. Each row also gives the median time of each of partsup's
+steps (fusion, smoothing, Otsu, threshold and labelling, per-blob sums), to show where the time
+goes.
 """
 from __future__ import annotations
 
@@ -76,6 +78,26 @@ def partsup_pipeline(p_weak: np.ndarray, p_strong: np.ndarray | None, params: An
     from partsup.inference.blobs import detect_from_maps
     dets = detect_from_maps(p_weak, p_strong, params, 0.25, registries)
     return [(d.x, d.y, d.score, d.area) for d in dets]
+
+
+def partsup_steps(p_weak: np.ndarray, p_strong: np.ndarray | None, params: Any,
+                  registries: Any, repeats: int) -> dict[str, float]:
+    """Median seconds of each step of partsup's pipeline: fusion, smoothing, Otsu, threshold and
+    labelling, per-blob sums (the functions ``detect_from_maps`` calls, one at a time)."""
+    from scipy import ndimage
+
+    from partsup.inference import blobs
+    fused = blobs.fuse(p_weak, p_strong, params, registries)
+    smooth = ndimage.gaussian_filter(fused, params.sigma)
+    labels = np.zeros(fused.shape, np.int32)
+    t = blobs._otsu(smooth)
+    n = ndimage.label(smooth > t, np.ones((3, 3), bool), output=labels)
+    steps = {"fuse": lambda: blobs.fuse(p_weak, p_strong, params, registries),
+             "gaussian": lambda: ndimage.gaussian_filter(fused, params.sigma),
+             "otsu": lambda: blobs._otsu(smooth),
+             "threshold+label": lambda: ndimage.label(smooth > t, np.ones((3, 3), bool)),
+             "blob sums": lambda: blobs._blob_sums(fused, labels, int(n))}
+    return {k: timed(fn, repeats)[0] for k, fn in steps.items()}
 
 
 def identical(a: list[tuple[float, ...]], b: list[tuple[float, ...]]) -> bool:
@@ -138,9 +160,13 @@ def main(argv: list[str] | None = None) -> int:
                "skimage_runs_s": t_sk, "detections": len(ours), "skimage_detections": len(theirs),
                "identical": same}
         row["speedup"] = row["skimage_s"] / row["partsup_s"]
+        row["partsup_steps_s"] = partsup_steps(p_weak, p_strong, params, registries,
+                                               args.repeats)
         rows.append(row)
         print(f"{h:>5d}x{w:<5d} {1e3 * row['partsup_s']:11.1f} {1e3 * row['skimage_s']:11.1f} "
               f"{row['speedup']:8.1f}x {len(ours):10d} {'yes' if same else 'NO'}")
+        print("            partsup by step: " + ", ".join(
+            f"{k} {1e3 * v:.1f} ms" for k, v in row["partsup_steps_s"].items()))
     out = {"machine": {"cpu": platform.processor() or platform.machine(),
                        "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                        "python": platform.python_version()},

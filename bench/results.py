@@ -116,6 +116,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``0 <= I < N``; a clear error otherwise."""
+    try:
+        shard, shards = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard: expected I/N such as 0/2, got {text!r}") from None
+    if not 0 <= shard < shards:
+        raise SystemExit(f"--shard: need 0 <= I < N, got {text!r}")
+    return shard, shards
+
+
 def ensure_data(root: Path, images: int) -> None:
     """Generate the synthetic datasets under ``root`` unless already there."""
     from partsup_mitosis.synth import MANIFEST, generate
@@ -292,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in configs if c not in CONFIGS]
     if unknown:
         raise SystemExit(f"--configs: unknown {', '.join(unknown)} ({', '.join(CONFIGS)})")
-    shard, shards = (int(x) for x in args.shard.split("/"))
+    shard, shards = parse_shard(args.shard)
     args.runs.mkdir(parents=True, exist_ok=True)
     ensure_data(args.runs / "data", args.images)
     env = {**os.environ, "PARTSUP_DEMO_DATA": str((args.runs / "data").resolve())}

@@ -81,3 +81,6 @@ def test_unknown_config_is_one_clear_error():
     done = subprocess.run([sys.executable, "bench/results.py", "--configs", "nope"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and "--configs: unknown nope" in done.stderr
+    done = subprocess.run([sys.executable, "bench/results.py", "--shard", "2/2"], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "--shard: need 0 <= I < N, got '2/2'" in done.stderr

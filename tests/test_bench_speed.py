@@ -47,6 +47,9 @@ def test_postprocess_bench_finds_the_same_detections_as_scikit_image(tmp_path):
     done = run(with_value(argv, "--json", str(out)))
     rows = json.loads(out.read_text())["rows"]
     assert rows[0]["size"] == [300, 420] and rows[0]["identical"] and rows[0]["detections"] > 0
+    assert set(rows[0]["partsup_steps_s"]) == {"fuse", "gaussian", "otsu", "threshold+label",
+                                               "blob sums"}
+    assert all(v > 0 for v in rows[0]["partsup_steps_s"].values())
     assert "yes" in done.stdout
 
 
