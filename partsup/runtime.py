@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as tdist
@@ -50,6 +50,27 @@ def init_distributed(device: str) -> Dist:
         torch.cuda.set_device(local)
     tdist.init_process_group(backend="nccl" if cuda else "gloo")
     return Dist(rank, world, local, True)
+
+
+def on_main(dist: Dist, check: Callable[[], None]) -> None:
+    """Run ``check`` on rank 0 only and raise its :class:`PartsupError` (same class) on every rank.
+
+    For checks with side effects (proving a folder writable creates and removes it): ranks that
+    ran them side by side raced, one removing the folder another was writing a probe file into.
+    One process: ``check()`` itself.
+    """
+    if not dist.enabled:
+        check()
+        return
+    error: list[PartsupError | None] = [None]
+    if dist.is_main:
+        try:
+            check()
+        except PartsupError as exc:
+            error[0] = exc
+    tdist.broadcast_object_list(error, src=0)  # partsup's own exception, from its rank 0
+    if error[0] is not None:
+        raise error[0]
 
 
 def resolve_device(device: str | torch.device = "auto",

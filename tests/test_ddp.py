@@ -87,3 +87,46 @@ def test_torchrun_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     ref_losses = [json.loads(x)["loss"] for x in (tmp_path / "single" / "metrics.jsonl")
                   .read_text().splitlines() if '"loss"' in x]
     assert all(abs(a - b) <= 1e-3 * abs(b) for a, b in zip(losses, ref_losses))
+
+
+ON_MAIN = """
+import os, sys
+from pathlib import Path
+from partsup.errors import DataError
+from partsup.runtime import init_distributed, on_main
+import torch.distributed as tdist
+
+dist = init_distributed("cpu")
+log = Path(sys.argv[1])
+
+def check():
+    with log.open("a") as f:
+        f.write(f"rank {dist.rank}\\n")
+    raise DataError("the folder is bad")
+
+try:
+    on_main(dist, check)
+except DataError as exc:
+    print(f"rank {dist.rank}: {type(exc).__name__}: {exc}")
+on_main(dist, lambda: None)  # a check that passes raises nowhere
+print(f"rank {dist.rank}: passed")
+tdist.barrier()
+tdist.destroy_process_group()
+"""
+
+
+def test_on_main_checks_once_and_every_rank_raises_the_same_error(tmp_path: Path) -> None:
+    """A check with side effects (predict proving --out writable) runs on rank 0 alone; the
+    other ranks raise its error (same class and message) instead of racing it."""
+    script, log = tmp_path / "on_main.py", tmp_path / "calls.txt"
+    script.write_text(ON_MAIN)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node=2", str(script), str(log)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert log.read_text() == "rank 0\n"
+    for rank in (0, 1):
+        assert f"rank {rank}: DataError: the folder is bad" in proc.stdout
+        assert f"rank {rank}: passed" in proc.stdout

@@ -166,7 +166,11 @@ class PredictCommand:
         from partsup.runtime import init_distributed
         dist = init_distributed(args.device if args.runtime == "torch" else "cpu")
         try:
-            return self._run(args, ctx, dist)
+            rc = self._run(args, ctx, dist)
+            if dist.enabled:  # leave together: gloo may abort a rank whose peer already left
+                import torch.distributed as tdist
+                tdist.barrier()
+            return rc
         finally:
             if dist.owns_group:
                 import torch.distributed as tdist
@@ -183,14 +187,11 @@ class PredictCommand:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in "
                             f"{', '.join(map(str, args.paths))}"
                             + ("" if args.recursive else " (folders: add --recursive?)"))
-        from partsup.runtime import resolve_device
+        from partsup.runtime import on_main, resolve_device
         device = (resolve_device(args.device, dist.local_rank if dist.enabled else None)
                   if args.runtime == "torch" else "cpu (onnxruntime)")
-        check_output_folder(args.out)
-        check_not_foreign(args.out, planned_outputs(items, writers, args.out, args.overlay))
-        if dist.enabled:  # every rank has checked the whole plan before any rank writes
-            import torch.distributed as tdist
-            tdist.barrier()
+        plan = planned_outputs(items, writers, args.out, args.overlay)
+        on_main(dist, lambda: (check_output_folder(args.out), check_not_foreign(args.out, plan)))
         mine = list(range(len(items)))[dist.rank::dist.world]
         overrides = {"tile": args.tile, "batch_tiles": args.batch_tiles}
         if args.runtime == "onnx":
