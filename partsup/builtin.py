@@ -24,6 +24,7 @@ CORE_COMPONENTS: dict[str, tuple[str, str]] = {
     "filters": ("partsup.inference.filters", "FILTERS"),
     "writers": ("partsup.output.writers", "WRITERS"),
     "datasets": ("partsup.data.folder", "DATASETS"),
+    "normalizers": ("partsup.data.normalize", "NORMALIZERS"),
     "protocols": ("partsup.evaluation.protocols", "PROTOCOLS"),
 }
 

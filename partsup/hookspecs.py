@@ -71,6 +71,12 @@ COMPONENT_KINDS: tuple[ComponentKind, ...] = (
 
     The reader is a sequence of :class:`partsup.types.Sample`; its class attribute ``LAYOUT``
     (a string) describes the expected files for ``partsup datasets`` and for error messages."""),
+    ComponentKind("normalizers", "colour normalizer", """Register colour normalizers:
+    ``name -> factory(reference=None, **target) -> Normalizer``.
+
+    ``reference`` is an image file to fit the target colours to; a Normalizer has
+    ``estimate(image, mask=None) -> dict``, ``apply(image, estimate) -> image`` (``(H, W, 3)``
+    uint8 RGB) and ``target() -> dict`` (see :mod:`partsup.data.normalize`)."""),
     ComponentKind("filters", "filter/scorer", """Register candidate filters/scorers:
     ``name -> factory(**kw) -> fn(blobs, mpp) -> keep``.
 

@@ -129,6 +129,9 @@ SCHEMA: dict[str, Any] = {
         "test": Component("datasets", help="test split (evaluate)"),
         "patch": config_fields(PatchConfig, PATCH_HELP),
         "augment": config_fields(AugmentConfig, AUGMENT_HELP),
+        "normalize": Component("normalizers",
+                               help="colour normalisation to a reference, in training and "
+                                    "prediction: {name, reference: image file}; null: none"),
         "num_workers": plain_value(int, default=0),
         "mpp": plain_value(*NUM, _NONE, default=None,
                            help="um/px the model works at: predict resamples inputs of known "

@@ -55,6 +55,10 @@ class AllHooks:
         self._reg("partsup_register_datasets", register)
 
     @hookimpl
+    def partsup_register_normalizers(self, register):
+        self._reg("partsup_register_normalizers", register)
+
+    @hookimpl
     def partsup_register_filters(self, register):
         self._reg("partsup_register_filters", register)
 

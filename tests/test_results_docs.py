@@ -1,4 +1,5 @@
-"""Every command in docs/results.md and docs/model-card.md runs as written (on tiny settings).
+"""Every command in docs/results.md, docs/model-card.md and docs/stain.md runs as written (on
+tiny settings).
 
 Commands are read from the pages' ``bash`` blocks and run in order (later ones use what
 earlier ones wrote), with ``runs/``, ``my_hpfs/`` and ``predictions`` moved into a temporary
@@ -7,6 +8,7 @@ density. Needs the AMi-Br crops beside the repository (skipped otherwise).
 """
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import subprocess
@@ -20,7 +22,7 @@ from PIL import Image
 from partsup.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ["docs/results.md", "docs/model-card.md"]
+PAGES = ["docs/results.md", "docs/model-card.md", "docs/stain.md"]
 TINY = {
     "train": ["--set", "train.iterations=2", "--set", "train.val_every=2",
               "--set", "train.checkpoint_every=2", "--set", "train.log_every=1",
@@ -51,11 +53,16 @@ def documented_commands(page: str) -> list[str]:
 
 
 def localise(cmd: str, tmp: Path) -> list[str]:
+    """``cmd`` as argv with the folders it writes or reads (``runs/``, ``my_hpfs/``,
+    ``predictions``, ``docs/img/``, also after ``key=`` in ``--set``) moved into ``tmp``."""
     args = shlex.split(cmd)
     for i, a in enumerate(args):
-        for prefix in ("runs/", "my_hpfs/", "predictions"):
+        for prefix in ("runs/", "my_hpfs/", "predictions", "docs/img/"):
             if a.startswith(prefix):
                 args[i] = str(tmp / a)
+            elif f"={prefix}" in a:
+                key, value = a.split("=", 1)
+                args[i] = f"{key}={tmp / value}"
     return args
 
 
@@ -94,3 +101,7 @@ def test_documented_real_tissue_commands_run(shared_data, tmp_path, monkeypatch)
             assert rc == 0, f"{page}: {cmd}"
     assert (tmp_path / "results" / "runs" / "amibr" / "quality.json").is_file()
     assert (tmp_path / "model-card" / "predictions" / "summary.csv").is_file()
+    assert (tmp_path / "stain" / "docs" / "img" / "stain.jpg").is_file()
+    for name in ("tupac-none", "tupac-reinhard", "tupac-macenko"):
+        metrics = (tmp_path / "stain" / "runs" / "norm" / name / "metrics.json").read_text()
+        assert json.loads(metrics)["normalize"] == name.split("-")[1]

@@ -62,3 +62,44 @@ def check_range(option: str, value: float, low: float, high: float, unit: str) -
     """PartsupError unless ``low <= value <= high`` (NaN and inf are refused)."""
     if not (math.isfinite(value) and low <= value <= high):
         raise PartsupError(f"{option} must be between {low:g} and {high:g} {unit}, got {value:g}")
+
+
+def add_normalize_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--normalize NAME|none`` and ``--normalize-reference IMAGE`` (see
+    :func:`apply_normalize_arguments`)."""
+    parser.add_argument("--normalize", default=None, metavar="NAME",
+                        help="colour normalisation before the model: a colour normalizer "
+                             "(`partsup plugins --kind normalizers`) or none (default: the "
+                             "checkpoint's own, its recipe's data.normalize)")
+    parser.add_argument("--normalize-reference", type=Path, default=None, metavar="IMAGE",
+                        help="with --normalize NAME: the image whose colours inputs are mapped "
+                             "to (e.g. a training image of the model)")
+
+
+def apply_normalize_arguments(detector: Any, args: argparse.Namespace, registries: Any) -> None:
+    """Replace ``detector.normalizer`` as ``--normalize`` / ``--normalize-reference`` ask
+    (neither given: the checkpoint's own stays).
+
+    Raises:
+        PartsupError: a reference without a normalizer; RecipeError: an unknown name;
+        DataError: a missing or unusable reference image.
+    """
+    from partsup.data.normalize import build_normalizer
+    name, reference = args.normalize, args.normalize_reference
+    if name is None:
+        if reference is not None:
+            raise PartsupError("--normalize-reference needs --normalize NAME (e.g. reinhard)")
+        return
+    if name == "none":
+        if reference is not None:
+            raise PartsupError("--normalize none takes no --normalize-reference")
+        detector.normalizer = None
+        return
+    spec = {"name": name, **({"reference": str(reference)} if reference is not None else {})}
+    detector.normalizer = build_normalizer(spec, registries, "--normalize")
+
+
+def normalize_label(detector: Any) -> str:
+    """How a detector normalises colours, for a status line: ``"none"`` or the class name."""
+    normalizer = getattr(detector, "normalizer", None)
+    return "none" if normalizer is None else type(normalizer).__name__.lower()

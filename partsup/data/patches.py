@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from partsup.data.augment import colour, geometric
+from partsup.data.normalize import NormalizedReader, build_normalizer
 from partsup.data.sampling import (AugmentConfig, Draw, MixedSampler, PatchConfig, center_crop, extract,
                                    place_negative, window_for)
 from partsup.errors import RecipeError
@@ -181,12 +182,16 @@ def build_reader(spec: dict[str, Any] | None, registries: Registries, where: str
 
 def build_training_data(recipe: dict[str, Any], registries: Registries, length: int | None = None,
                         epoch: int = 0) -> TrainingData:
-    """Readers (``data.strong`` / ``data.weak``), label maker (``labels.weak``), sampler and
+    """Readers (``data.strong`` / ``data.weak``, colour-normalised by ``data.normalize``), label maker (``labels.weak``), sampler and
     :class:`PatchDataset` from a resolved recipe. ``length`` defaults to the number of objects
     of both sets divided by ``positive_fraction`` (each object about once per epoch)."""
     data = recipe["data"]
     strong = build_reader(data.get("strong"), registries, "data.strong")
     weak = build_reader(data.get("weak"), registries, "data.weak")
+    normalizer = build_normalizer(data.get("normalize"), registries)
+    if normalizer is not None:
+        strong, weak = (NormalizedReader(r, normalizer) if r is not None else None
+                        for r in (strong, weak))
     patch = PatchConfig.from_recipe(data.get("patch", {}))
     augment = AugmentConfig.from_recipe(data.get("augment", {}))
     sampler = MixedSampler(strong, weak, patch, augment, seed=int(recipe.get("seed", 0)))

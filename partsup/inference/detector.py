@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from partsup.data.normalize import Normalizer, build_normalizer
 from partsup.errors import PartsupError, RecipeError
 from partsup.inference.blobs import detect_from_maps
 from partsup.inference.params import DetectParams, check_threshold
@@ -33,18 +34,21 @@ class Detector:
     ``model`` is a :class:`partsup.model.partial.PartialModel` or any object with its
     ``preprocess`` and ``probabilities`` (e.g. an exported model run by onnxruntime).
     ``model_mpp``: the um/px the model was trained at (the checkpoint recipe's ``data.mpp``;
-    None when it records none).
+    None when it records none). ``normalizer``: the colour normalisation applied to every image
+    first (the checkpoint recipe's ``data.normalize``; None: none), see
+    :mod:`partsup.data.normalize`.
     """
 
     def __init__(self, model: Any, params: DetectParams, registries: Registries,
                  device: str | torch.device = "cpu", amp: bool = True,
-                 model_mpp: float | None = None) -> None:
+                 model_mpp: float | None = None, normalizer: Normalizer | None = None) -> None:
         self.model = model
         self.params = params
         self.registries = registries
         self.device = resolve_device(device)
         self.amp = amp
         self.model_mpp = model_mpp
+        self.normalizer = normalizer
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
@@ -67,17 +71,32 @@ class Detector:
         detector, _ = load_detector(chosen, registries, device, **overrides)
         return detector
 
-    def maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(p_weak, p_strong | None)`` of ``image`` (H, W, 3) uint8, each (H, W) float32."""
-        p = self.params
-        return infer_maps(self.model, image, tile=p.tile, overlap=p.overlap,
-                          batch_tiles=p.batch_tiles, device=self.device, amp=self.amp,
-                          tta=p.tta)
+    def normalized(self, image: np.ndarray, colour: dict[str, Any] | None = None
+                   ) -> np.ndarray:
+        """``image`` after the detector's colour normalisation (itself when there is none),
+        with ``colour`` as the image's estimate (None: estimated from ``image`` itself; a
+        slide passes the estimate of its whole tissue so that every tile maps the same way)."""
+        if self.normalizer is None:
+            return image
+        if colour is None:
+            colour = self.normalizer.estimate(image)
+        return self.normalizer.apply(image, colour)
 
-    def detect(self, image: np.ndarray, mpp: float) -> list[Detection]:
+    def maps(self, image: np.ndarray, colour: dict[str, Any] | None = None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(p_weak, p_strong | None)`` of ``image`` (H, W, 3) uint8, each (H, W) float32
+        (``colour``: see :meth:`normalized`)."""
+        p = self.params
+        return infer_maps(self.model, self.normalized(image, colour), tile=p.tile,
+                          overlap=p.overlap, batch_tiles=p.batch_tiles, device=self.device,
+                          amp=self.amp, tta=p.tta)
+
+    def detect(self, image: np.ndarray, mpp: float, colour: dict[str, Any] | None = None
+               ) -> list[Detection]:
         """Detections of one ``(H, W, 3)`` uint8 RGB image of ``mpp`` um/px: each with ``x``,
-        ``y`` (px, x = column), ``score`` (mean probability) and ``area`` (px)."""
-        p_weak, p_strong = self.maps(image)
+        ``y`` (px, x = column), ``score`` (mean probability) and ``area`` (px) (``colour``:
+        see :meth:`normalized`)."""
+        p_weak, p_strong = self.maps(image, colour)
         return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
 
     def predict_slide(self, path: str | Path, *, mpp: float | None = None,
@@ -118,7 +137,13 @@ def load_detector(checkpoint: str | Path, registries: Registries,
         params = params_from_checkpoint(ckpt, **overrides)
     except PartsupError as exc:
         raise type(exc)(f"{checkpoint}: {exc}") from exc
-    return Detector(model, params, registries, dev, model_mpp=model_mpp_of(ckpt)), ckpt
+    spec = ((ckpt.get("recipe") or {}).get("data") or {}).get("normalize")
+    try:
+        normalizer = build_normalizer(spec, registries, "the checkpoint's data.normalize")
+    except PartsupError as exc:
+        raise type(exc)(f"{checkpoint}: {exc}") from exc
+    return Detector(model, params, registries, dev, model_mpp=model_mpp_of(ckpt),
+                    normalizer=normalizer), ckpt
 
 
 def build_detector(checkpoint: Path, registries: Registries, device: str | torch.device,

@@ -179,7 +179,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
     Raises:
         PartsupError: unknown format, missing onnx packages; CheckpointError: unreadable file.
     """
-    from partsup.inference.detector import params_from_checkpoint
+    from partsup.inference.detector import model_mpp_of, params_from_checkpoint
     from partsup.training.checkpoint import load_model
     from partsup.training.safetensors_file import save_safetensors
     if fmt not in FORMATS:
@@ -200,6 +200,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
         "dynamic_size": report.dynamic, "size": None if report.dynamic else [tile, tile],
         "detect": dataclasses.asdict(params),
         "recipe": recipe.get("name"), "plugins": list(recipe.get("plugins") or []),
+        "mpp": model_mpp_of(ckpt), "normalize": (recipe.get("data") or {}).get("normalize"),
         "source": str(checkpoint), "max_abs_diff": report.max_abs_diff,
         "checked_sizes": [list(s) for s in report.sizes],
     }

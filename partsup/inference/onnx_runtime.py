@@ -86,9 +86,13 @@ def load_onnx_detector(path: str | Path, registries: Registries, threads: int | 
     (``.onnx`` or its sidecar) with onnxruntime on the CPU, with the sidecar's detection
     parameters updated by the non-None ``overrides``."""
     from partsup.inference.detector import Detector
+    from partsup.data.normalize import build_normalizer
     from partsup.inference.params import DetectParams
     info, model = read_sidecar(path)
     if info.get("plugins") and hasattr(registries, "add_modules"):
         registries.add_modules(info["plugins"])
     params = DetectParams.from_dict(dict(info["detect"]), **overrides)
-    return Detector(OnnxMaps(model, info, threads), params, registries, device="cpu")
+    normalizer = build_normalizer(info.get("normalize"), registries,
+                                  f"{path}: the sidecar's normalize")
+    return Detector(OnnxMaps(model, info, threads), params, registries, device="cpu",
+                    model_mpp=info.get("mpp"), normalizer=normalizer)

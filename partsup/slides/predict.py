@@ -110,6 +110,8 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
     The slide's um/px is ``mpp``, else the file's, else ``default_mpp`` (then
     ``mpp_assumed``); tiles are resampled to ``model_mpp`` (None: read as they are).
     ``margin`` model px of context around each core tile must exceed an object's radius.
+    A detector with a colour ``normalizer`` maps every tile by one estimate, made from the
+    thumbnail's tissue.
     ``on_tile(done, total)`` is called after each tile. Ctrl-C stops between tiles
     (``interrupted``)."""
     if tile < 32 or margin < 0:
@@ -130,6 +132,8 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
         cores = tissue_tiles(tissue, scale / r, mw, mh, tile)
         level = slide.best_level(1.0 / r)
         f = 1.0 / (r * slide.levels[level].downsample)
+        normalizer = getattr(detector, "normalizer", None)
+        colour = {"colour": normalizer.estimate(thumb, tissue)} if normalizer else {}
         found: list[Detection] = []
         out = SlideDetections(found, int(width), int(height), float(use_mpp),
                               not (mpp or slide.mpp), thumb, scale, tissue, 0, len(cores))
@@ -137,7 +141,7 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
             for cx, cy in cores:
                 box = (max(0, cx - margin), max(0, cy - margin),
                        min(mw, cx + tile + margin), min(mh, cy + tile + margin))
-                for d in detector.detect(_read_tile(slide, level, f, box), target):
+                for d in detector.detect(_read_tile(slide, level, f, box), target, **colour):
                     gx, gy = d.x + box[0], d.y + box[1]
                     if cx <= gx < cx + tile and cy <= gy < cy + tile:
                         found.append(Detection((gx + 0.5) / r - 0.5, (gy + 0.5) / r - 0.5,
@@ -203,6 +207,8 @@ def predict_slide(item: Item, detector: DetectorLike, writers: dict[str, Any], o
     The slide's um/px is ``mpp``, else the file's, else ``default_mpp`` (then
     ``Result.mpp_assumed``); tiles are resampled to ``model_mpp`` (None: read as they are).
     ``margin`` model px of context around each core tile must exceed an object's radius.
+    A detector with a colour ``normalizer`` maps every tile by one estimate, made from the
+    thumbnail's tissue.
     ``on_tile(done, total)`` is called after each tile."""
     t0 = time.perf_counter()
     found = detect_slide(item.path, detector, mpp=mpp, default_mpp=default_mpp,

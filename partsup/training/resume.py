@@ -27,6 +27,8 @@ RESUMABLE_CHANGES = {"device", "train.iterations", "train.val_every", "train.che
 #: (``data.mpp``: the samples' um/px); a resumed recipe that leaves them unset keeps the
 #: checkpoint's value
 FILLED_BY_FIT = {"data.mpp"}
+#: the normalizer's values fitted to its reference (a recipe gives the reference file only)
+FITTED_PREFIX = "data.normalize."
 
 
 @dataclass
@@ -103,7 +105,9 @@ def check_resumable(old: dict[str, Any], new: dict[str, Any]) -> None:
     for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_CHANGES or key.endswith(".root") or a.get(key) == b.get(key):
             continue
-        if key in FILLED_BY_FIT and b.get(key) is None:
+        fitted = key.startswith(FITTED_PREFIX) and key not in (
+            FITTED_PREFIX + "name", FITTED_PREFIX + "reference")
+        if (key in FILLED_BY_FIT or fitted) and b.get(key) is None:
             continue
         if key not in a:  # a key the schema gained since the checkpoint; its default keeps
             continue      # the old behaviour, so a run of an older partsup still resumes

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from partsup.data.normalize import NormalizedReader, build_normalizer, resolve_normalize
 from partsup.errors import DataError, PartsupError
 from partsup.manager import Registries
 from partsup.model.partial import build_model
@@ -62,11 +63,14 @@ def check_inputs(recipe: dict[str, Any]) -> None:
 
 
 def read_split(recipe: dict[str, Any], registries: Registries, key: str) -> Any:
-    """The dataset reader of ``data.<key>`` (e.g. ``val``), or None when the recipe has none."""
+    """The dataset reader of ``data.<key>`` (e.g. ``val``), colour-normalised by
+    ``data.normalize``, or None when the recipe has none."""
     spec = recipe["data"].get(key)
     if not spec:
         return None
-    return registries.datasets.build_component(spec, f"data.{key}")
+    reader = registries.datasets.build_component(spec, f"data.{key}")
+    normalizer = build_normalizer(recipe["data"].get("normalize"), registries)
+    return reader if normalizer is None else NormalizedReader(reader, normalizer)
 
 
 def build(recipe: dict[str, Any], registries: Registries, dist: Dist | None = None,
@@ -75,6 +79,8 @@ def build(recipe: dict[str, Any], registries: Registries, dist: Dist | None = No
     dist = dist or Dist()
     device = device or resolve_device(recipe["device"], dist.local_rank)
     seed_all(int(recipe["seed"]))
+    # fit data.normalize to its reference once; the checkpoints record the fitted values
+    recipe["data"]["normalize"] = resolve_normalize(recipe["data"].get("normalize"), registries)
     model = build_model(recipe["model"], registries).to(device)
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)

@@ -23,7 +23,8 @@ from typing import Any, Callable, Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from partsup.cli.common import add_option_argument, parse_options, progress_bar, staged_dir
+from partsup.cli.common import (add_normalize_arguments, add_option_argument, apply_normalize_arguments,
+                                normalize_label, parse_options, progress_bar, staged_dir)
 from partsup.errors import DataError, PartsupError
 from partsup.data.datasets import open_dataset
 from partsup.evaluation.matching import Counts, PRCurve
@@ -104,6 +105,7 @@ class EvaluateCommand:
                             "else the recipe's eval.protocol)")
         parser.add_argument("--out", help="output folder (default eval/<dataset>-<split>)")
         parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+        add_normalize_arguments(parser)
         parser.add_argument("--no-overlays", dest="overlays", action="store_false",
                             help="skip the overlay PNGs")
 
@@ -112,6 +114,9 @@ class EvaluateCommand:
         if args.checkpoint:
             detect, recipe, source = self._checkpoint_detector(args, ctx)
         else:
+            if args.normalize is not None or args.normalize_reference is not None:
+                raise PartsupError("--normalize goes with --checkpoint: --detections files are "
+                                   "scored as they are")
             fmt = check_detections_format(args.detections_format, ctx.registries)
             files = FileDetections(args.detections, fmt, ctx.registries.writers)
             detect, source = files, {"detections": str(args.detections)}
@@ -159,8 +164,10 @@ class EvaluateCommand:
                              ) -> tuple[Callable[[Sample], Found], dict, dict]:
         from partsup.inference.detector import load_detector
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
+        apply_normalize_arguments(detector, args, ctx.registries)
         source = {"checkpoint": str(args.checkpoint), "detect": detector.params.to_dict(),
-                  "calibrated": ckpt.get("detect") is not None}
+                  "calibrated": ckpt.get("detect") is not None,
+                  "normalize": normalize_label(detector)}
         return partial(_candidates, detector), ckpt.get("recipe") or {}, source
 
 

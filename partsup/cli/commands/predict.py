@@ -30,7 +30,8 @@ from rich.markup import escape
 from rich.progress import TextColumn
 from rich.table import Table
 
-from partsup.cli.common import check_range, progress_bar
+from partsup.cli.common import (add_normalize_arguments, apply_normalize_arguments, check_range,
+                                normalize_label, progress_bar)
 from partsup.cli.hooks import count_summary
 from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError, PartsupError
@@ -160,6 +161,7 @@ class PredictCommand:
                                  "annotations, level-0 px)")
         parser.add_argument("--slide-tile", type=int, default=1024, metavar="N",
                             help="slides: core tile side in model px (default 1024)")
+        add_normalize_arguments(parser)
         parser.set_defaults(default_mpp=None, label=None)  # plugins may set them
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
@@ -202,10 +204,14 @@ class PredictCommand:
         else:
             checkpoint = resolve_checkpoint(args.checkpoint, ctx)
             detector = build_detector(checkpoint, ctx.registries, device, overrides)
+        apply_normalize_arguments(detector, args, ctx.registries)
         if dist.is_main:
             ranks = f" ({dist.world} processes)" if dist.enabled else ""
+            colour = normalize_label(detector)
             ctx.err.print(f"predict: {len(items)} image(s) on {device}{ranks}; formats "
-                          f"{', '.join(writers)}; writing to {escape(str(args.out))}",
+                          f"{', '.join(writers)}; "
+                          f"{'' if colour == 'none' else f'colours normalised by {colour}; '}"
+                          f"writing to {escape(str(args.out))}",
                           highlight=False)
         results = [Result(m, error=f"{m.path}: no such file or folder") for m in missing]
         for r in results if dist.is_main else ():
