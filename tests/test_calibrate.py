@@ -179,3 +179,34 @@ def test_calibrate_command_with_a_second_view(tmp_path):
     assert best["mean_f1"] == max(r["mean_f1"] for r in cal["rows"])
     with pytest.raises(RecipeError, match="--view"):
         run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--view", "density=3"])
+
+
+def test_calibrate_with_normalize_stores_it_and_evaluate_uses_it(tmp_path):
+    """``calibrate --normalize NAME --normalize-reference IMG`` tunes the parameters on mapped
+    images and stores the mapping with them; evaluate then reproduces the calibration."""
+    from PIL import Image
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    ckpt = make_checkpoint(tmp_path / "run" / "model.pt", regs, root)
+    ref = np.full((64, 64, 3), (200, 150, 190), np.uint8)
+    ref[20:40, 20:40] = (90, 60, 150)
+    Image.fromarray(ref).save(tmp_path / "ref.png")
+    common = ["calibrate", "--checkpoint", str(ckpt), "--normalize", "reinhard",
+              "--normalize-reference", str(tmp_path / "ref.png")]
+    assert run_cli(regs, [*common, "--dry-run", "--out", str(tmp_path / "dry")]) == 0
+    assert load_checkpoint(ckpt)["recipe"]["data"].get("normalize") is None
+    assert run_cli(regs, common) == 0
+    spec = load_checkpoint(ckpt)["recipe"]["data"]["normalize"]
+    assert spec["name"] == "reinhard" and spec["reference"] == str(tmp_path / "ref.png")
+    cal = json.loads((tmp_path / "run" / "calibration" / "calibration.json").read_text())
+    assert cal["normalize"] == "reinhard"
+    (tmp_path / "ref.png").unlink()  # the checkpoint holds the fitted values
+    run_cli(regs, ["evaluate", "--dataset", "toy", "--split", "val", "--checkpoint", str(ckpt),
+                   "--out", str(tmp_path / "ev"), "--no-overlays"])
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["normalize"] == "reinhard"
+    assert {k: m["totals"][k] for k in ("tp", "fp", "fn")} == \
+        {k: cal["best"][k] for k in ("tp", "fp", "fn")}
+    assert run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--normalize", "none"]) == 0
+    assert load_checkpoint(ckpt)["recipe"]["data"]["normalize"] is None

@@ -126,6 +126,8 @@ def test_normalized_reader_keeps_the_samples_but_their_colours(tmp_path):
     assert np.array_equal(s.points, t.points) and s.id == t.id and s.mask is not None
     assert not np.array_equal(s.image, t.image)
     assert np.array_equal(t.image, normalize_image(norm, s.image))
+    assert list(wrapped.estimates) == [1]  # estimated once, kept for the next reads
+    assert np.array_equal(wrapped[1].image, t.image)
 
 
 # -- training records the target, prediction applies it -------------------------------------

@@ -76,9 +76,11 @@ def add_normalize_arguments(parser: argparse.ArgumentParser) -> None:
                              "to (e.g. a training image of the model)")
 
 
-def apply_normalize_arguments(detector: Any, args: argparse.Namespace, registries: Any) -> None:
+def apply_normalize_arguments(detector: Any, args: argparse.Namespace, registries: Any
+                              ) -> dict[str, Any] | None:
     """Replace ``detector.normalizer`` as ``--normalize`` / ``--normalize-reference`` ask
-    (neither given: the checkpoint's own stays).
+    (neither given: the checkpoint's own stays). Returns the recipe value that rebuilds the new
+    one (``{name, reference, **target}``; None for ``none``), or ``{}`` when nothing changed.
 
     Raises:
         PartsupError: a reference without a normalizer; RecipeError: an unknown name;
@@ -89,14 +91,15 @@ def apply_normalize_arguments(detector: Any, args: argparse.Namespace, registrie
     if name is None:
         if reference is not None:
             raise PartsupError("--normalize-reference needs --normalize NAME (e.g. reinhard)")
-        return
+        return {}
     if name == "none":
         if reference is not None:
             raise PartsupError("--normalize none takes no --normalize-reference")
         detector.normalizer = None
-        return
+        return None
     spec = {"name": name, **({"reference": str(reference)} if reference is not None else {})}
     detector.normalizer = build_normalizer(spec, registries, "--normalize")
+    return {**spec, **detector.normalizer.target()}
 
 
 def normalize_label(detector: Any) -> str:

@@ -190,19 +190,27 @@ def resolve_normalize(spec: dict[str, Any] | str | None, registries: Any,
 
 class NormalizedReader(Sequence):  # type: ignore[type-arg]
     """A dataset reader whose samples' images are normalised (each with its own estimate);
-    everything else is the wrapped reader's."""
+    everything else is the wrapped reader's.
+
+    Each image's estimate is computed once and kept (a few numbers per image): training reads
+    the same image many times, and estimating costs several times as much as applying.
+    """
 
     def __init__(self, reader: Any, normalizer: Normalizer) -> None:
         self.reader, self.normalizer = reader, normalizer
+        self.estimates: dict[int, dict[str, Any]] = {}
 
     def __len__(self) -> int:
         return len(self.reader)
 
     def __getitem__(self, index: int) -> Any:  # type: ignore[override]
         sample = self.reader[index]
-        return dataclasses.replace(sample, image=normalize_image(self.normalizer, sample.image))
+        estimate = self.estimates.get(index)
+        if estimate is None:
+            estimate = self.estimates[index] = self.normalizer.estimate(sample.image)
+        return dataclasses.replace(sample, image=self.normalizer.apply(sample.image, estimate))
 
     def __getattr__(self, name: str) -> Any:
-        if name in ("reader", "normalizer"):
+        if name in ("reader", "normalizer", "estimates"):
             raise AttributeError(name)
         return getattr(self.reader, name)

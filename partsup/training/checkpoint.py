@@ -189,11 +189,20 @@ def _load_plugins(ckpt: dict[str, Any], registries: Registries, path: str | Path
                           f"{exc}") from exc
 
 
-def update_detect_params(path: str | Path, params: dict[str, Any] | None) -> Path:
-    """Replace ``checkpoint["detect"]`` with ``params`` (plain numbers/strings), atomically."""
+_KEEP: Any = object()
+
+
+def update_detect_params(path: str | Path, params: dict[str, Any] | None,
+                         normalize: dict[str, Any] | None = _KEEP) -> Path:
+    """Replace ``checkpoint["detect"]`` with ``params`` (plain numbers/strings) and, when
+    given, the recipe's ``data.normalize`` with ``normalize`` (None: none), atomically."""
     path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     ckpt["detect"] = None if params is None else dict(params)
+    if normalize is not _KEEP:
+        recipe = dict(ckpt.get("recipe") or {})
+        recipe["data"] = {**(recipe.get("data") or {}), "normalize": normalize}
+        ckpt["recipe"] = recipe
     if is_safetensors(path):
         return save_safetensors(path, ckpt)
     return save_checkpoint(path, ckpt)

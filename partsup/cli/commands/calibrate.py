@@ -24,7 +24,8 @@ from rich.table import Table
 
 from partsup.evaluation.calibration import (MapCache, combine, plot_f1_vs_w, sweep,
                                             write_json)
-from partsup.cli.common import add_option_argument, parse_options, progress_bar, staged_dir
+from partsup.cli.common import (add_normalize_arguments, add_option_argument, apply_normalize_arguments,
+                                normalize_label, parse_options, progress_bar, staged_dir)
 from partsup.errors import DataError, RecipeError
 from partsup.data.datasets import open_dataset
 from partsup.evaluation.protocols import protocol_dict, resolve_protocol
@@ -119,6 +120,7 @@ class CalibrateCommand:
                                  "(repeatable; split defaults to --split): the grid point "
                                  "with the best mean F1 over all views wins")
         parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+        add_normalize_arguments(parser)
         parser.add_argument("--dry-run", action="store_true",
                             help="sweep and report, but leave the checkpoint unchanged")
 
@@ -128,6 +130,7 @@ class CalibrateCommand:
 
         args.checkpoint = str(checkpoint_file(args.checkpoint))  # a run folder: its best.pt
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
+        normalize = apply_normalize_arguments(detector, args, ctx.registries)
         params = detector.params
         recipe = ckpt.get("recipe") or {}
         name = args.dataset or default_dataset(recipe)
@@ -179,7 +182,7 @@ class CalibrateCommand:
                 "images": sum(len(v[1]) for v in views), "protocol": protocol_dict(protocol),
                 "views": [{"view": label, "images": len(ds), "best_f1": r.best.counts.f1}
                           for (label, ds, _), r in zip(views, results)],
-                "detect": best.to_dict(), "grid": {k: grid[k] for k in ("w", "threshold", "s1", "a1")}})
+                "normalize": normalize_label(detector), "detect": best.to_dict(), "grid": {k: grid[k] for k in ("w", "threshold", "s1", "a1")}})
             plot_f1_vs_w(result, tmp / "f1_vs_w.png",
                          f"{name}/{args.split}: F1 vs fusion weight w ({protocol.name})")
 
@@ -202,8 +205,14 @@ class CalibrateCommand:
         else:
             stored = {k: v for k, v in best.to_dict().items()
                       if k in ("w", "threshold", "s1", "a1", "sigma", "area_unit")}
-            update_detect_params(args.checkpoint, stored)
-            ctx.console.print(f"stored w, threshold, s1, a1 in {escape(str(args.checkpoint))}")
+            if normalize == {}:
+                update_detect_params(args.checkpoint, stored)
+            else:
+                update_detect_params(args.checkpoint, stored, normalize=normalize)
+            colour = "" if normalize == {} else (
+                f" and the colour normalisation ({normalize_label(detector)})")
+            ctx.console.print(f"stored w, threshold, s1, a1{colour} in "
+                              f"{escape(str(args.checkpoint))}")
         ctx.console.print(f"wrote {escape(str(out))}/calibration.json and f1_vs_w.png")
         return 0
 
