@@ -25,7 +25,7 @@ import numpy as np
 from partsup.errors import DataError
 from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction import DetectorLike, ImageCount, Item, Result, write_overlay
-from partsup.slides.reader import SlideReader
+from partsup.slides.reader import SlideReader, open_slide
 from partsup.slides.tissue import rasterize, tissue_mask
 from partsup.types import Detection
 
@@ -116,7 +116,7 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
     (``interrupted``)."""
     if tile < 32 or margin < 0:
         raise DataError(f"{path}: slide tiles need tile >= 32 and margin >= 0 px")
-    with SlideReader(path) as slide:
+    with open_slide(path) as slide:
         width, height = slide.dimensions
         use_mpp = mpp or slide.mpp or default_mpp
         if not use_mpp:

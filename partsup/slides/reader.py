@@ -1,5 +1,6 @@
 """Reading multi-level slides (Aperio SVS, Hamamatsu NDPI, generic multi-level (pyramid) TIFF) region by
-region with tifffile, decoding only the tiles (or strips) that a region touches, so memory is
+region with tifffile (MIRAX ``.mrxs`` and the other formats only OpenSlide reads:
+:mod:`partsup.slides.openslide_reader`, through :func:`open_slide`), decoding only the tiles (or strips) that a region touches, so memory is
 bounded by the region asked for, not by the slide.
 
 Coordinates: ``x`` = column, ``y`` = row, in pixels of the level asked for; level 0 is the
@@ -11,13 +12,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 
 from partsup.errors import DataError
+from partsup.slides.openslide_reader import OPENSLIDE_SUFFIXES
 
-#: file endings read as slides whatever their number of levels
-SLIDE_SUFFIXES = (".svs", ".ndpi")
+#: file endings read as slides whatever their number of levels (the last ones through OpenSlide)
+SLIDE_SUFFIXES = (".svs", ".ndpi", *OPENSLIDE_SUFFIXES)
 #: endings read as slides when the file holds a pyramid (more than one level)
 PYRAMID_SUFFIXES = (".tif", ".tiff")
 
@@ -30,7 +33,8 @@ class Level:
 
 
 def is_slide(path: Path) -> bool:
-    """True for ``.svs``/``.ndpi`` files and for ``.tif``/``.tiff`` files holding a pyramid."""
+    """True for ``.svs``/``.ndpi`` (and OpenSlide's ``.mrxs`` ...) files and for
+    ``.tif``/``.tiff`` files holding a pyramid."""
     suffix = path.suffix.lower()
     if suffix in SLIDE_SUFFIXES:
         return True
@@ -106,11 +110,7 @@ class SlideReader:
 
     def best_level(self, downsample: float) -> int:
         """The coarsest level whose downsample is at most ``downsample`` (1% tolerance)."""
-        best = 0
-        for i, lv in enumerate(self.levels):
-            if lv.downsample <= downsample * 1.01 and lv.downsample > self.levels[best].downsample:
-                best = i
-        return best
+        return best_level(self.levels, downsample)
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """``(height, width, 3)`` uint8 RGB of the given box of ``level`` (clipped to the level;
@@ -153,22 +153,49 @@ class SlideReader:
         return out
 
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        """A small RGB picture of the whole slide and its scale (thumbnail px per level-0 px).
+        """A small RGB picture of the whole slide and its scale (thumbnail px per level-0 px)
+        (:func:`band_thumbnail`)."""
+        return band_thumbnail(self, max_side)
 
-        Read from the coarsest level in bands of rows, each reduced by an integer stride
-        (block mean), so memory stays bounded even when that level is large."""
-        level = len(self.levels) - 1
-        lv = self.levels[level]
-        stride = max(1, math.ceil(max(lv.width, lv.height) / max_side))
-        tw, th = max(1, lv.width // stride), max(1, lv.height // stride)
-        thumb = np.empty((th, tw, 3), np.uint8)
-        band = stride * max(1, 2048 // stride)
-        for by in range(0, th * stride, band):
-            rows = min(band, th * stride - by)
-            region = self.read_region(level, 0, by, tw * stride, rows).astype(np.float32)
-            small = region.reshape(rows // stride, stride, tw, stride, 3).mean(axis=(1, 3))
-            thumb[by // stride: by // stride + rows // stride] = np.round(small).astype(np.uint8)
-        return thumb, 1.0 / (stride * lv.downsample)
+
+def open_slide(path: str | Path) -> Any:
+    """The reader for a slide: :class:`SlideReader` (tifffile), or for the formats only
+    OpenSlide reads (``.mrxs`` ...) and with ``PARTSUP_SLIDE_BACKEND=openslide``
+    :class:`partsup.slides.openslide_reader.OpenSlideReader`; both have the same methods.
+
+    Raises:
+        DataError: unreadable slide, or OpenSlide needed but not installed (says how).
+    """
+    from partsup.slides.openslide_reader import OpenSlideReader, wants_openslide
+    path = Path(path)
+    return OpenSlideReader(path) if wants_openslide(path) else SlideReader(path)
+
+
+def best_level(levels: Sequence[Level], downsample: float) -> int:
+    """The coarsest of ``levels`` whose downsample is at most ``downsample`` (1% tolerance)."""
+    best = 0
+    for i, lv in enumerate(levels):
+        if lv.downsample <= downsample * 1.01 and lv.downsample > levels[best].downsample:
+            best = i
+    return best
+
+
+def band_thumbnail(slide: Any, max_side: int = 2048) -> tuple[np.ndarray, float]:
+    """A small RGB picture of the whole of ``slide`` and its scale (thumbnail px per level-0
+    px), read from the coarsest level in bands of rows, each reduced by an integer stride (block
+    mean), so memory stays bounded even when that level is large."""
+    level = len(slide.levels) - 1
+    lv = slide.levels[level]
+    stride = max(1, math.ceil(max(lv.width, lv.height) / max_side))
+    tw, th = max(1, lv.width // stride), max(1, lv.height // stride)
+    thumb = np.empty((th, tw, 3), np.uint8)
+    band = stride * max(1, 2048 // stride)
+    for by in range(0, th * stride, band):
+        rows = min(band, th * stride - by)
+        region = slide.read_region(level, 0, by, tw * stride, rows).astype(np.float32)
+        small = region.reshape(rows // stride, stride, tw, stride, 3).mean(axis=(1, 3))
+        thumb[by // stride: by // stride + rows // stride] = np.round(small).astype(np.uint8)
+    return thumb, 1.0 / (stride * lv.downsample)
 
 
 def _first_line(exc: BaseException) -> str:
