@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from partsup.errors import DataError
+from partsup.slides.levels import Level, band_thumbnail, best_level, first_line
 
 #: file endings only OpenSlide reads (MIRAX, Hamamatsu VMS/VMU, Leica SCN, Ventana BIF)
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".scn", ".bif")
@@ -37,7 +38,6 @@ class OpenSlideReader:
     """A slide opened with OpenSlide for region reads (context manager, or call close())."""
 
     def __init__(self, path: str | Path) -> None:
-        from partsup.slides.reader import Level, _first_line
         self.path = Path(path)
         try:
             import openslide
@@ -47,7 +47,7 @@ class OpenSlideReader:
         try:
             self._slide = openslide.OpenSlide(str(self.path))
         except Exception as exc:  # OpenSlideUnsupportedFormatError, OpenSlideError, OSError
-            raise DataError(f"{self.path}: cannot read slide ({_first_line(exc)})") from exc
+            raise DataError(f"{self.path}: cannot read slide ({first_line(exc)})") from exc
         self.levels = [Level(int(w), int(h), float(d)) for (w, h), d in
                        zip(self._slide.level_dimensions, self._slide.level_downsamples)]
         self.mpp = _mpp(dict(self._slide.properties))
@@ -67,7 +67,6 @@ class OpenSlideReader:
         self._slide.close()
 
     def best_level(self, downsample: float) -> int:
-        from partsup.slides.reader import best_level
         return best_level(self.levels, downsample)
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -84,5 +83,4 @@ class OpenSlideReader:
     def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
         """A small RGB picture of the whole slide and its scale (thumbnail px per level-0 px),
         read band by band from the coarsest level (as :class:`SlideReader` does)."""
-        from partsup.slides.reader import band_thumbnail
         return band_thumbnail(self, max_side)

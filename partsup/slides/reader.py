@@ -10,26 +10,19 @@ pixel (None when the file does not record a plausible one).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from partsup.errors import DataError
+from partsup.slides.levels import Level, band_thumbnail, best_level, first_line
 from partsup.slides.openslide_reader import OPENSLIDE_SUFFIXES
 
 #: file endings read as slides whatever their number of levels (the last ones through OpenSlide)
 SLIDE_SUFFIXES = (".svs", ".ndpi", *OPENSLIDE_SUFFIXES)
 #: endings read as slides when the file holds a pyramid (more than one level)
 PYRAMID_SUFFIXES = (".tif", ".tiff")
-
-
-@dataclass(frozen=True)
-class Level:
-    width: int
-    height: int
-    downsample: float
 
 
 def is_slide(path: Path) -> bool:
@@ -83,7 +76,7 @@ class SlideReader:
             series = self._tif.series[0]
             self._pages = [lv.keyframe for lv in series.levels]
         except Exception as exc:
-            raise DataError(f"{self.path}: cannot read slide ({_first_line(exc)})") from exc
+            raise DataError(f"{self.path}: cannot read slide ({first_line(exc)})") from exc
         base = self._pages[0]
         if base.imagewidth < 1 or base.imagelength < 1:
             raise DataError(f"{self.path}: empty slide")
@@ -140,7 +133,7 @@ class SlideReader:
                     seg, _, _ = page.decode(data, index, jpegtables=page.jpegtables)
                 except Exception as exc:  # e.g. JPEG tiles without imagecodecs
                     raise DataError(f"{self.path}: cannot decode level {level} tile {index} "
-                                    f"({_first_line(exc)}); JPEG / JPEG 2000 slides need "
+                                    f"({first_line(exc)}); JPEG / JPEG 2000 slides need "
                                     f"pip install imagecodecs (partsup[slides])") from exc
                 seg = _rgb(np.asarray(seg).reshape(seg.shape[-3:]))
                 sy, sx = ty * th, tx * tw
@@ -169,38 +162,6 @@ def open_slide(path: str | Path) -> Any:
     from partsup.slides.openslide_reader import OpenSlideReader, wants_openslide
     path = Path(path)
     return OpenSlideReader(path) if wants_openslide(path) else SlideReader(path)
-
-
-def best_level(levels: Sequence[Level], downsample: float) -> int:
-    """The coarsest of ``levels`` whose downsample is at most ``downsample`` (1% tolerance)."""
-    best = 0
-    for i, lv in enumerate(levels):
-        if lv.downsample <= downsample * 1.01 and lv.downsample > levels[best].downsample:
-            best = i
-    return best
-
-
-def band_thumbnail(slide: Any, max_side: int = 2048) -> tuple[np.ndarray, float]:
-    """A small RGB picture of the whole of ``slide`` and its scale (thumbnail px per level-0
-    px), read from the coarsest level in bands of rows, each reduced by an integer stride (block
-    mean), so memory stays bounded even when that level is large."""
-    level = len(slide.levels) - 1
-    lv = slide.levels[level]
-    stride = max(1, math.ceil(max(lv.width, lv.height) / max_side))
-    tw, th = max(1, lv.width // stride), max(1, lv.height // stride)
-    thumb = np.empty((th, tw, 3), np.uint8)
-    band = stride * max(1, 2048 // stride)
-    for by in range(0, th * stride, band):
-        rows = min(band, th * stride - by)
-        region = slide.read_region(level, 0, by, tw * stride, rows).astype(np.float32)
-        small = region.reshape(rows // stride, stride, tw, stride, 3).mean(axis=(1, 3))
-        thumb[by // stride: by // stride + rows // stride] = np.round(small).astype(np.uint8)
-    return thumb, 1.0 / (stride * lv.downsample)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _rgb(seg: np.ndarray) -> np.ndarray:
