@@ -269,3 +269,11 @@ def test_onnx_export_carries_the_normalisation(tmp_path, plugin, normalised_chec
                  "--out", str(tmp_path / "o")]) == 0
     assert "colours normalised by reinhard" in capsys.readouterr().err
     assert (tmp_path / "o" / "in.csv").read_text() == (tmp_path / "t" / "in.csv").read_text()
+
+
+def test_evaluate_refuses_normalize_with_detection_files(tmp_path, capsys):
+    from partsup.cli.main import main
+    rc = main(["evaluate", "--detections", str(tmp_path), "--dataset", "folder",
+               "--data-root", str(tmp_path), "--normalize", "reinhard"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--normalize goes with --checkpoint" in err and "Traceback" not in err

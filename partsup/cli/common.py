@@ -86,7 +86,7 @@ def apply_normalize_arguments(detector: Any, args: argparse.Namespace, registrie
         PartsupError: a reference without a normalizer; RecipeError: an unknown name;
         DataError: a missing or unusable reference image.
     """
-    from partsup.data.normalize import build_normalizer
+    from partsup.data.normalize import fit_normalize
     name, reference = args.normalize, args.normalize_reference
     if name is None:
         if reference is not None:
@@ -98,8 +98,8 @@ def apply_normalize_arguments(detector: Any, args: argparse.Namespace, registrie
         detector.normalizer = None
         return None
     spec = {"name": name, **({"reference": str(reference)} if reference is not None else {})}
-    detector.normalizer = build_normalizer(spec, registries, "--normalize")
-    return {**spec, **detector.normalizer.target()}
+    detector.normalizer, resolved = fit_normalize(spec, registries, "--normalize")
+    return resolved
 
 
 def normalize_label(detector: Any) -> str:

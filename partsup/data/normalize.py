@@ -32,7 +32,7 @@ import numpy as np
 from partsup.errors import DataError
 
 __all__ = ["NORMALIZERS", "NormalizedReader", "Normalizer", "Reinhard", "build_normalizer",
-           "fit_reference", "normalize_image", "read_reference", "resolve_normalize"]
+           "fit_normalize", "fit_reference", "normalize_image", "read_reference", "resolve_normalize"]
 
 #: pixels used to estimate an image's colours (a regular subsample of larger images)
 ESTIMATE_PIXELS = 250_000
@@ -175,17 +175,25 @@ def build_normalizer(spec: dict[str, Any] | str | None, registries: Any,
     return registries.normalizers.build_component(spec, where)
 
 
-def resolve_normalize(spec: dict[str, Any] | str | None, registries: Any,
-                      where: str = "data.normalize") -> dict[str, Any] | None:
-    """The recipe value with the fitted target values added beside ``reference``, so that a
-    checkpoint rebuilds the normalizer without the reference file (None: none)."""
+def fit_normalize(spec: dict[str, Any] | str | None, registries: Any,
+                  where: str = "data.normalize") -> tuple[Normalizer | None, dict[str, Any] | None]:
+    """The normalizer of a recipe value and that value with the fitted target values added
+    beside ``reference``, so that a checkpoint rebuilds it without the reference file
+    (``(None, None)``: none)."""
     normalizer = build_normalizer(spec, registries, where)
     if normalizer is None:
-        return None
+        return None, None
     name = spec if isinstance(spec, str) else spec["name"]
     reference = None if isinstance(spec, str) else spec.get("reference")
-    return {"name": name, **({"reference": str(reference)} if reference else {}),
-            **normalizer.target()}
+    return normalizer, {"name": name, **({"reference": str(reference)} if reference else {}),
+                        **normalizer.target()}
+
+
+def resolve_normalize(spec: dict[str, Any] | str | None, registries: Any,
+                      where: str = "data.normalize") -> dict[str, Any] | None:
+    """The recipe value with the fitted target values beside ``reference``
+    (:func:`fit_normalize`; None: none)."""
+    return fit_normalize(spec, registries, where)[1]
 
 
 class NormalizedReader(Sequence):  # type: ignore[type-arg]

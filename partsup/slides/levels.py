@@ -1,5 +1,5 @@
-"""What both slide readers share: a level's size and downsample, choosing a level, and a
-thumbnail read band by band (:mod:`partsup.slides.reader`, :mod:`partsup.slides.openslide_reader`)."""
+"""What both slide readers share (:class:`SlideBase`): a level's size and downsample, choosing a
+level, and a thumbnail read band by band (:mod:`partsup.slides.reader`, :mod:`partsup.slides.openslide_reader`)."""
 from __future__ import annotations
 
 import math
@@ -41,6 +41,39 @@ def band_thumbnail(slide: Any, max_side: int = 2048) -> tuple[np.ndarray, float]
         small = region.reshape(rows // stride, stride, tw, stride, 3).mean(axis=(1, 3))
         thumb[by // stride: by // stride + rows // stride] = np.round(small).astype(np.uint8)
     return thumb, 1.0 / (stride * lv.downsample)
+
+
+class SlideBase:
+    """What every slide reader has on top of its ``levels``, ``read_region`` and ``close``:
+    level-0 size, the context manager, level choice and the thumbnail."""
+
+    levels: list[Level]
+
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        """``(width, height)`` of level 0, px."""
+        return self.levels[0].width, self.levels[0].height
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def best_level(self, downsample: float) -> int:
+        """The coarsest level whose downsample is at most ``downsample`` (1% tolerance)."""
+        return best_level(self.levels, downsample)
+
+    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
+        """A small RGB picture of the whole slide and its scale (thumbnail px per level-0 px)
+        (:func:`band_thumbnail`)."""
+        return band_thumbnail(self, max_side)
 
 
 def first_line(exc: BaseException) -> str:

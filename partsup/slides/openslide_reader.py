@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.slides.levels import Level, band_thumbnail, best_level, first_line
+from partsup.slides.levels import Level, SlideBase, first_line
 
 #: file endings only OpenSlide reads (MIRAX, Hamamatsu VMS/VMU, Leica SCN, Ventana BIF)
 OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".scn", ".bif")
@@ -34,7 +34,7 @@ def _mpp(props: dict[str, str]) -> float | None:
     return mpp if 0.05 <= mpp <= 5.0 else None
 
 
-class OpenSlideReader:
+class OpenSlideReader(SlideBase):
     """A slide opened with OpenSlide for region reads (context manager, or call close())."""
 
     def __init__(self, path: str | Path) -> None:
@@ -52,22 +52,8 @@ class OpenSlideReader:
                        zip(self._slide.level_dimensions, self._slide.level_downsamples)]
         self.mpp = _mpp(dict(self._slide.properties))
 
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """``(width, height)`` of level 0, px."""
-        return self.levels[0].width, self.levels[0].height
-
-    def __enter__(self) -> "OpenSlideReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         self._slide.close()
-
-    def best_level(self, downsample: float) -> int:
-        return best_level(self.levels, downsample)
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """``(height, width, 3)`` uint8 RGB of the box of ``level`` (``x``, ``y`` in that
@@ -79,8 +65,3 @@ class OpenSlideReader:
         alpha = rgba[..., 3:4].astype(np.float32) / 255.0
         rgb = rgba[..., :3].astype(np.float32) * alpha + 255.0 * (1.0 - alpha)
         return np.round(rgb).astype(np.uint8)
-
-    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        """A small RGB picture of the whole slide and its scale (thumbnail px per level-0 px),
-        read band by band from the coarsest level (as :class:`SlideReader` does)."""
-        return band_thumbnail(self, max_side)

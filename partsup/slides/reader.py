@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.slides.levels import Level, band_thumbnail, best_level, first_line
+from partsup.slides.levels import Level, SlideBase, first_line
 from partsup.slides.openslide_reader import OPENSLIDE_SUFFIXES
 
 #: file endings read as slides whatever their number of levels (the last ones through OpenSlide)
@@ -65,7 +65,7 @@ def page_mpp(page: object) -> float | None:
     return mpp if mpp is not None and 0.05 <= mpp <= 5.0 else None
 
 
-class SlideReader:
+class SlideReader(SlideBase):
     """A multi-level (pyramid) TIFF opened for region reads. Use as a context manager or call close()."""
 
     def __init__(self, path: str | Path) -> None:
@@ -87,23 +87,8 @@ class SlideReader:
         except Exception:  # metadata is a convenience: never fail the slide on it
             self.mpp = None
 
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        """``(width, height)`` of level 0, px."""
-        return self.levels[0].width, self.levels[0].height
-
-    def __enter__(self) -> "SlideReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def close(self) -> None:
         self._tif.close()
-
-    def best_level(self, downsample: float) -> int:
-        """The coarsest level whose downsample is at most ``downsample`` (1% tolerance)."""
-        return best_level(self.levels, downsample)
 
     def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """``(height, width, 3)`` uint8 RGB of the given box of ``level`` (clipped to the level;
@@ -144,11 +129,6 @@ class SlideReader:
                     out[gy0 - y: gy1 - y, gx0 - x: gx1 - x] = seg[gy0 - sy: gy1 - sy,
                                                                 gx0 - sx: gx1 - sx]
         return out
-
-    def thumbnail(self, max_side: int = 2048) -> tuple[np.ndarray, float]:
-        """A small RGB picture of the whole slide and its scale (thumbnail px per level-0 px)
-        (:func:`band_thumbnail`)."""
-        return band_thumbnail(self, max_side)
 
 
 def open_slide(path: str | Path) -> Any:
