@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -51,7 +52,8 @@ def read_image(path: str | Path) -> np.ndarray:
 def max_image_pixels() -> int:
     """The most pixels (H x W) partsup reads from one image file, whatever its format: Pillow's
     decompression-bomb limit (``2 * PIL.Image.MAX_IMAGE_PIXELS``, about 179 million), or the
-    environment variable ``PARTSUP_MAX_IMAGE_PIXELS`` (a number, e.g. ``1e10``) when set."""
+    environment variable ``PARTSUP_MAX_IMAGE_PIXELS`` (a number, e.g. ``1e10``) when set.
+    Checked against the header's size before any pixel is decoded."""
     env = os.environ.get("PARTSUP_MAX_IMAGE_PIXELS", "").strip()
     if env:
         try:
@@ -59,43 +61,65 @@ def max_image_pixels() -> int:
         except ValueError:
             raise DataError(f"PARTSUP_MAX_IMAGE_PIXELS: expected a number of pixels, got "
                             f"{env!r}") from None
-    from PIL import Image
-    return 2 * int(Image.MAX_IMAGE_PIXELS or 0) or 2 ** 62
+    return 2 * int(_pillow_own_limit() or 0) or 2 ** 62
 
 
-def _check_pixels(p: Path, h: int, w: int) -> None:
-    limit = max_image_pixels()
+def _check_pixels(p: Path, h: int, w: int, limit: int) -> None:
+    """Refuse an image of ``h`` x ``w`` px over ``limit`` px (one line naming file and limit)."""
     if h * w > limit:
         raise DataError(f"{p}: {w}x{h} px is more than the limit of {limit} px per image (it "
                         f"would need about {3 * h * w / 2 ** 30:.1f} GiB of memory); set "
                         f"PARTSUP_MAX_IMAGE_PIXELS to a larger number to read it anyway")
 
 
-@contextlib.contextmanager
-def _pillow_limit(limit: int) -> Any:
-    """Pillow checks :func:`max_image_pixels` (not its own limit) while the body runs."""
+# Pillow's own limit is switched off while partsup opens a file (partsup checks its own limit,
+# which may be larger); the value it had is kept here so that max_image_pixels() still reads it.
+_pillow_lock = threading.Lock()
+_pillow_users = 0
+_pillow_saved: int | None = None
+
+
+def _pillow_own_limit() -> int | None:
+    """``PIL.Image.MAX_IMAGE_PIXELS`` as the user left it (not the None of :func:`_pillow_off`)."""
     from PIL import Image
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None
+    with _pillow_lock:
+        return _pillow_saved if _pillow_users else Image.MAX_IMAGE_PIXELS
+
+
+@contextlib.contextmanager
+def _pillow_off() -> Any:
+    """Pillow's decompression-bomb check off while the body runs (re-entrant, thread-safe); the
+    body checks :func:`max_image_pixels` itself, from the header, before decoding."""
+    global _pillow_users, _pillow_saved
+    from PIL import Image
+    with _pillow_lock:
+        if _pillow_users == 0:
+            _pillow_saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+        _pillow_users += 1
     try:
         yield
     finally:
-        Image.MAX_IMAGE_PIXELS = old
+        with _pillow_lock:
+            _pillow_users -= 1
+            if _pillow_users == 0:
+                Image.MAX_IMAGE_PIXELS = _pillow_saved
 
 
 def _decode(p: Path) -> np.ndarray:
+    limit = max_image_pixels()  # before _pillow_off(), which hides Pillow's own limit
     if p.suffix.lower() in _TIFF:
         import tifffile
         try:
             with tifffile.TiffFile(p) as tif:
                 page = tif.pages[0]
-                _check_pixels(p, *_hw_from_shape(tuple(page.shape), p))
+                _check_pixels(p, *_hw_from_shape(tuple(page.shape), p), limit)
                 return page.asarray()
         except tifffile.TiffFileError:
             pass  # some TIFF variants are only readable by Pillow; try it below
     from PIL import Image
-    with _pillow_limit(max_image_pixels()), Image.open(p) as im:
-        _check_pixels(p, im.size[1], im.size[0])
+    with _pillow_off(), Image.open(p) as im:  # open() parses the header only
+        _check_pixels(p, im.size[1], im.size[0], limit)
         im.load()
         if im.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
             im = im.convert("RGBA" if "A" in im.mode or "transparency" in im.info else "RGB")
@@ -163,7 +187,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
             except tifffile.TiffFileError:
                 pass
         from PIL import Image
-        with Image.open(p) as im:
+        with _pillow_off(), Image.open(p) as im:  # the size of any image, big or not
             w, h = im.size
             return int(h), int(w)
     except DataError:
