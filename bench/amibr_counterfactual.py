@@ -64,7 +64,7 @@ def _pool(ds, n_pos: int, n_neg: int, rng: np.random.Generator) -> list:
     out = []
     for i in sorted(int(j) for j in list(pos) + list(neg)):  # slide by slide: decode once
         s = ds[int(i)]
-        decoys = np.asarray(ds._placement(i, 0)[1], np.float32).reshape(-1, 2)
+        decoys = np.asarray(ds.centres(i, 0)[1], np.float32).reshape(-1, 2)
         out.append((s.image, s.points, _target(s.points, s.image.shape[0]), decoys))
     return out
 

@@ -13,7 +13,8 @@ from PIL import Image
 
 from partsup.errors import DataError
 from partsup.evaluation.matching import Counts, match
-from partsup_mitosis.amibr import AmiBrWarning, _dihedral, _dihedral_xy, factory
+from partsup_mitosis.amibr import AmiBrWarning, factory
+from partsup_mitosis.amibr.geometry import dihedral, dihedral_xy
 
 RADIUS = 30.0  # px: 7.5 um at 0.25 um/px (MIDOG protocol)
 
@@ -131,7 +132,7 @@ def test_labels_sit_on_the_real_figure_pixels(amibr_root):
             x, y = int(x), int(y)
             got = sample.image[y - 6:y + 7, x - 6:x + 7].astype(int)
             # the centre 13x13 px of the crop (in one of 8 orientations) is copied exactly
-            best = min(np.abs(_window(_dihedral(crop, k), *_dihedral_xy(64, 64, 128, k))
+            best = min(np.abs(_window(dihedral(crop, k), *dihedral_xy(64, 64, 128, k))
                               - got).max() for k in range(8))
             assert best <= 1
             checked += 1
@@ -178,7 +179,7 @@ def test_position_only_baselines_fail(amibr_root, density):
                "every disc centre": Counts()}
     for i in range(len(test)):
         gt = test.points(i)
-        figs, decoys = test._placement(i, 0)
+        figs, decoys = test.centres(i, 0)
         discs = np.asarray([(x, y) for x, y, _ in figs] + list(decoys)).reshape(-1, 2)
         for name, det in (("tile centres", centres), ("train mean position", mean_pos),
                           ("every disc centre", discs)):

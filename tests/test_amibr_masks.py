@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from partsup.errors import DataError
-from partsup_mitosis.amibr import _dihedral, _dihedral_xy, factory
-from partsup_mitosis.amibr_masks import NEAR_PX, PAIR_PX, REASONS, figure_mask
+from partsup_mitosis.amibr import factory
+from partsup_mitosis.amibr.geometry import dihedral, dihedral_xy
+from partsup_mitosis.amibr.masks import NEAR_PX, PAIR_PX, REASONS, figure_mask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,16 +139,16 @@ def test_masks_follow_the_figure_discs(amibr_root):
         assert s.mask.shape == (480, 480) and s.mask.dtype == np.uint8
         np.testing.assert_array_equal(s.points, ds.points(i))
         for (x, y), f in zip(s.points.astype(int), ds.figures(i)):
-            crop, cmask = ds._read_crop(f), ds.crop_mask(f)
+            crop, cmask = ds.read_crop(f), ds.crop_mask(f)
             got = s.image[y - 6:y + 7, x - 6:x + 7].astype(int)
             errs = []
             for k in range(8):
-                fx, fy = _dihedral_xy(64, 64, 128, k)
-                errs.append(np.abs(_dihedral(crop, k)[fy - 6:fy + 7, fx - 6:fx + 7] - got).max())
+                fx, fy = dihedral_xy(64, 64, 128, k)
+                errs.append(np.abs(dihedral(crop, k)[fy - 6:fy + 7, fx - 6:fx + 7] - got).max())
             k = int(np.argmin(errs))
             assert errs[k] <= 1
-            fx, fy = (int(v) for v in _dihedral_xy(64, 64, 128, k))
-            want = _dihedral(cmask, k)[fy - 32:fy + 33, fx - 32:fx + 33].astype(bool)
+            fx, fy = (int(v) for v in dihedral_xy(64, 64, 128, k))
+            want = dihedral(cmask, k)[fy - 32:fy + 33, fx - 32:fx + 33].astype(bool)
             field = s.mask[y - 32:y + 33, x - 32:x + 33].astype(bool)
             np.testing.assert_array_equal(field[d <= 11], want[d <= 11])
             assert not (field & ~want & (d <= 32)).any()

@@ -9,8 +9,9 @@ import pytest
 from PIL import Image
 
 from partsup.errors import DataError
-from partsup_mitosis.amibr import _dihedral, _dihedral_xy, factory
-from partsup_mitosis.amibr_crops import factory as crops_factory
+from partsup_mitosis.amibr import factory
+from partsup_mitosis.amibr.crops import factory as crops_factory
+from partsup_mitosis.amibr.geometry import dihedral, dihedral_xy
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +52,13 @@ def test_window_figures_are_whole_and_never_covered(amibr_root):
             continue
         sample = ds[i]
         for (x, y), fig in zip(sample.points, ds.figures(i)):
-            crop = ds._read_crop(fig)
+            crop = ds.read_crop(fig)
             x, y = int(x), int(y)
             got = sample.image[y - 4:y + 5, x - 4:x + 5].astype(int)
             err = []
             for k in range(8):
-                fx, fy = (int(v) for v in _dihedral_xy(64, 64, 128, k))
-                want = _dihedral(crop, k)[fy - 4:fy + 5, fx - 4:fx + 5].astype(int)
+                fx, fy = (int(v) for v in dihedral_xy(64, 64, 128, k))
+                want = dihedral(crop, k)[fy - 4:fy + 5, fx - 4:fx + 5].astype(int)
                 err.append(np.abs(want - got).max())
             assert min(err) <= 1
             checked += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from partsup_mitosis.amibr import factory
-from partsup_mitosis.amibr_masks import REASONS, MaskResult, figure_mask
+from partsup_mitosis.amibr.masks import REASONS, MaskResult, figure_mask
 
 ROWS, COLS, REJECTED_ROWS = 6, 8, 2
 OUT = Path(__file__).resolve().parent / "amibr_masks.png"
@@ -31,7 +31,7 @@ def masks_of(ds, slides: list[str]) -> list[tuple]:
     for slide in slides:
         for f in ds.by_slide[slide]:
             if f.index not in ds.crowded:
-                crop = ds._read_crop(f)
+                crop = ds.read_crop(f)
                 out.append((f, crop, figure_mask(crop)))
     return out
 

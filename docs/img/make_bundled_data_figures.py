@@ -61,7 +61,7 @@ def amibr_fields() -> None:
     cols = []
     for n, i in enumerate(idx):
         a, b = ds.render(i), ds.render(i, placement=1)
-        figs, decoys = ds._placement(i, 0)
+        figs, decoys = ds.centres(i, 0)
         panels = []
         slide, k = a.id.split("/")
         for s, title in ((a, f"slide {slide}, field {k}"), (b, "same figures moved (placement=1)")):

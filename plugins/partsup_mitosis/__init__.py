@@ -15,8 +15,8 @@ from partsup import hookimpl
 
 @hookimpl
 def partsup_register_datasets(register: Callable[..., Any]) -> None:
-    from partsup_mitosis import amibr, amibr_crops, readers
-    for table in (readers.DATASETS, amibr.DATASETS, amibr_crops.DATASETS):
+    from partsup_mitosis import amibr, readers
+    for table in (readers.DATASETS, amibr.DATASETS):
         for name, factory in table.items():
             register(name, factory)
 

@@ -22,10 +22,11 @@ import numpy as np
 
 from partsup.errors import DataError
 from partsup.types import Sample
-from partsup_mitosis.amibr import AmiBrFields, Figure, _code
+from partsup_mitosis.amibr.slides import AmiBrSlides
+from partsup_mitosis.amibr.splits import Field, slide_code, subset
 
 
-class AmiBrCrops(AmiBrFields):
+class AmiBrCrops(AmiBrSlides):
     """Grids of whole AMi-Br crops (see the module docstring).
 
     A lazy sequence of :class:`partsup.types.Sample`: ``image (128 * rows, 128 * cols, 3)``
@@ -34,7 +35,7 @@ class AmiBrCrops(AmiBrFields):
     """
 
     NAME = "ami-br-crops"
-    LAYOUT = AmiBrFields.LAYOUT.split("Default root")[0] + (
+    LAYOUT = AmiBrSlides.LAYOUT.split("Default root")[0] + (
         "Default root: $PARTSUP_DATA/ami-br (the same folder as ami-br). Fields are grids of\n"
         "whole crops of one slide, for evaluation; split by slide exactly as ami-br.")
 
@@ -46,22 +47,19 @@ class AmiBrCrops(AmiBrFields):
         if int(per_row) < 1:
             raise DataError(f"{self.NAME}: per_row must be >= 1, got {per_row!r}")
         self.per_row = int(per_row)
-        super().__init__(root, split, strict, seed=seed, fields=fields,
-                         val_fraction=val_fraction, test_fraction=test_fraction,
-                         split_seed=split_seed, sources=sources, labels=labels)
+        super().__init__(root, split, strict, 128, seed, val_fraction, test_fraction,
+                         split_seed, sources, labels)
+        self.fields = subset(self._grids(), self.seed, fields)
 
-    def _plan_fields(self, limit: int | None) -> list[tuple[int, int, list[Figure]]]:
+    def _grids(self) -> list[Field]:
         """Each slide's crops in a seeded order, ``per_row ** 2`` per field (the last fewer)."""
         per_field = self.per_row ** 2
         plan = []
         for s_i, slide in enumerate(self.slides):
             figs = self.by_slide[slide]
-            order = np.random.default_rng([self.seed, 21, _code(slide)]).permutation(len(figs))
+            order = np.random.default_rng([self.seed, 21, slide_code(slide)]).permutation(len(figs))
             for k, start in enumerate(range(0, len(figs), per_field)):
                 plan.append((s_i, k, [figs[j] for j in order[start:start + per_field]]))
-        if limit is not None:
-            order = np.random.default_rng([self.seed, 12]).permutation(len(plan))
-            plan = [plan[j] for j in sorted(order[:limit])]
         return plan
 
     def _shape(self, i: int) -> tuple[int, int]:
@@ -100,7 +98,7 @@ class AmiBrCrops(AmiBrFields):
         for j, f in enumerate(figs):
             gy, gx = divmod(j, cols)
             image[gy * self.crop:(gy + 1) * self.crop,
-                  gx * self.crop:(gx + 1) * self.crop] = self._read_crop(f)
+                  gx * self.crop:(gx + 1) * self.crop] = self.read_crop(f)
         slide = self.slides[s_i]
         return Sample(image=image, points=self.points(i), mask=None, mpp=self.mpp_value,
                       id=f"{slide}/c{k:04d}", group=slide)
@@ -136,6 +134,6 @@ def factory(root: str | Path | None = None, split: str = "test", strict: bool = 
 
 
 factory.LAYOUT = AmiBrCrops.LAYOUT  # type: ignore[attr-defined]
-factory.POINTS = AmiBrFields.POINTS  # type: ignore[attr-defined]
+factory.POINTS = AmiBrCrops.POINTS  # type: ignore[attr-defined]
 
 DATASETS = {"ami-br-crops": factory}

@@ -4,7 +4,8 @@ Rule (:func:`figure_mask`), on a crop of ``(C, C, 3)`` uint8 RGB with the figure
 ``(c, c)``, ``c = C // 2``, at about 0.25 um/px:
 
 1. Hematoxylin by colour deconvolution (skimage ``rgb2hed``), Gaussian-smoothed with sigma 1 px
-   (:func:`partsup_mitosis.amibr._hematoxylin`, the same map the reader measures figures on).
+   (:func:`partsup_mitosis.amibr.measure.smoothed_hematoxylin`, the same map the reader measures
+   figures on).
 2. Threshold ``max(otsu(h), LOCAL_FRACTION * p95(h in the central 17x17 px))``: Otsu separates
    nuclei from stroma; the local term keeps a pale-nucleus halo out of a dark figure's mask.
 3. Components (8-connected) with a pixel within ``NEAR_PX`` px of the centre: the figure. When
@@ -18,16 +19,19 @@ Rule (:func:`figure_mask`), on a crop of ``(C, C, 3)`` uint8 RGB with the figure
    touches the crop border, or it reaches farther than ``MAX_RADIUS_PX`` from the centre.
 
 Deterministic (no randomness). Returns :class:`MaskResult` (``mask`` uint8 ``(C, C)``, 1 =
-figure, or ``None`` with ``reason``).
+figure, or ``None`` with ``reason``). :func:`build_figure_masks` applies the rule to the figures of
+the ``ami-br`` reader's mask slides and :func:`crop_mask` gives one back in crop pixels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from partsup_mitosis.amibr import _hematoxylin
+from partsup_mitosis.amibr.measure import smoothed_hematoxylin, valid_pixels
+from partsup_mitosis.amibr.metadata import Figure
 
 MPP = 0.25  # um/px of the AMi-Br crops
 NEAR_PX = 4.0  # a component must come this close (px) to the crop centre ...
@@ -115,10 +119,10 @@ def figure_mask(image: np.ndarray, near_px: float = NEAR_PX, pair_px: float = PA
     """
     n = image.shape[0]
     c = n // 2
-    valid = ~ndi.binary_dilation(image.max(-1) < 12, iterations=2)  # black slide padding
+    valid = valid_pixels(image)  # False on black slide padding
     if not valid[c - 8:c + 9, c - 8:c + 9].all():
         return MaskResult(None, "padding at the centre", 0, 0.0)
-    h = _hematoxylin(image)
+    h = smoothed_hematoxylin(image)
     thr = threshold(h, valid, c)
     dark = (h > thr) & valid
     cand = _near_centre(dark, c, near_px)
@@ -150,3 +154,41 @@ def _reject(m: np.ndarray, c: int, area: int, area_min: int, area_max: int,
     if np.sqrt((xs - c) ** 2 + (ys - c) ** 2).max() > max_radius:
         return "reaches beyond max radius"
     return ""
+
+
+#: a figure's accepted mask, trimmed to its bounding box: (x0, y0, ``(h, w)`` uint8 mask) in
+#: crop pixels
+TrimmedMask = tuple[int, int, np.ndarray]
+
+
+def build_figure_masks(slides: list[str], by_slide: dict[str, list[Figure]],
+                       crowded: set[int], read_crop: Callable[[Figure], np.ndarray]
+                       ) -> tuple[dict[int, TrimmedMask], dict[int, str]]:
+    """Apply :func:`figure_mask` to every figure of ``slides`` that is not crowded.
+
+    Returns ``(accepted, rejected)``: figure index -> :data:`TrimmedMask`, and figure index ->
+    the rejection reason (one of :data:`REASONS`). ``read_crop`` gives a figure's
+    ``(C, C, 3)`` uint8 crop.
+    """
+    accepted: dict[int, TrimmedMask] = {}
+    rejected: dict[int, str] = {}
+    for slide in slides:
+        for f in by_slide[slide]:
+            if f.index in crowded:
+                continue
+            res = figure_mask(read_crop(f))
+            if res.mask is None:
+                rejected[f.index] = res.reason
+                continue
+            ys, xs = np.nonzero(res.mask)
+            y0, x0 = int(ys.min()), int(xs.min())
+            accepted[f.index] = (x0, y0, res.mask[y0:ys.max() + 1, x0:xs.max() + 1].copy())
+    return accepted, rejected
+
+
+def crop_mask(trimmed: TrimmedMask, crop: int) -> np.ndarray:
+    """``(crop, crop)`` uint8 mask (1 = figure) of an accepted figure, in crop pixels."""
+    x0, y0, m = trimmed
+    out = np.zeros((crop, crop), np.uint8)
+    out[y0:y0 + m.shape[0], x0:x0 + m.shape[1]] = m
+    return out

@@ -1,25 +1,18 @@
-"""Readers of the public mitosis datasets, each in its exact published layout.
-
-``icpr2012`` (MITOS 2012, per-mitosis pixel lists), ``icpr2014`` (MITOS-ATYPIA-14),
-``amida13`` (AMIDA13 and the TUPAC16 auxiliary set) and ``midog`` (MIDOG 2021 / 2022 / MIDOG++).
-Each is ``factory(root, split="train", strict=True, **options)`` returning a lazy sequence of
-:class:`partsup.types.Sample`; annotations are parsed up front (cheap accessors ``points(i)``,
-``hard_negatives(i)``, ``size(i)`` never decode an image), images are decoded in ``reader[i]``.
-Coordinates are converted to x = column, y = row, pixels. Split choices are recipe options and
-are documented in docs/datasets.md.
+"""Readers of the two MITOS challenges, each in its exact published layout: ``icpr2012`` (MITOS
+2012, per-mitosis pixel lists) and ``icpr2014`` (MITOS-ATYPIA-14, mitoses and hard negatives as
+``x,y,confidence`` lines). Shared conventions: see :mod:`partsup_mitosis.readers`.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from partsup.errors import DataError
 from partsup.data.images import list_images
-from partsup.data.readers import (Reader, Record, as_points, floats, group_split, layout_and_source, log_summary,
+from partsup.data.readers import (Reader, Record, as_points, floats, group_split, log_summary,
                                   read_csv_rows)
 
 #: micrometres per pixel by scanner letter (first letter of the case / slide name)
@@ -29,11 +22,6 @@ ICPR2014_MPP = {"A": 0.2455, "H": 0.2273}
 ICPR2014_TRAIN_CASES = ("A04", "A05", "A07", "A10", "A11", "A12", "A14")
 
 log = logging.getLogger(__name__)
-
-
-def _case_key(name: str) -> str:
-    """Case names compare numerically when numeric ("1" == "01")."""
-    return str(int(name)) if name.isdigit() else name
 
 
 def _scanner_mpp(table: dict[str, float], name: str, default: float) -> float:
@@ -237,215 +225,3 @@ An empty CSV means no annotation in that frame."""
                 keep.append(xy)
         return as_points(keep)
 
-
-# -- AMIDA13 / TUPAC16 auxiliary --------------------------------------------------------------
-
-AMIDA13_TEST_CASES = tuple(f"{i:02d}" for i in range(13, 24))
-
-
-class AMIDA13(Reader):
-    """AMIDA13 (and the TUPAC16 auxiliary set): tiles with ``row,col`` CSVs; no CSV = no mitosis."""
-
-    NAME = "amida13"
-    POINTS = "mitoses"  # the column title of `partsup datasets --root`
-    LAYOUT = """\
-<root>/mitoses_image_data/<case>/<tile>.tif      HPF tiles (2000x2000, 0.25 um/px)
-<root>/mitoses_ground_truth/<case>/<tile>.csv    one "row,col" (y,x) per line, no header;
-                                                 a missing CSV means no mitosis in that tile
-Also reads the TUPAC16 auxiliary set (same layout, cases 01-73; 01-23 are AMIDA13's).
-Splits by case: test = test_cases (default 13-23, AMIDA13's test subjects), val = val_cases
-(default 11, 12: our choice, the last two training subjects), train = the other cases."""
-    SOURCE = ("AMIDA13 challenge (Veta et al., Med Image Anal 2015), from its organisers' "
-              "website http://amida13.isi.uu.nl/; the TUPAC16 auxiliary mitosis set (which "
-              "contains AMIDA13's cases as 01-23) from https://tupac.grand-challenge.org/ "
-              "(Dataset page)")
-
-    def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
-                 val_cases: Sequence[str] = ("11", "12"),
-                 test_cases: Sequence[str] = AMIDA13_TEST_CASES, mpp: float = 0.25,
-                 allow_empty: bool = False, check_images: bool = True,
-                 edge_tolerance: float | None = None) -> None:
-        super().__init__(root, split, strict, edge_tolerance)
-        self.val_cases, self.test_cases = [str(c) for c in val_cases], [str(c) for c in test_cases]
-        self._mpp, self.allow_empty, self.check_images = mpp, allow_empty, check_images
-        images = self.root / "mitoses_image_data"
-        if not images.is_dir():
-            raise self.missing_folder(images, "image folder")
-        labels = self.root / "mitoses_ground_truth"
-        if not labels.is_dir():
-            raise self.missing_folder(labels, "ground-truth folder")
-        cases = sorted(p.name for p in images.iterdir() if p.is_dir())
-        chosen = group_split(cases, split, self.val_cases, self.test_cases, norm=_case_key)
-        if not chosen:
-            raise DataError(f"{self.NAME}: split {split!r} selects no case under {images} "
-                            f"(cases: {', '.join(cases) or 'none'}; val_cases={self.val_cases}, "
-                            f"test_cases={self.test_cases})")
-        for case in chosen:
-            for tile in list_images(images / case):
-                self._scan_tile(case, tile, labels / case / f"{tile.stem}.csv")
-        log_summary(self)
-
-    def _scan_tile(self, case: str, tile: Path, csv_path: Path) -> None:
-        size = self.header_size(tile) if self.check_images else None
-        if self.check_images and size is None:
-            return
-        keep = []
-        if csv_path.is_file():
-            rows = read_csv_rows(csv_path, self.problems, 2, parse=lambda f: floats(f, 2),
-                                 allow_empty=self.allow_empty) or []
-            for lineno, (row, col) in rows:
-                xy = self.check_inside((col, row), size, f"{csv_path}:{lineno}")
-                if xy is not None:
-                    keep.append(xy)
-        self.records.append(Record(id=f"{case}/{tile.stem}", group=case, image_path=tile,
-                                   points=as_points(keep), mpp=self._mpp, size=size))
-
-
-# -- MIDOG 2021 / 2022 / MIDOG++ ----------------------------------------------------------------
-
-class MIDOG(Reader):
-    """MIDOG JSON (COCO-like, bbox = [x1, y1, x2, y2]); category 1 mitosis, 2 hard negative."""
-
-    NAME = "midog"
-    POINTS = "mitoses"  # the column title of `partsup datasets --root`
-    edge_tolerance = 25.0  # half a 50 px box: the real MIDOG++ file has centres a few px outside
-    LAYOUT = """\
-<root>/<annotations>.json   COCO-like: images [{id, file_name, width, height, tumor_type?}],
-                            annotations [{image_id, bbox: [x1, y1, x2, y2], category_id}];
-                            category 1 = mitotic figure, 2 = hard negative (not mitotic figure);
-                            point = box centre ((x1+x2)/2, (y1+y2)/2)
-<root>/<file_name>          the images (.tiff, ~0.25 um/px); needed only when an image is read
-root may also be the .json file itself (images then beside it, or in images=<folder>).
-Splits (no official one): per tumour type, a seeded permutation of the images gives
-test_fraction (0.15) test, val_fraction (0.15) val, the rest train; all = every image."""
-    SOURCE = ("MIDOG++ (Aubreville et al., Sci Data 2023): figshare collection "
-              "https://doi.org/10.6084/m9.figshare.c.6615571 (images and MIDOG++.json); the "
-              "MIDOG 2021 training set: https://doi.org/10.5281/zenodo.4643381")
-
-    def __init__(self, root: str | Path, split: str = "train", strict: bool = True,
-                 annotations: str | None = None, images: str | None = None,
-                 val_fraction: float = 0.15, test_fraction: float = 0.15, split_seed: int = 0,
-                 tumor_types: Sequence[str] | None = None, mpp: float = 0.25,
-                 mitosis_category: int = 1, negative_category: int = 2,
-                 edge_tolerance: float | None = None) -> None:
-        super().__init__(root, split, strict, edge_tolerance)
-        self.json_path = self._find_json(annotations)
-        image_dir = Path(images).expanduser() if images else self.json_path.parent
-        if images and not image_dir.is_absolute():
-            image_dir = self.json_path.parent / image_dir
-        if not (0 <= val_fraction and 0 <= test_fraction and val_fraction + test_fraction < 1):
-            raise DataError(f"{self.NAME}: val_fraction + test_fraction must be in [0, 1)")
-        data = self._load_json()
-        imgs = self._images(data)
-        self._known_ids = set(imgs)
-        if tumor_types is not None:
-            imgs = {k: v for k, v in imgs.items() if v.get("tumor_type") in set(tumor_types)}
-        chosen = self._split_ids(imgs, split, val_fraction, test_fraction, split_seed)
-        pts: dict[int, list] = {i: [] for i in chosen}
-        negs: dict[int, list] = {i: [] for i in chosen}
-        for k, ann in enumerate(data.get("annotations", [])):
-            self._annotation(k, ann, imgs, pts, negs, mitosis_category, negative_category)
-        for iid in chosen:
-            info = imgs[iid]
-            name = str(info["file_name"])
-            self.records.append(Record(
-                id=Path(name).with_suffix("").as_posix(), group=Path(name).stem,
-                image_path=image_dir / name, points=as_points(pts[iid]),
-                hard_negatives=as_points(negs[iid]), mpp=mpp,
-                size=(int(info["height"]), int(info["width"])),
-                extra={"image_id": iid, "tumor_type": info.get("tumor_type", "")}))
-        log_summary(self)
-
-    def _find_json(self, annotations: str | None) -> Path:
-        if self.root.is_file():
-            return self.root
-        if annotations:
-            p = Path(annotations).expanduser()
-            p = p if p.is_absolute() else self.root / p
-            if not p.is_file():
-                raise self.missing_folder(p, "annotation file")
-            return p
-        found = sorted(self.root.glob("*.json"))
-        if len(found) != 1:
-            what = "no" if not found else f"{len(found)}"
-            raise DataError(f"{self.NAME}: {what} .json files in {self.root}; name the "
-                            f"annotation file with annotations=<file>. "
-                            f"{layout_and_source(self)}")
-        return found[0]
-
-    def _load_json(self) -> dict[str, Any]:
-        try:
-            data = json.loads(self.json_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{self.json_path}:{exc.lineno}: malformed JSON ({exc.msg})") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{self.json_path}: cannot read ({exc})") from None
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list):
-            raise DataError(f"{self.json_path}: not a COCO-like MIDOG file (no 'images' list)")
-        return data
-
-    def _images(self, data: dict[str, Any]) -> dict[int, dict[str, Any]]:
-        out: dict[int, dict[str, Any]] = {}
-        for k, info in enumerate(data["images"]):
-            try:
-                iid = int(info["id"])
-                int(info["width"]), int(info["height"]), str(info["file_name"])
-            except (KeyError, TypeError, ValueError) as exc:
-                self.problems.report(f"{self.json_path}: images[{k}]: malformed entry "
-                                     f"(needs id, file_name, width, height; {exc!r})")
-                continue
-            out[iid] = info
-        return out
-
-    def _split_ids(self, imgs: dict[int, dict[str, Any]], split: str, val_fraction: float,
-                   test_fraction: float, seed: int) -> list[int]:
-        if split == "all":
-            return sorted(imgs)
-        strata: dict[str, list[int]] = {}
-        for iid in sorted(imgs):
-            strata.setdefault(str(imgs[iid].get("tumor_type", "")), []).append(iid)
-        chosen: list[int] = []
-        for n_stratum, key in enumerate(sorted(strata)):
-            ids = strata[key]
-            perm = np.random.default_rng([seed, n_stratum]).permutation(len(ids))
-            n_test = int(round(test_fraction * len(ids)))
-            n_val = int(round(val_fraction * len(ids)))
-            part = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val],
-                    "train": perm[n_test + n_val:]}[split]
-            chosen.extend(ids[i] for i in part)
-        return sorted(chosen)
-
-    def _annotation(self, k: int, ann: Any, imgs: dict[int, dict[str, Any]],
-                    pts: dict[int, list], negs: dict[int, list], pos_cat: int,
-                    neg_cat: int) -> None:
-        where = f"{self.json_path}: annotations[{k}]" + \
-            (f" (id {ann.get('id')})" if isinstance(ann, dict) and "id" in ann else "")
-        try:
-            iid, cat = int(ann["image_id"]), int(ann["category_id"])
-            bbox = ann["bbox"]
-            if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
-                raise ValueError(f"bbox must be 4 numbers [x1, y1, x2, y2], got {bbox!r}")
-            x1, y1, x2, y2 = floats([str(v) for v in bbox])
-            if x2 < x1 or y2 < y1:
-                raise ValueError("expected bbox [x1, y1, x2, y2] with x2 >= x1, y2 >= y1")
-        except (KeyError, TypeError, ValueError) as exc:
-            self.problems.report(f"{where}: malformed annotation ({exc})")
-            return
-        if iid not in self._known_ids:
-            self.problems.report(f"{where}: unknown image_id {iid}")
-            return
-        if iid not in pts:  # an image of another split or tumour type
-            return
-        target = pts if cat == pos_cat else negs if cat == neg_cat else None
-        if target is None:
-            self.problems.report(f"{where}: unknown category_id {cat} (expected {pos_cat} "
-                                 f"mitosis or {neg_cat} hard negative)")
-            return
-        centre = ((x1 + x2) / 2.0, (y1 + y2) / 2.0)
-        info = imgs[iid]
-        xy = self.check_inside(centre, (int(info["height"]), int(info["width"])), where)
-        if xy is not None:
-            target[iid].append(xy)
-
-
-DATASETS = {"icpr2012": ICPR2012, "icpr2014": ICPR2014, "amida13": AMIDA13, "midog": MIDOG}
