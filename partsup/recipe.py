@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +44,8 @@ _NONE = type(None)
 @dataclass(frozen=True)
 class Field:
     """A plain recipe value: allowed types (or, for a field derived from a config dataclass, its
-    annotation), default, and optional choices."""
+    annotation), default, optional choices, and an optional lower bound on a number (``at_least``
+    inclusive, ``above`` exclusive; null, where allowed, is not checked)."""
 
     types: tuple[type, ...]
     default: Any = None
@@ -51,6 +53,8 @@ class Field:
     choices: tuple[Any, ...] = ()
     help: str = ""
     annotation: Any = None  # when set, checked with partsup.registry.type_matches
+    at_least: float | None = None
+    above: float | None = None
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,15 @@ class Component:
     required: bool = False
     supplied: tuple[str, ...] = ()  # factory arguments partsup passes itself
     help: str = ""
+    positive: tuple[str, ...] = ()  # keyword arguments that must be finite numbers > 0
 
 
 def plain_value(*types: type, default: Any = None, required: bool = False, choices: tuple = (),
-                help: str = "") -> Field:
-    """A plain (non-component) recipe value of one of ``types``."""
-    return Field(tuple(types), default, required, choices, help)
+                help: str = "", at_least: float | None = None,
+                above: float | None = None) -> Field:
+    """A plain (non-component) recipe value of one of ``types`` (numbers: ``>= at_least``,
+    ``> above``)."""
+    return Field(tuple(types), default, required, choices, help, at_least=at_least, above=above)
 
 
 def _yaml_value(value: Any) -> Any:
@@ -132,7 +139,7 @@ SCHEMA: dict[str, Any] = {
         "normalize": Component("normalizers",
                                help="colour normalisation to a reference, in training and "
                                     "prediction: {name, reference: image file}; null: none"),
-        "num_workers": plain_value(int, default=0),
+        "num_workers": plain_value(int, default=0, at_least=0),
         "mpp": plain_value(*NUM, _NONE, default=None,
                            help="um/px the model works at: predict resamples inputs of known "
                                 "um/px to it (default: training sets it from its samples' "
@@ -161,21 +168,21 @@ SCHEMA: dict[str, Any] = {
     "train": {
         "schedule": plain_value(str, default="end2end", choices=("end2end", "stagewise")),
         "optimizer": Component("optimizers", supplied=("model", "iterations"),
-                               default={"name": "adamw", "lr": 1.0e-3}),
-        "iterations": plain_value(int, default=1000),
+                               default={"name": "adamw", "lr": 1.0e-3}, positive=("lr",)),
+        "iterations": plain_value(int, default=1000, at_least=1),
         "weak_iterations": plain_value(int, _NONE, default=None,
                                        help="stagewise: iterations of the weak stage "
                                             "(default half)"),
-        "batch_size": plain_value(int, default=4),
+        "batch_size": plain_value(int, default=4, at_least=1),
         "amp": plain_value(bool, default=True, help="bf16 autocast on GPU (ignored on CPU)"),
-        "grad_clip": plain_value(*NUM, _NONE, default=None),
-        "val_every": plain_value(int, default=500),
+        "grad_clip": plain_value(*NUM, _NONE, default=None, above=0),
+        "val_every": plain_value(int, default=500, at_least=0),
         "val_sweep": plain_value(bool, default=True,
                                  help="validation F1: best over the calibrate: grid (what "
                                       "calibration would reach); false: with the detect: values"),
-        "checkpoint_every": plain_value(int, default=500),
-        "keep_last": plain_value(int, default=2),
-        "log_every": plain_value(int, default=10),
+        "checkpoint_every": plain_value(int, default=500, at_least=1),
+        "keep_last": plain_value(int, default=2, at_least=1),
+        "log_every": plain_value(int, default=10, at_least=1),
     },
     "detect": {
         "w": plain_value(*NUM, default=0.5, help="fusion weight of the weak map"),
@@ -320,7 +327,19 @@ def _validate_field(value: Any, spec: Field, path: str, source: str, present: bo
                           f"{', '.join(map(str, spec.choices))}, got {value!r}")
     if float in spec.types and isinstance(value, int) and int not in spec.types:
         value = float(value)
+    _check_bound(value, spec, path, source)
     return value
+
+
+def _check_bound(value: Any, spec: Field, path: str, source: str) -> None:
+    """Refuse a number under the field's lower bound (NaN too), naming the key and the rule."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    for bound, ok, rule in ((spec.at_least, lambda b: value >= b, ">="),
+                            (spec.above, lambda b: value > b, ">")):
+        if bound is not None and not ok(bound):
+            none = " (or null)" if _NONE in spec.types else ""
+            raise RecipeError(f"{source}: {path}: must be {rule} {bound:g}{none}, got {value!r}")
 
 
 def _is(value: Any, t: type) -> bool:
@@ -358,6 +377,10 @@ def _validate_component(value: Any, spec: Component, path: str, source: str,
     if registries is not None:
         getattr(registries, spec.kind).check_kwargs(name, kwargs, where=f"{source}: {path}",
                                                     supplied=spec.supplied)
+    for key in spec.positive:
+        v = kwargs.get(key, 1.0)
+        if not (_is(v, float) and math.isfinite(v) and v > 0):
+            raise RecipeError(f"{source}: {path}.{key}: must be a number > 0, got {v!r}")
     return value if isinstance(value, dict) else {"name": name}
 
 
