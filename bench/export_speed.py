@@ -58,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import yaml
 
+    from partsup.checkpoint.files import save_checkpoint
     from partsup.inference.detector import load_detector
     from partsup.inference.export import export_checkpoint
     from partsup.inference.onnx_runtime import load_onnx_detector
     from partsup.manager import load
     from partsup.model.partial import build_model
-    from partsup.training.checkpoint import save_checkpoint
 
     torch.set_num_threads(args.threads)
     recipe = yaml.safe_load(args.recipe.read_text())

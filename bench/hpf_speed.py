@@ -136,7 +136,7 @@ def folder_row(model: Any, recipe: dict[str, Any], size: tuple[int, int], n: int
     """``partsup predict`` over ``n`` PNG HPFs: wall seconds per HPF, everything included."""
     from PIL import Image
 
-    from partsup.training.checkpoint import save_checkpoint
+    from partsup.checkpoint.files import save_checkpoint
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(Path(tmp) / "model.pt", {
             "recipe": {"name": recipe.get("name"), "model": recipe["model"],

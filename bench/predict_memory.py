@@ -71,7 +71,7 @@ def partsup_register_backbones(register) -> None:
 
 
 def tiny_checkpoint(path: Path) -> Path:
-    from partsup.training.checkpoint import save_checkpoint
+    from partsup.checkpoint.files import save_checkpoint
     from partsup.model.partial import build_model
     regs = registries()
     section = {"backbone": {"name": "bench_tiny"}, "mode": "weak_only"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from partsup.evaluation.calibration import CachedMaps, MapCache, sweep
-from partsup.training.checkpoint import load_checkpoint
+from partsup.checkpoint.files import load_checkpoint
 from partsup.inference.blobs import detect_from_maps
 from partsup.inference.detector import DetectParams
 from partsup.errors import RecipeError

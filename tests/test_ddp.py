@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from partsup.training.checkpoint import load_checkpoint
+from partsup.checkpoint.files import load_checkpoint
 from partsup.recipe import load_run
 from partsup.training.loop import fit
 from partsup.training.rundir import RunDir

@@ -105,7 +105,7 @@ def _set(branch: PixelBranch, rgb_weights, bias, gain):
 
 def make_checkpoint(path: Path, regs: Registries, data_root: Path, detect=None) -> Path:
     """A checkpoint of the toy two-branch model (independent mode) with a resolved recipe."""
-    from partsup.training.checkpoint import save_checkpoint
+    from partsup.checkpoint.files import save_checkpoint
     from partsup.recipe import load_recipe
     recipe = load_recipe(data={
         "name": "toy", "model": {"backbone": {"name": "pixel"}, "mode": "independent"},
@@ -198,7 +198,7 @@ def test_evaluate_ap_covers_candidates_below_the_score_threshold(toy, tmp_path, 
     """The weak branch alone fires on mitoses and mimics (5 candidates, 3 hits). AP ranks all
     candidates whatever s1 is; P/R/F1 stay the operating point's, which the curve passes."""
     regs, root, ckpt = toy
-    from partsup.training.checkpoint import update_detect_params
+    from partsup.checkpoint.files import update_detect_params
     aps, curves = [], []
     for s1 in (0.5, 0.99, 0.9999):
         update_detect_params(ckpt, {"w": 1.0, "s1": s1, "a1": 10.0, "sigma": 1.0,
@@ -277,7 +277,7 @@ def test_candidates_from_maps_keep_mask_gives_detect_from_maps(toy):
 
 def test_evaluate_counts_mimics_as_false_positives_not_ground_truth(toy, tmp_path):
     regs, root, ckpt = toy
-    from partsup.training.checkpoint import update_detect_params
+    from partsup.checkpoint.files import update_detect_params
     update_detect_params(ckpt, {"w": 1.0, "s1": 0.5, "a1": 10.0, "sigma": 1.0,
                                 "area_unit": "px"})  # weak branch alone: mimics fire too
     out = tmp_path / "ev"

@@ -26,7 +26,7 @@ TOL = 1e-5
 def tiny_checkpoint(path, mode="transfer", tile=128):
     """A randomly initialised tiny two-branch model (tests/tiny_plugin.py) saved as a checkpoint."""
     from partsup.model.partial import build_model
-    from partsup.training.checkpoint import save_checkpoint
+    from partsup.checkpoint.files import save_checkpoint
     section = {"backbone": {"name": "tiny", "width": 8}, "mode": mode}
     model = build_model(section, load(["tiny_plugin"], disabled=()))
     recipe = {"name": "tiny", "plugins": ["tiny_plugin"], "model": section,
@@ -45,7 +45,7 @@ def test_export_gives_pytorch_maps_at_any_size(tmp_path, fmt, capsys):
         pytest.importorskip("onnx", reason=SKIP_ONNX)
         pytest.importorskip("onnxruntime", reason=SKIP_ONNX)
     from partsup.inference.export import check_input, run_exported
-    from partsup.training.checkpoint import load_model
+    from partsup.checkpoint.files import load_model
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
     out = tmp_path / f"tiny.{fmt}"
     assert main(["--plugin", "tiny_plugin", "export", str(ckpt), "--format", fmt,
@@ -66,7 +66,7 @@ def test_export_gives_pytorch_maps_at_any_size(tmp_path, fmt, capsys):
 
 def test_safetensors_round_trip_same_detections(tmp_path):
     from partsup import Detector
-    from partsup.training.checkpoint import load_checkpoint
+    from partsup.checkpoint.files import load_checkpoint
     from safetensors import safe_open
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt")
     st = tmp_path / "tiny.safetensors"
@@ -83,7 +83,7 @@ def test_safetensors_round_trip_same_detections(tmp_path):
     d_st = Detector.from_checkpoint(st, device="cpu", plugins=["tiny_plugin"])
     assert d_st.params == d_pt.params
     assert d_st.detect(image, mpp=0.25) == d_pt.detect(image, mpp=0.25)
-    from partsup.training.checkpoint import update_detect_params
+    from partsup.checkpoint.files import update_detect_params
     update_detect_params(st, {"w": 0.3, "s1": 0.7, "a1": 2, "sigma": 1.0, "area_unit": "px"})
     assert load_checkpoint(st)["detect"]["s1"] == 0.7  # calibrate writes safetensors back
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")

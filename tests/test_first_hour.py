@@ -141,7 +141,7 @@ def test_plugins_are_recorded_in_the_run_and_reloaded_by_predict(tmp_path, monke
     import yaml
     from PIL import Image
 
-    from partsup.training.checkpoint import load_checkpoint
+    from partsup.checkpoint.files import load_checkpoint
     from partsup.cli.main import main
     from test_train import TINY
     recipe = tmp_path / "r.yaml"

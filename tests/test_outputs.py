@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from partsup.training.checkpoint import load_checkpoint
+from partsup.checkpoint.files import load_checkpoint
 from partsup.errors import DataError
 from partsup.output.outdir import MARKER
 

@@ -58,7 +58,7 @@ def plugin(tmp_path, monkeypatch):
 
 @pytest.fixture
 def checkpoint(tmp_path, plugin):
-    from partsup.training.checkpoint import save_checkpoint
+    from partsup.checkpoint.files import save_checkpoint
     from partsup.model.partial import build_model
     from partsup.manager import load
     section = {"backbone": {"name": "dark_test"}, "mode": "weak_only"}

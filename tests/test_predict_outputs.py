@@ -82,7 +82,7 @@ def test_recursive_predict_never_reads_its_own_outputs(tmp_path, plugin, checkpo
 
 
 def test_nan_detection_parameters_are_refused_at_load(tmp_path, plugin, checkpoint, capsys):
-    from partsup.training.checkpoint import load_checkpoint, save_checkpoint
+    from partsup.checkpoint.files import load_checkpoint, save_checkpoint
     ckpt = load_checkpoint(checkpoint)
     ckpt["detect"]["s1"] = float("nan")
     save_checkpoint(checkpoint, ckpt)

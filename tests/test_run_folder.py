@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from partsup.training.checkpoint import load_checkpoint
+from partsup.checkpoint.files import load_checkpoint
 from partsup.errors import PartsupError
 from partsup.recipe import load_recipe
 from partsup.training.loop import fit

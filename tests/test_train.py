@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from partsup.training.checkpoint import (FORMAT, load_checkpoint, load_model, rng_state, save_checkpoint,
-                                set_rng_state, update_detect_params)
+from partsup.checkpoint.files import (load_checkpoint, load_model, save_checkpoint,
+                                      update_detect_params)
+from partsup.checkpoint.payload import FORMAT
+from partsup.training.resume import rng_state, set_rng_state
 from partsup.errors import CheckpointError
 from partsup.training.optim import OPTIMIZERS, adamw, sgd_paper, warmup_cosine
 
@@ -169,10 +171,10 @@ import yaml as _yaml
 from partsup.errors import PartsupError, RecipeError
 from partsup.recipe import load_recipe
 from partsup.training.loop import fit
-from partsup.training.run import build, prepare_stage
+from partsup.training.run import Losses, build, prepare_stage
 from partsup.training.rundir import RunDir
 from partsup.training.stages import Stage, plan_stages
-from partsup.training.step import Losses, NonFiniteLoss, compute_losses
+from partsup.training.step import NonFiniteLoss, compute_losses
 
 TINY = {
     "name": "tiny",

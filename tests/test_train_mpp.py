@@ -12,7 +12,7 @@ import torch
 import yaml
 from rich.console import Console
 
-from partsup.training.checkpoint import load_checkpoint
+from partsup.checkpoint.files import load_checkpoint
 from partsup.training.loop import fit
 from partsup.training.rundir import RunDir
 from test_train import _recipe, tiny_regs  # noqa: F401  (tests/ on sys.path)

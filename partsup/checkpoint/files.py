@@ -1,40 +1,22 @@
-"""Checkpoints: one ``torch.save``'d dict, written atomically, read with ``weights_only=True``.
-
-Payload keys (format ``partsup-checkpoint/1``):
-
-- ``format``: the string :data:`FORMAT`.
-- ``recipe``: the resolved recipe (plain dict, as :func:`partsup.recipe.load_recipe` returns).
-- ``model``: the :class:`partsup.model.partial.PartialModel` state dict.
-- ``normalization``: the input normalisation of the weights (``{"mean", "std", "scale", "bgr"}``).
-- ``detect``: calibrated detection parameters (``w, s1, a1, sigma, area_unit``) or None.
-- training state (absent or None in exported models): ``optimizer``, ``scheduler`` (state dicts),
-  ``iteration`` (int, iterations done), ``rng`` (see :func:`rng_state`), ``sampler``
-  (the sampler position, a dict), ``best`` (``{"metric": float | None, "iteration": int}``),
-  ``stage`` (``"weak"`` / ``"strong"`` / ``"joint"``).
-
-Everything in a payload is a tensor, a number, a string, None, or a list/tuple/dict of those, so
-that :func:`torch.load` with ``weights_only=True`` reads it back (no pickled code).
+"""Checkpoint files: one ``torch.save``'d dict (layout in :mod:`partsup.checkpoint.payload`),
+written atomically, read with ``weights_only=True``; ``.safetensors`` files
+(:mod:`partsup.checkpoint.safetensors_file`) are read and updated the same way.
 """
 from __future__ import annotations
 
 import pickle
-import random
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
+from partsup.checkpoint.payload import FAMILY, FORMAT
+from partsup.checkpoint.safetensors_file import is_safetensors, read_safetensors, save_safetensors
 from partsup.errors import CheckpointError
 from partsup.manager import Registries
-from partsup.output.outdir import os_reason as _os_reason
 from partsup.output.atomic import atomic_open
-from partsup.training.safetensors_file import is_safetensors, read_safetensors, save_safetensors
-
-#: the format tag of this version of the checkpoint layout
-FORMAT = "partsup-checkpoint/1"
-_FAMILY = "partsup-checkpoint/"
+from partsup.output.outdir import os_reason as _os_reason
 
 
 def _torch_write_reason(exc: RuntimeError, folder: Path) -> str:
@@ -103,7 +85,7 @@ def checkpoint_file(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a partsup checkpoint with ``torch.load(weights_only=True)`` onto the CPU; a run
     folder stands for its ``best.pt`` (:func:`checkpoint_file`); a ``.safetensors`` file is read
-    with :func:`partsup.training.safetensors_file.read_safetensors` (weights and metadata only).
+    with :func:`partsup.checkpoint.safetensors_file.read_safetensors` (weights and metadata only).
 
     Raises:
         CheckpointError: missing file, a file that is not a torch file, or a torch file that is
@@ -126,7 +108,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a readable torch checkpoint file "
                               f"({type(exc).__name__})") from exc
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else None
-    if not isinstance(fmt, str) or not fmt.startswith(_FAMILY):
+    if not isinstance(fmt, str) or not fmt.startswith(FAMILY):
         raise CheckpointError(f"{path} is not a partsup checkpoint (no {FORMAT!r} format tag; "
                               f"a bare state dict or another tool's file?)")
     if fmt != FORMAT:
@@ -207,29 +189,3 @@ def update_detect_params(path: str | Path, params: dict[str, Any] | None,
         return save_safetensors(path, ckpt)
     return save_checkpoint(path, ckpt)
 
-
-# -- random number generator states (only weights_only-safe types) -----------------------------
-
-def rng_state() -> dict[str, Any]:
-    """The Python, NumPy (legacy global) and torch (CPU and CUDA) RNG states."""
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state: dict[str, Any] = {
-        "python": random.getstate(),
-        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
-                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
-                         n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])

@@ -122,7 +122,7 @@ def load_detector(checkpoint: str | Path, registries: Registries,
                   ) -> tuple[Detector, dict[str, Any]]:
     """A :class:`Detector` for a checkpoint, and the checkpoint dict.
 
-    The model comes from :func:`partsup.training.checkpoint.load_model` on ``device`` (see
+    The model comes from :func:`partsup.checkpoint.files.load_model` on ``device`` (see
     :func:`resolve_device`); the parameters from :func:`params_from_checkpoint` (recipe, then
     calibrated values, then the non-None ``overrides``).
 
@@ -130,7 +130,7 @@ def load_detector(checkpoint: str | Path, registries: Registries,
         CheckpointError: unreadable checkpoint. RecipeError: bad ``detect`` values (message
         prefixed with the checkpoint path). PartsupError: unknown or unavailable device.
     """
-    from partsup.training.checkpoint import load_model
+    from partsup.checkpoint.files import load_model
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, registries, device=dev)
     try:

@@ -180,8 +180,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
         PartsupError: unknown format, missing onnx packages; CheckpointError: unreadable file.
     """
     from partsup.inference.detector import model_mpp_of, params_from_checkpoint
-    from partsup.training.checkpoint import load_model
-    from partsup.training.safetensors_file import save_safetensors
+    from partsup.checkpoint.files import load_model
+    from partsup.checkpoint.safetensors_file import save_safetensors
     if fmt not in FORMATS:
         raise PartsupError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     model, ckpt = load_model(checkpoint, registries, device="cpu")

@@ -29,18 +29,18 @@ from typing import Any
 
 import torch.distributed as tdist
 
+from partsup.checkpoint.files import save_checkpoint
 from partsup.manager import Registries
 from partsup.model.partial import load_strict
 from partsup.runtime import Dist, init_distributed
-from partsup.training.checkpoint import save_checkpoint
 from partsup.training.display import Display, plot_curves
 from partsup.training.resume import (RunState, payload, restore_training_state, resumed_recipe,
                                      starting_checkpoint, state_of)
-from partsup.training.run import Run, build, check_inputs, fill_mpp, prepare_stage
+from partsup.training.run import Run, build, check_inputs, fill_mpp, prepare_stage, seed_all
 from partsup.training.rundir import RunDir, check_finite, lock_run_folder
 from partsup.training.signals import StopRequest
 from partsup.training.stages import Stage, plan_stages, stage_at
-from partsup.training.step import NonFiniteLoss, seed_all, step_seed, train_step
+from partsup.training.step import NonFiniteLoss, step_seed, train_step
 from partsup.training.validate import validate
 
 

@@ -1,6 +1,7 @@
 """The state of a run that a checkpoint holds, and how a run continues from one (``--resume``).
 
-:func:`payload` makes the checkpoint dict of a run (layout in :mod:`partsup.training.checkpoint`);
+:func:`payload` makes the checkpoint dict of a run (layout in :mod:`partsup.checkpoint.payload`:
+the model's part from :func:`partsup.checkpoint.payload.model_payload`, plus the run state);
 :func:`starting_checkpoint` finds the newest readable checkpoint and refuses a recipe that
 changed anything but :data:`RESUMABLE_CHANGES`; :func:`restore_training_state` puts the
 optimiser, scheduler and random generators back where they were, so the resumed run is
@@ -8,12 +9,15 @@ bit-identical (on CPU) to the uninterrupted one.
 """
 from __future__ import annotations
 
-import copy
+import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+
+from partsup.checkpoint.payload import model_payload
 from partsup.errors import CheckpointError, PartsupError, RecipeError
-from partsup.training.checkpoint import FORMAT, rng_state, set_rng_state
 from partsup.training.rundir import RunDir
 from partsup.training.stages import Stage
 
@@ -43,15 +47,11 @@ class RunState:
 
 def payload(run: Run, state: RunState, stage: Stage, optimizer: Any, scheduler: Any,
             training: bool = True) -> dict[str, Any]:
-    """A checkpoint of the run at ``state.iteration`` (see :mod:`partsup.training.checkpoint`);
+    """A checkpoint of the run at ``state.iteration`` (see :mod:`partsup.checkpoint.payload`);
     without ``training`` it holds no optimiser, scheduler or generator state (``best.pt``)."""
     world, batch = run.dist.world, int(run.recipe["train"]["batch_size"])
     out: dict[str, Any] = {
-        "format": FORMAT,
-        "recipe": copy.deepcopy(run.recipe),
-        "model": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
-        "normalization": run.model.normalization,
-        "detect": None,
+        **model_payload(run.recipe, run.model),
         "iteration": state.iteration,
         "stage": stage.name,
         "best": {"metric": state.best_f1, "iteration": state.best_iteration,
@@ -136,6 +136,33 @@ def restore_training_state(ckpt: dict[str, Any], opt: Any, sched: Any) -> None:
                               f"({type(exc).__name__}: {exc})") from exc
     if ckpt.get("rng"):
         set_rng_state(ckpt["rng"])
+
+
+# -- random number generator states (only weights_only-safe types) -----------------------------
+
+def rng_state() -> dict[str, Any]:
+    """The Python, NumPy (legacy global) and torch (CPU and CUDA) RNG states."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def _get_path(d: dict[str, Any], dotted: str) -> Any:

@@ -8,10 +8,12 @@ optimiser and scheduler (for the stage's length in iterations).
 from __future__ import annotations
 
 import inspect
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -22,8 +24,30 @@ from partsup.model.partial import build_model
 from partsup.registry import component_kwargs
 from partsup.runtime import Dist, resolve_device
 from partsup.training.stages import Stage
-from partsup.training.step import Losses, build_losses, seed_all
 from partsup.training.stream import TrainStream
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's global and torch's (CPU and CUDA) generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+@dataclass
+class Losses:
+    """The weak loss (every sample) and the strong loss (set A; None in weak_only mode)."""
+
+    weak: nn.Module
+    strong: nn.Module | None
+
+
+def build_losses(recipe: dict[str, Any], registries: Registries) -> Losses:
+    """The recipe's ``loss.weak`` and ``loss.strong`` (not built in ``weak_only`` mode)."""
+    def make(key: str) -> nn.Module:
+        return registries.losses.build_component(recipe["loss"][key], f"loss.{key}")
+    strong = None if recipe["model"]["mode"] == "weak_only" else make("strong")
+    return Losses(make("weak"), strong)
 
 
 @dataclass

@@ -26,9 +26,9 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from partsup.checkpoint.files import load_checkpoint, save_checkpoint
 from partsup.errors import CheckpointError, PartsupError
 from partsup.output.atomic import write_text
-from partsup.training.checkpoint import load_checkpoint, save_checkpoint
 from partsup.training.step import NonFiniteLoss, non_finite
 
 CHECKPOINT_RE = re.compile(r"^iter-(\d{8})\.pt$")

@@ -1,4 +1,4 @@
-"""One training step: the losses of a batch, the backward pass, the optimiser step, and seeds.
+"""One training step: the losses of a batch, the backward pass, the optimiser step, and its seed.
 
 ``L = L_weak(A and B) + L_strong(A only)`` (paper section III.C): the weak loss counts on every
 sample, the strong loss only on set-A samples (the strong target of set-B samples is ignored,
@@ -8,8 +8,6 @@ sample, the strong loss only on set-A samples (the strong target of set-B sample
 from __future__ import annotations
 
 import math
-import random
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +16,6 @@ import torch.distributed as tdist
 from torch import nn
 
 from partsup.errors import PartsupError
-from partsup.manager import Registries
 from partsup.model.partial import ModelOutput
 from partsup.runtime import autocast
 
@@ -41,29 +38,6 @@ def step_seed(seed: int, iteration: int, rank: int) -> int:
     """Seed of every random draw made during step ``iteration`` on ``rank`` (dropout, ...)."""
     return int(np.random.SeedSequence([int(seed), int(iteration), int(rank), 0x7A11])
                .generate_state(1)[0])
-
-
-def seed_all(seed: int) -> None:
-    """Seed Python's, NumPy's global and torch's (CPU and CUDA) generators."""
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
-@dataclass
-class Losses:
-    """The weak loss (every sample) and the strong loss (set A; None in weak_only mode)."""
-
-    weak: nn.Module
-    strong: nn.Module | None
-
-
-def build_losses(recipe: dict[str, Any], registries: Registries) -> Losses:
-    """The recipe's ``loss.weak`` and ``loss.strong`` (not built in ``weak_only`` mode)."""
-    def make(key: str) -> nn.Module:
-        return registries.losses.build_component(recipe["loss"][key], f"loss.{key}")
-    strong = None if recipe["model"]["mode"] == "weak_only" else make("strong")
-    return Losses(make("weak"), strong)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

@@ -125,7 +125,7 @@ class CalibrateCommand:
                             help="sweep and report, but leave the checkpoint unchanged")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
-        from partsup.training.checkpoint import checkpoint_file, update_detect_params
+        from partsup.checkpoint.files import checkpoint_file, update_detect_params
         from partsup.inference.detector import load_detector
 
         args.checkpoint = str(checkpoint_file(args.checkpoint))  # a run folder: its best.pt
