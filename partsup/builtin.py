@@ -2,21 +2,22 @@
 
 Each registration hook reads a plain ``name -> factory`` dict from the core module that owns
 those components (the :data:`CORE_COMPONENTS` table), so a module lists its own components next
-to their code. CLI commands are the
-``COMMAND`` objects of the modules in :mod:`partsup.cli.commands`.
+to their code. The modules are imported by name when the hook runs: this plugin sits low in the
+layer order (docs/architecture.md) and imports none of them itself. The CLI's commands are
+registered by their own package, :mod:`partsup.cli.commands`.
 """
 from __future__ import annotations
 
 import importlib
-import pkgutil
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from partsup.hookspecs import KIND_BY_ATTR, ComponentKind, Register, hookimpl
+from partsup.hookspecs import Register, hookimpl
 
 #: component kind (a :data:`partsup.hookspecs.COMPONENT_KINDS` ``attr``) -> the core module that
-#: lists its components and the name of its ``name -> factory`` dict
+#: lists its components and the name of its ``name -> factory`` dict; each row has its hook
+#: implementation below
 CORE_COMPONENTS: dict[str, tuple[str, str]] = {
     "weight_transfers": ("partsup.model.transfer", "TRANSFERS"),
     "losses": ("partsup.model.losses", "LOSSES"),
@@ -29,32 +30,60 @@ CORE_COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 
-def _registration_impl(kind: ComponentKind, module: str, attr: str) -> Callable[..., None]:
-    """The hook implementation ``partsup_register_<kind>`` that registers ``module.attr``
-    (imported when the hook runs, so importing this plugin stays cheap)."""
-    def impl(register: Register) -> None:
-        for name, factory in getattr(importlib.import_module(module), attr).items():
-            register(name, factory)
-    impl.__name__ = impl.__qualname__ = kind.hook
-    impl.__doc__ = f"Register the core's {kind.label} components (``{module}.{attr}``)."
-    return hookimpl(impl)
-
-
-# partsup_register_weight_transfers, partsup_register_losses, ... (one per CORE_COMPONENTS row)
-for _attr, (_module, _dict) in CORE_COMPONENTS.items():
-    globals()[KIND_BY_ATTR[_attr].hook] = _registration_impl(KIND_BY_ATTR[_attr], _module, _dict)
-del _attr, _module, _dict
+def _register_core(register: Register, kind: str) -> None:
+    """Register every entry of the ``name -> factory`` dict :data:`CORE_COMPONENTS` names for
+    ``kind`` (its module imported now, so importing this plugin stays cheap)."""
+    module, attr = CORE_COMPONENTS[kind]
+    for name, factory in getattr(importlib.import_module(module), attr).items():
+        register(name, factory)
 
 
 @hookimpl
-def partsup_register_commands(register: Register) -> None:
-    import partsup.cli.commands as pkg
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
-        module = importlib.import_module(f"{pkg.__name__}.{info.name}")
-        command = getattr(module, "COMMAND", None)
-        if command is not None:
-            register(getattr(command, "name", info.name), command,
-                     summary=getattr(command, "help", None))
+def partsup_register_weight_transfers(register: Register) -> None:
+    """Register the core's weight transfers (``partsup.model.transfer.TRANSFERS``)."""
+    _register_core(register, "weight_transfers")
+
+
+@hookimpl
+def partsup_register_losses(register: Register) -> None:
+    """Register the core's losses (``partsup.model.losses.LOSSES``)."""
+    _register_core(register, "losses")
+
+
+@hookimpl
+def partsup_register_optimizers(register: Register) -> None:
+    """Register the core's optimiser recipes (``partsup.training.optim.OPTIMIZERS``)."""
+    _register_core(register, "optimizers")
+
+
+@hookimpl
+def partsup_register_filters(register: Register) -> None:
+    """Register the core's candidate filters (``partsup.inference.filters.FILTERS``)."""
+    _register_core(register, "filters")
+
+
+@hookimpl
+def partsup_register_writers(register: Register) -> None:
+    """Register the core's detection writers (``partsup.output.writers.WRITERS``)."""
+    _register_core(register, "writers")
+
+
+@hookimpl
+def partsup_register_datasets(register: Register) -> None:
+    """Register the core's dataset readers (``partsup.data.folder.DATASETS``)."""
+    _register_core(register, "datasets")
+
+
+@hookimpl
+def partsup_register_normalizers(register: Register) -> None:
+    """Register the core's colour normalizers (``partsup.data.normalize.NORMALIZERS``)."""
+    _register_core(register, "normalizers")
+
+
+@hookimpl
+def partsup_register_protocols(register: Register) -> None:
+    """Register the core's evaluation protocols (``partsup.evaluation.protocols.PROTOCOLS``)."""
+    _register_core(register, "protocols")
 
 
 @hookimpl(trylast=True)

@@ -6,7 +6,8 @@ Call hooks by keyword; one plugin manager per run.
 
 Registration hooks receive ``register(name, factory, summary=None)``; the callback records which
 plugin provided the component, so duplicates and ``partsup plugins`` can name providers. There is
-one registration hook per row of :data:`COMPONENT_KINDS` (``partsup_register_<attr>``), and
+one registration hook per row of :data:`COMPONENT_KINDS` (``partsup_register_<attr>``, each
+written out below with what its factory takes and returns), and
 :class:`partsup.manager.Registries`, the core's own plugin and ``partsup plugins`` all read
 that table.
 
@@ -19,95 +20,153 @@ is *first result wins*.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable, NamedTuple, Sequence
+import inspect
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import pluggy
 
 hookspec = pluggy.HookspecMarker("partsup")
 hookimpl = pluggy.HookimplMarker("partsup")
 
-Register = Callable[..., Any]
+
+class Register(Protocol):
+    """The callback a registration hook receives: ``register(name, factory, summary=None)``
+    records ``factory`` under ``name`` with the calling plugin as its provider; ``summary`` is
+    the one line ``partsup plugins`` shows. Without ``factory`` it returns a decorator."""
+
+    def __call__(self, name: str, factory: Callable[..., Any] | None = None,
+                 summary: str | None = None) -> Any: ...
 
 
 class ComponentKind(NamedTuple):
     """One kind of registered component.
 
     ``attr`` names the registry (``Registries.<attr>``, recipe ``Component`` kinds, ``partsup
-    plugins --kind``); ``label`` is the kind shown to users in messages; ``doc`` says what the
-    factory takes and returns (the registration hook's docstring).
+    plugins --kind``); ``label`` is the kind shown to users in messages. Its registration hook
+    ``partsup_register_<attr>`` is written out below; that spec's docstring (:attr:`doc`) says
+    what the factory takes and returns.
     """
 
     attr: str
     label: str
-    doc: str
 
     @property
     def hook(self) -> str:
         """The registration hook: ``partsup_register_<attr>``."""
         return f"partsup_register_{self.attr}"
 
+    @property
+    def doc(self) -> str:
+        """What the factory takes and returns: the docstring of the :attr:`hook` spec."""
+        return inspect.getdoc(globals()[self.hook]) or ""
 
-#: Every component kind, in the order ``partsup plugins`` lists them.
+
+#: Every component kind, in the order ``partsup plugins`` lists them; each row has its
+#: registration hook spec written out below (``partsup_register_<attr>``).
 COMPONENT_KINDS: tuple[ComponentKind, ...] = (
-    ComponentKind("backbones", "backbone", """Register backbones: ``name -> factory(**kw) -> Branch``
-    with 2 classes (see partsup.model.partial)."""),
-    ComponentKind("weight_transfers", "weight transfer", """Register weight-transfer functions
-    Gamma: ``name -> factory(d_in, d_out, **kw) -> nn.Module``.
-
-    The module maps per-class weight vectors ``(n_class, d_in) -> (n_class, d_out)`` (float32)."""),
-    ComponentKind("label_makers", "weak label", """Register weak-label makers:
-    ``name -> factory(**kw) -> LabelMaker``.
-
-    A LabelMaker is called ``maker(points, shape, rng, mpp)`` with points ``(N, 2)`` float x,y in
-    pixels, shape ``(H, W)``, a ``numpy.random.Generator`` and micrometres per pixel; it returns an
-    ``(H, W)`` uint8 class map: 0 background, 1 object, 255 ignore."""),
-    ComponentKind("losses", "loss", """Register losses:
-    ``name -> factory(reduction='sum'|'mean', **kw) -> nn.Module``.
-
-    The module is called ``loss(logits, target)`` with logits ``(B, 2, H, W)`` float and target
-    ``(B, H, W)`` int64 (255 = ignore) and returns a scalar tensor."""),
-    ComponentKind("datasets", "dataset", """Register dataset readers:
-    ``name -> factory(root, split='train', strict=True, **kw)``.
-
-    The reader is a sequence of :class:`partsup.types.Sample`; its class attribute ``LAYOUT``
-    (a string) describes the expected files for ``partsup datasets`` and for error messages."""),
-    ComponentKind("normalizers", "colour normalizer", """Register colour normalizers:
-    ``name -> factory(reference=None, **target) -> Normalizer``.
-
-    ``reference`` is an image file to fit the target colours to; a Normalizer has
-    ``estimate(image, mask=None) -> dict``, ``apply(image, estimate) -> image`` (``(H, W, 3)``
-    uint8 RGB) and ``target() -> dict`` (see :mod:`partsup.data.normalize`)."""),
-    ComponentKind("filters", "filter/scorer", """Register candidate filters/scorers:
-    ``name -> factory(**kw) -> fn(blobs, mpp) -> keep``.
-
-    ``blobs`` is a :class:`partsup.types.Blobs` table (arrays of length K); ``keep`` a bool
-    array of length K."""),
-    ComponentKind("protocols", "protocol", """Register evaluation protocols:
-    ``name -> factory(**kw) -> partsup.types.Protocol``."""),
-    ComponentKind("writers", "writer", """Register detection writers (output formats):
-    ``name -> factory(**kw) -> Writer``."""),
-    ComponentKind("optimizers", "optimizer", """Register optimiser recipes:
-    ``name -> factory(model, **kw) -> (optimizer, scheduler|None)``."""),
-    ComponentKind("commands", "command", """Register CLI subcommands: ``name -> Command``
-    (see :class:`partsup.cli.main.Command`)."""),
+    ComponentKind("backbones", "backbone"),
+    ComponentKind("weight_transfers", "weight transfer"),
+    ComponentKind("label_makers", "weak label"),
+    ComponentKind("losses", "loss"),
+    ComponentKind("datasets", "dataset"),
+    ComponentKind("normalizers", "colour normalizer"),
+    ComponentKind("filters", "filter/scorer"),
+    ComponentKind("protocols", "protocol"),
+    ComponentKind("writers", "writer"),
+    ComponentKind("optimizers", "optimizer"),
+    ComponentKind("commands", "command"),
 )
 
 #: ``attr -> ComponentKind``
 KIND_BY_ATTR: dict[str, ComponentKind] = {k.attr: k for k in COMPONENT_KINDS}
 
 
-def _registration_spec(kind: ComponentKind) -> Callable[..., None]:
-    def spec(register: Register) -> None:
-        pass
-    spec.__name__ = spec.__qualname__ = kind.hook
-    spec.__doc__ = kind.doc
-    return hookspec(spec)
+# -- registration hooks: one per COMPONENT_KINDS row, called for all plugins -------------------
+
+@hookspec
+def partsup_register_backbones(register: Register) -> None:
+    """Register backbones: ``name -> factory(**kw) -> Branch`` with 2 classes (see
+    :mod:`partsup.model.partial`)."""
 
 
-# partsup_register_backbones, partsup_register_weight_transfers, ... (one per kind)
-for _kind in COMPONENT_KINDS:
-    globals()[_kind.hook] = _registration_spec(_kind)
-del _kind
+@hookspec
+def partsup_register_weight_transfers(register: Register) -> None:
+    """Register weight-transfer functions Gamma: ``name -> factory(d_in, d_out, **kw) ->
+    nn.Module``.
+
+    The module maps per-class weight vectors ``(n_class, d_in) -> (n_class, d_out)`` (float32).
+    """
+
+
+@hookspec
+def partsup_register_label_makers(register: Register) -> None:
+    """Register weak-label makers: ``name -> factory(**kw) -> LabelMaker``.
+
+    A LabelMaker is called ``maker(points, shape, rng, mpp)`` with points ``(N, 2)`` float x,y in
+    pixels, shape ``(H, W)``, a ``numpy.random.Generator`` and micrometres per pixel; it returns an
+    ``(H, W)`` uint8 class map: 0 background, 1 object, 255 ignore.
+    """
+
+
+@hookspec
+def partsup_register_losses(register: Register) -> None:
+    """Register losses: ``name -> factory(reduction='sum'|'mean', **kw) -> nn.Module``.
+
+    The module is called ``loss(logits, target)`` with logits ``(B, 2, H, W)`` float and target
+    ``(B, H, W)`` int64 (255 = ignore) and returns a scalar tensor.
+    """
+
+
+@hookspec
+def partsup_register_datasets(register: Register) -> None:
+    """Register dataset readers: ``name -> factory(root, split='train', strict=True, **kw)``.
+
+    The reader is a sequence of :class:`partsup.types.Sample`; its class attribute ``LAYOUT``
+    (a string) describes the expected files for ``partsup datasets`` and for error messages.
+    """
+
+
+@hookspec
+def partsup_register_normalizers(register: Register) -> None:
+    """Register colour normalizers: ``name -> factory(reference=None, **target) -> Normalizer``.
+
+    ``reference`` is an image file to fit the target colours to; a Normalizer has
+    ``estimate(image, mask=None) -> dict``, ``apply(image, estimate) -> image`` (``(H, W, 3)``
+    uint8 RGB) and ``target() -> dict`` (see :mod:`partsup.data.normalize`).
+    """
+
+
+@hookspec
+def partsup_register_filters(register: Register) -> None:
+    """Register candidate filters/scorers: ``name -> factory(**kw) -> fn(blobs, mpp) -> keep``.
+
+    ``blobs`` is a :class:`partsup.types.Blobs` table (arrays of length K); ``keep`` a bool
+    array of length K.
+    """
+
+
+@hookspec
+def partsup_register_protocols(register: Register) -> None:
+    """Register evaluation protocols: ``name -> factory(**kw) -> partsup.types.Protocol``."""
+
+
+@hookspec
+def partsup_register_writers(register: Register) -> None:
+    """Register detection writers (output formats): ``name -> factory(**kw) -> Writer``."""
+
+
+@hookspec
+def partsup_register_optimizers(register: Register) -> None:
+    """Register optimiser recipes: ``name -> factory(model, **kw) -> (optimizer,
+    scheduler|None)``."""
+
+
+@hookspec
+def partsup_register_commands(register: Register) -> None:
+    """Register CLI subcommands: ``name -> Command`` (see :class:`partsup.cli.main.Command`)."""
+
+
+# -- the other hooks ----------------------------------------------------------------------------
 
 
 @hookspec(firstresult=True)

@@ -1,7 +1,8 @@
 """Plugin manager construction and the registries plugins fill.
 
 No global plugin manager: :func:`make_plugin_manager` builds one per run (tests get a fresh one).
-Plugins come from, in order: the core's own defaults (:mod:`partsup.builtin`), the ``partsup``
+Plugins come from, in order: the core's own defaults (:mod:`partsup.builtin`), the core's
+commands (:data:`CORE_PLUGIN_MODULES`: :mod:`partsup.cli.commands`), the ``partsup``
 entry-point group (bundled plugins and third-party packages), modules named in a recipe's
 ``plugins:`` list, and ``--plugin`` on the command line. ``PARTSUP_DISABLE_PLUGINS=a,b`` blocks
 entry points or modules by name.
@@ -22,8 +23,13 @@ from partsup.registry import Registry, closest
 
 # ``hookimpl`` is re-exported for plugins written against ``from partsup.manager import hookimpl``;
 # new code imports it from ``partsup`` (it is defined in partsup.hookspecs).
-__all__ = ["COMPONENT_KINDS", "PartsupPluginManager", "Registries", "add_module",
-           "check_hooks", "hookimpl", "load", "make_plugin_manager", "provider_name"]
+__all__ = ["COMPONENT_KINDS", "CORE_PLUGIN_MODULES", "PartsupPluginManager", "Registries",
+           "add_module", "check_hooks", "hookimpl", "load", "make_plugin_manager", "provider_name"]
+
+
+#: the core's plugin modules registered by name right after :mod:`partsup.builtin`: the CLI's
+#: commands (named, not imported here: the manager sits below the CLI in the layer order)
+CORE_PLUGIN_MODULES: tuple[str, ...] = ("partsup.cli.commands",)
 
 
 def disabled_from_env() -> set[str]:
@@ -57,6 +63,8 @@ def make_plugin_manager(modules: Iterable[str] = (), *, entry_points: bool = Tru
     for name in blocked:
         pm.set_blocked(name)
     pm.register(builtin, name="partsup.builtin")
+    for mod in CORE_PLUGIN_MODULES:
+        add_module(pm, mod, blocked)
     if entry_points:
         _load_entry_points(pm, blocked)
     for mod in modules:

@@ -6,6 +6,7 @@ a test plugin's recipe and detects.
 """
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from pathlib import Path
@@ -56,6 +57,39 @@ def test_the_checker_finds_what_it_should(tmp_path):
     bad.write_text('"""Counts per HPF."""\nfrom partsup_mitosis import counts\nx = 1\n')
     found = hits([bad])
     assert [h.split(": ", 1)[0].rsplit(":", 1)[1] for h in found] == ["1", "2", "2"]
+
+
+
+# -- hooks written out ---------------------------------------------------------------------------
+
+def written_hooks(path: Path, marker: str) -> dict[str, str | None]:
+    """``name -> docstring`` of every module-level ``def partsup_...`` decorated with ``marker``
+    (``hookspec`` / ``hookimpl``, called or not) in ``path``."""
+    import ast
+
+    def marked(dec: ast.expr) -> bool:
+        dec = dec.func if isinstance(dec, ast.Call) else dec
+        return isinstance(dec, ast.Name) and dec.id == marker
+    tree = ast.parse(path.read_text(), str(path))
+    return {node.name: ast.get_docstring(node) for node in tree.body
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("partsup_")
+            and any(marked(d) for d in node.decorator_list)}
+
+
+def test_every_kind_has_its_written_out_registration_spec_and_builtin_hook():
+    from partsup import builtin, hookspecs
+    from partsup.hookspecs import COMPONENT_KINDS, KIND_BY_ATTR
+    specs = written_hooks(CORE / "hookspecs.py", "hookspec")
+    registration = {n for n in specs if n.startswith("partsup_register_")}
+    assert registration == {k.hook for k in COMPONENT_KINDS}
+    for kind in COMPONENT_KINDS:  # the doc a kind shows is its spec's docstring
+        assert specs[kind.hook] and kind.doc == inspect.getdoc(getattr(hookspecs, kind.hook))
+    impls = written_hooks(CORE / "builtin.py", "hookimpl")
+    assert {n for n in impls if n.startswith("partsup_register_")} == \
+        {KIND_BY_ATTR[attr].hook for attr in builtin.CORE_COMPONENTS}
+    assert all(impls.values())
+    for name in ("hookspecs.py", "builtin.py"):  # nothing generated into the module
+        assert not re.search(r"globals\(\)\[[^]]*\]\s*=", (CORE / name).read_text())
 
 
 # -- the core alone ------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The layout keeps its promises: commands stay thin and apart, bench scripts use the library,
-modules stay small, and the training loop reads in one short file."""
+modules of the core and of the bundled plugins stay small, and the training loop reads in one
+short file."""
 from __future__ import annotations
 
 import ast
@@ -11,6 +12,9 @@ COMMAND_DIRS = [REPO / "partsup" / "cli" / "commands",
                 *sorted(p for p in (REPO / "plugins").glob("partsup_*/commands") if p.is_dir())]
 MAX_CORE_LINES = 400
 MAX_LOOP_LINES = 250
+#: plugin modules still over MAX_CORE_LINES, each to be split and then removed from this list
+#: (the test fails on an entry that is gone or no longer over)
+KNOWN_BIG_PLUGIN_MODULES: list[str] = []
 
 
 def package_of(path: Path) -> str:
@@ -78,9 +82,23 @@ def test_checker_sees_function_level_and_relative_imports(tmp_path):
         "partsup_mitosis.commands"
 
 
+def line_counts(root: Path) -> dict[str, int]:
+    """``path relative to the repository -> lines`` of every module under ``root``."""
+    return {p.relative_to(REPO).as_posix(): len(p.read_text().splitlines())
+            for p in sorted(root.rglob("*.py"))}
+
+
 def test_core_modules_are_small_and_the_loop_is_short():
-    sizes = {p.relative_to(REPO): len(p.read_text().splitlines())
-             for p in sorted((REPO / "partsup").rglob("*.py"))}
+    sizes = line_counts(REPO / "partsup")
     big = [f"{p}: {n} lines" for p, n in sizes.items() if n > MAX_CORE_LINES]
     assert not big, f"split these (over {MAX_CORE_LINES} lines):\n" + "\n".join(big)
-    assert sizes[Path("partsup/training/loop.py")] <= MAX_LOOP_LINES
+    assert sizes["partsup/training/loop.py"] <= MAX_LOOP_LINES
+
+
+def test_plugin_modules_are_small():
+    sizes = line_counts(REPO / "plugins")
+    big = [f"{p}: {n} lines" for p, n in sizes.items()
+           if n > MAX_CORE_LINES and p not in KNOWN_BIG_PLUGIN_MODULES]
+    assert not big, f"split these (over {MAX_CORE_LINES} lines):\n" + "\n".join(big)
+    done = [p for p in KNOWN_BIG_PLUGIN_MODULES if sizes.get(p, 0) <= MAX_CORE_LINES]
+    assert not done, f"gone or small now, remove from KNOWN_BIG_PLUGIN_MODULES: {done}"

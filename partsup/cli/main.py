@@ -1,8 +1,8 @@
 """Command-line interface: ``main(argv) -> int``. Thin: parsing, then calls into the library.
 
-Subcommands are registered by plugins through ``partsup_register_commands`` (the core's own are
-in :mod:`partsup.builtin`). Errors derived from :class:`partsup.errors.PartsupError` print one
-line and exit 2; ``--debug`` shows the traceback.
+Subcommands are registered by plugins through ``partsup_register_commands`` (the core's own by
+the plugin :mod:`partsup.cli.commands`). Errors derived from
+:class:`partsup.errors.PartsupError` print one line and exit 2; ``--debug`` shows the traceback.
 """
 from __future__ import annotations
 
