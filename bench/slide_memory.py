@@ -66,21 +66,16 @@ def child(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     from partsup.inference.detector import build_detector
     from partsup.prediction import Item
-    from partsup.slides.predict import predict_slide
+    from partsup.prediction.pipeline import predict_input
+    from partsup.prediction.settings import PredictSettings, predict_options
     regs = registries(args.plugin)
     detector = build_detector(Path(args.checkpoint), regs, "cpu", {})
     before, peak_before = rss_bytes(), peak_bytes()
     writers = {n: regs.writers.get(n)() for n in ("csv", "geojson")}
-    ns = argparse.Namespace(hotspot_area=2.0, field_diameter=None, mitotic_cutoffs=None)
-
-    def extra(slide):
-        return [x for lines in regs.pm.hook.partsup_slide_outputs(slide=slide, args=ns)
-                if lines for x in lines]
-
+    settings = PredictSettings(Path(args.out), writers, predict_options(regs.pm, {}),
+                               mpp=args.mpp, slide_tile=args.tile)
     t0 = time.perf_counter()
-    result = predict_slide(Item(Path(args.image), "bench"), detector, writers, Path(args.out),
-                           mpp=args.mpp, model_mpp=args.mpp, label="Mitosis",
-                           tile=args.tile, margin=64, extra=extra)
+    result = predict_input(Item(Path(args.image), "bench"), detector, settings, regs.pm)
     print(json.dumps({"rss_before_slide": before, "peak_before_slide": peak_before,
                       "peak": peak_bytes(), "seconds": time.perf_counter() - t0,
                       "count": result.count.count, "lines": result.lines}))

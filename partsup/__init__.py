@@ -36,8 +36,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """``partsup.Detector`` is imported on first use (it loads torch)."""
+    """``partsup.Detector`` is imported on first use (it loads torch): the inference detector
+    plus ``predict_slide`` (:class:`partsup.prediction.api.Detector`)."""
     if name == "Detector":
-        from partsup.inference.detector import Detector
+        from partsup.prediction.api import Detector
         return Detector
     raise AttributeError(f"module 'partsup' has no attribute {name!r}")

@@ -19,11 +19,13 @@ is *first result wins*.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
-from typing import Any, Callable, NamedTuple, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 import pluggy
+
+if TYPE_CHECKING:  # a type only: this module imports nothing from partsup
+    from partsup.options import Option
 
 hookspec = pluggy.HookspecMarker("partsup")
 hookimpl = pluggy.HookimplMarker("partsup")
@@ -198,34 +200,43 @@ def partsup_default_checkpoint() -> Any:
 
 
 @hookspec
-def partsup_command_arguments(command: str, parser: argparse.ArgumentParser) -> None:
-    """Add options to (or set defaults of) the CLI subcommand ``command``, after its own.
+def partsup_command_options(command: str) -> list[Option] | None:
+    """Options a plugin adds to the CLI subcommand ``command`` (after the command's own), as
+    :class:`partsup.options.Option` rows, or None to add none.
 
-    Called for all plugins. ``partsup predict`` reads two defaults a plugin may set with
-    ``parser.set_defaults``: ``default_mpp`` (um/px when neither ``--mpp`` nor the image gives
-    one) and ``label`` (the detected objects' class name, given to writers as ``info["label"]``).
+    Called for all plugins; the rows are used in the order pluggy calls the plugins. The CLI
+    turns a row with a ``flag`` into an argparse argument (its ``type``, then its ``check``) and
+    a row without one into a default of the command's options; the Python API reads the same
+    rows' defaults. ``partsup predict`` reads two default-only values: ``default_mpp`` (um/px
+    when neither ``--mpp`` nor the image gives one) and ``label`` (the detected objects' class
+    name, given to writers as ``info["label"]``).
     """
 
 
 @hookspec(firstresult=True)
-def partsup_count_summary(counts: Sequence[Any], args: argparse.Namespace) -> list[str] | None:
+def partsup_count_summary(counts: Sequence[Any], options: Mapping[str, Any]
+                          ) -> list[str] | None:
     """The summary lines ``partsup predict`` prints for the counts of its images.
 
     ``counts`` are :class:`partsup.prediction.ImageCount` (detections, width and height in px,
-    mpp in um/px), ``args`` the command's parsed options (plugins' own included). First non-None
+    mpp in um/px); ``options`` maps each of the command's option names (``dest``, plugins' own
+    included, e.g. a value of :func:`partsup_command_options`) to its value. First non-None
     result wins; when every plugin abstains the core prints the total and the count per mm^2.
     """
 
 
 @hookspec
-def partsup_slide_outputs(slide: Any, args: argparse.Namespace) -> list[str] | None:
-    """Extra outputs and summary lines for one whole slide ``partsup predict`` has run on.
+def partsup_slide_outputs(slide: Any, options: Mapping[str, Any]) -> list[str] | None:
+    """Extra outputs and summary lines for one whole slide ``partsup predict`` (or
+    ``Detector.predict_slide`` with ``out``) has run on.
 
-    ``slide`` is a :class:`partsup.slides.predict.SlideOutput`: ``id``, ``out`` (the output
-    folder), level-0 ``width``/``height`` px and ``mpp`` um/px, ``xy`` (N, 3) detections
-    (x, y level-0 px, score), ``thumbnail`` (RGB) with ``scale`` (thumbnail px per level-0 px),
-    ``tissue`` (bool mask at thumbnail scale), ``label`` and ``outputs`` (a list: append every
-    file you write, so a failed slide leaves none behind). Generic helpers:
-    :func:`partsup.slides.density.density_map`, :func:`partsup.slides.density.best_window`.
-    Called for all plugins; the lines they return are printed after the summary.
+    ``slide`` is a :class:`partsup.prediction.slide.SlideOutput`: ``id``, ``out`` (the output
+    folder), level-0 ``width``/``height`` px and ``mpp`` um/px, ``xy`` (N, 3) float64 detections
+    (x, y level-0 px, score), ``detections``, ``thumbnail`` ((h, w, 3) uint8 RGB) with ``scale``
+    (thumbnail px per level-0 px), ``tissue`` ((h, w) bool mask at thumbnail scale), ``label`` and
+    ``outputs`` (a list: append every file you write, so a failed slide leaves none behind).
+    ``options`` maps the command's option names (plugins' own included) to their values.
+    Generic helpers: :func:`partsup.slides.density.density_map`,
+    :func:`partsup.slides.density.best_window`. Called for all plugins; the lines they return
+    are printed after the summary.
     """

@@ -229,7 +229,7 @@ def test_predict_applies_the_checkpoints_normalizer_and_the_options(tmp_path, pl
 
 
 def test_a_slide_is_normalised_by_one_estimate_from_its_tissue(tmp_path):
-    from partsup.slides.predict import detect_slide
+    from partsup.prediction.slide import detect_slide
     from partsup.slides.reader import SlideReader
     from partsup.slides.tissue import tissue_mask
     from test_slides import make_slide

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from partsup import hookspecs
+from partsup.cli.hooks import add_option
 from partsup.cli.main import main
 from partsup.errors import PluginError, RecipeError
 from partsup.hookspecs import COMPONENT_KINDS
 from partsup import hookimpl
 from partsup.manager import Registries, load, make_plugin_manager
+from partsup.options import Option, command_options
 from partsup.types import Blobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,18 +110,19 @@ class AllHooks:
         return "/models/default.pt"
 
     @hookimpl
-    def partsup_command_arguments(self, command, parser):
-        self.calls.append("partsup_command_arguments")
+    def partsup_command_options(self, command):
+        self.calls.append("partsup_command_options")
         if command == "hello":
-            parser.set_defaults(who="plugin")
+            return [Option("who", "plugin")]  # no flag: sets another command's default
+        return None
 
     @hookimpl
-    def partsup_count_summary(self, counts, args):
+    def partsup_count_summary(self, counts, options):
         self.calls.append("partsup_count_summary")
-        return [f"{len(counts)} images"]
+        return [f"{len(counts)} images, hpf {options['hpf']}"]
 
     @hookimpl
-    def partsup_slide_outputs(self, slide, args):
+    def partsup_slide_outputs(self, slide, options):
         self.calls.append("partsup_slide_outputs")
         return [f"slide {slide}"]
 
@@ -163,10 +166,13 @@ def test_all_hooks_called_and_semantics():
     assert regs.pm.hook.partsup_default_checkpoint() == "/models/default.pt"  # first result
     parser = argparse.ArgumentParser()
     parser.add_argument("--who", default="world")
-    regs.pm.hook.partsup_command_arguments(command="hello", parser=parser)
+    for option in command_options(regs.pm, "hello"):
+        add_option(parser, option)
     assert parser.parse_args([]).who == "plugin"  # a plugin sets another command's default
-    assert regs.pm.hook.partsup_count_summary(counts=[1, 2], args=None) == ["2 images"]
-    assert regs.pm.hook.partsup_slide_outputs(slide="s", args=None) == [["slide s"]]  # all
+    assert command_options(regs.pm, "other") == []
+    assert regs.pm.hook.partsup_count_summary(counts=[1, 2], options={"hpf": 1}) == \
+        ["2 images, hpf 1"]
+    assert regs.pm.hook.partsup_slide_outputs(slide="s", options={}) == [["slide s"]]  # all
 
 
 def test_fresh_manager_per_run():

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from partsup.cli.main import main
-from partsup.prediction import collect_inputs, tiff_mpp, write_overlay
+from partsup.prediction import collect_inputs, write_overlay
 from partsup.errors import DataError
 from partsup.types import Detection
 from partsup.output.writers import read_detections
@@ -209,15 +209,30 @@ def test_collect_inputs(tmp_path):
         collect_inputs([tmp_path / "d", tmp_path / "e"])
 
 
-def test_tiff_mpp_from_resolution(tmp_path):
+def test_file_mpp_from_resolution_units_and_aperio_description(tmp_path):
     import tifffile
+
+    from partsup.slides.reader import file_mpp
     path = tmp_path / "r.tif"
     tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), resolution=(40000, 40000),
                      resolutionunit="CENTIMETER")  # 40000 px/cm = 0.25 um/px
-    assert tiff_mpp(path) == pytest.approx(0.25)
+    assert file_mpp(path) == pytest.approx(0.25)
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), resolution=(50800, 50800),
+                     resolutionunit="INCH")  # 50800 px/inch = 0.5 um/px
+    assert file_mpp(path) == pytest.approx(0.5)
     tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), resolution=(72, 72),
                      resolutionunit="INCH")  # 352 um/px: a screen default, not a scan
-    assert tiff_mpp(path) is None
+    assert file_mpp(path) is None
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), resolution=(40000, 40000),
+                     resolutionunit="CENTIMETER",  # the Aperio description comes first
+                     description="Aperio Image Library v12 |AppMag = 40|MPP = 0.2462|Left = 1")
+    assert file_mpp(path) == pytest.approx(0.2462)
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8), description="Aperio |MPP = 12.5")
+    assert file_mpp(path) is None  # implausible: not a scan
+    tifffile.imwrite(path, np.zeros((8, 8, 3), np.uint8))
+    assert file_mpp(path) is None  # nothing recorded
+    save(tmp_path / "p.png", np.zeros((8, 8, 3), np.uint8))
+    assert file_mpp(tmp_path / "p.png") is None and file_mpp(tmp_path / "none.tif") is None
 
 
 def test_overlay_downsamples_big_images(tmp_path):

@@ -41,8 +41,8 @@ def test_implausible_mpp_and_hpf_area_are_refused(tmp_path, plugin, checkpoint, 
 
 def test_out_naming_a_file_fails_once_before_inference(tmp_path, plugin, checkpoint, capsys,
                                                        monkeypatch):
-    import partsup.cli.commands.predict as predict
-    monkeypatch.setattr(predict, "build_detector", lambda *a, **k: pytest.fail("model loaded"))
+    import partsup.prediction.pipeline as pipeline
+    monkeypatch.setattr(pipeline, "build_detector", lambda *a, **k: pytest.fail("model loaded"))
     imgs = [save(tmp_path / f"{c}.png", he_like(64, 64, centres=[])) for c in "ab"]
     blocker = tmp_path / "out.txt"
     blocker.write_text("mine")

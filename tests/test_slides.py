@@ -10,9 +10,8 @@ import pytest
 from PIL import Image
 
 from partsup.output.writers import read_detections
-from partsup.prediction import Item
+from partsup.prediction import Item, predict_slide
 from partsup.slides.density import best_window, density_map
-from partsup.slides.predict import predict_slide
 from partsup.slides.reader import SlideReader, is_slide
 from partsup.slides.tissue import tissue_mask
 from partsup.slides.write import from_array, write_pyramid

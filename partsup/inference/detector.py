@@ -30,7 +30,9 @@ __all__ = ["DetectParams", "Detector", "build_detector", "check_threshold", "def
 class Detector:
     """A model plus detection parameters: ``detect(image, mpp) -> list[Detection]``.
 
-    From Python: ``Detector.from_checkpoint(path).detect(rgb, mpp=0.25)`` (docs/python-api.md).
+    From Python: ``Detector.from_checkpoint(path).detect(rgb, mpp=0.25)`` (docs/python-api.md;
+    ``partsup.Detector`` is the subclass :class:`partsup.prediction.api.Detector`, which adds
+    ``predict_slide``, a whole slide).
     ``model`` is a :class:`partsup.model.partial.PartialModel` or any object with its
     ``preprocess`` and ``probabilities`` (e.g. an exported model run by onnxruntime).
     ``model_mpp``: the um/px the model was trained at (the checkpoint recipe's ``data.mpp``;
@@ -69,7 +71,15 @@ class Detector:
         registries = load(list(plugins))
         chosen = default_checkpoint(registries) if path is None else path
         detector, _ = load_detector(chosen, registries, device, **overrides)
-        return detector
+        return detector if type(detector) is cls else cls.adopt(detector)
+
+    @classmethod
+    def adopt(cls, detector: "Detector") -> "Detector":
+        """A ``cls`` with the model, parameters and settings of ``detector`` (shared, not
+        copied): how a subclass such as ``partsup.Detector`` (:mod:`partsup.prediction.api`,
+        which adds ``predict_slide``) comes from a loaded one."""
+        return cls(detector.model, detector.params, detector.registries, detector.device,
+                   detector.amp, detector.model_mpp, detector.normalizer)
 
     def normalized(self, image: np.ndarray, colour: dict[str, Any] | None = None
                    ) -> np.ndarray:
@@ -98,23 +108,6 @@ class Detector:
         see :meth:`normalized`)."""
         p_weak, p_strong = self.maps(image, colour)
         return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
-
-    def predict_slide(self, path: str | Path, *, mpp: float | None = None,
-                      roi: str | Path | Sequence[Any] | None = None, tile: int = 1024,
-                      out: str | Path | None = None, **options: Any) -> list[Detection]:
-        """Detections of a whole slide (``.svs``, ``.ndpi``, multi-level ``.tif``) in level-0
-        px, as ``partsup predict`` finds them: tissue tiles of ``tile`` model px, each read at
-        the model's um/px (``model_mpp``, else a plugin's default), no duplicates across tile
-        seams (docs/slides.md).
-
-        ``mpp``: the slide's um/px when the file records none or a wrong one. ``roi``: a QuPath
-        GeoJSON file (or its polygons, :func:`partsup.slides.tissue.read_roi`): only tissue
-        inside. ``out``: None writes nothing; a folder gets what ``partsup predict`` writes for
-        a slide (csv, geojson, overlay, tissue mask, plugins' outputs; not ``summary.csv``).
-        ``options``: plugins' ``partsup predict`` options by name (e.g. ``hotspot_area=1.0``).
-        Ctrl-C raises KeyboardInterrupt (with ``out``, once the tiles done are written)."""
-        from partsup.slides.api import predict_slide_file
-        return predict_slide_file(self, path, mpp=mpp, roi=roi, tile=tile, out=out, **options)
 
 
 def load_detector(checkpoint: str | Path, registries: Registries,

@@ -6,7 +6,9 @@ detected --> detections whose centre lies in the tile's core (so overlaps give n
 mapped to level-0 px --> writers, overlay, tissue PNG, plugins' outputs``.
 
 :func:`detect_slide` is the detection part (writes nothing: ``Detector.predict_slide`` without
-``out``), :func:`write_slide` the files, :func:`predict_slide` both (``partsup predict``).
+``out``), :func:`write_slide` the files, :func:`predict_slide` both (``partsup predict``); the
+run's settings (margin, the model's um/px, the plugins' outputs) come from
+:mod:`partsup.prediction.settings`.
 Memory is bounded by one tile plus its margin (and the thumbnail), whatever the slide's size.
 Ctrl-C stops between tiles: the outputs are written for the tiles done and the result says
 ``interrupted``.
@@ -18,13 +20,16 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence  # noqa: F401
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from partsup.errors import DataError
 from partsup.output.outdir import check_not_foreign, record_owned
-from partsup.prediction import DetectorLike, ImageCount, Item, Result, write_overlay
+from partsup.prediction.counts import ImageCount
+from partsup.prediction.image import write_overlay
+from partsup.prediction.inputs import Item
+from partsup.prediction.result import DetectorLike, Result
 from partsup.slides.reader import SlideReader, open_slide
 from partsup.slides.tissue import rasterize, tissue_mask
 from partsup.types import Detection
@@ -154,8 +159,8 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
     return out
 
 
-def write_slide(item: Item, found: SlideDetections, writers: dict[str, Any], out: Path, *,
-                label: str | None = None, overlay: bool = True,
+def write_slide(item: Item, found: SlideDetections, writers: Mapping[str, Any], out: Path,
+                *, label: str | None = None, overlay: bool = True,
                 extra: Callable[[SlideOutput], list[str]] | None = None
                 ) -> tuple[list[Path], list[str]]:
     """Write what ``partsup predict`` writes for a slide: every format (level-0 px), the
@@ -193,8 +198,8 @@ def write_slide(item: Item, found: SlideDetections, writers: dict[str, Any], out
     return outputs, list(lines)
 
 
-def predict_slide(item: Item, detector: DetectorLike, writers: dict[str, Any], out: Path, *,
-                  mpp: float | None = None, default_mpp: float | None = None,
+def predict_slide(item: Item, detector: DetectorLike, writers: Mapping[str, Any], out: Path,
+                  *, mpp: float | None = None, default_mpp: float | None = None,
                   model_mpp: float | None = None, label: str | None = None,
                   roi: Sequence[Sequence[np.ndarray]] | None = None, tile: int = 1024,
                   margin: int = 64, overlay: bool = True,

@@ -65,6 +65,26 @@ def page_mpp(page: object) -> float | None:
     return mpp if mpp is not None and 0.05 <= mpp <= 5.0 else None
 
 
+def file_mpp(path: str | Path) -> float | None:
+    """um/px recorded in the image or slide file ``path``, or None: a slide's (its reader's
+    ``mpp``), a ``.tif``/``.tiff`` image's first page (:func:`page_mpp`: Aperio ``MPP = x``
+    description, else X resolution in px per cm or inch; plausible values 0.05..5 um/px only);
+    None for other files. Metadata is a convenience: an unreadable file gives None (its reader
+    reports it)."""
+    path = Path(path)
+    try:
+        if is_slide(path):
+            with open_slide(path) as slide:
+                return slide.mpp
+        if path.suffix.lower() not in PYRAMID_SUFFIXES:
+            return None
+        import tifffile
+        with tifffile.TiffFile(path) as tif:
+            return page_mpp(tif.pages[0])
+    except Exception:
+        return None
+
+
 class SlideReader(SlideBase):
     """A multi-level (pyramid) TIFF opened for region reads. Use as a context manager or call close()."""
 

@@ -7,8 +7,7 @@ Everything is registered through the core's hooks, exactly as a third-party plug
 from __future__ import annotations
 
 from pathlib import Path
-import argparse
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from partsup import hookimpl
 
@@ -44,24 +43,25 @@ def partsup_register_commands(register: Callable[..., Any]) -> None:
 
 
 @hookimpl
-def partsup_command_arguments(command: str, parser: argparse.ArgumentParser) -> None:
-    if command == "predict":
-        from partsup_mitosis.counts import add_predict_arguments
-        from partsup_mitosis.grading import add_slide_arguments
-        add_predict_arguments(parser)
-        add_slide_arguments(parser)
+def partsup_command_options(command: str) -> list[Any] | None:
+    if command != "predict":
+        return None
+    from partsup_mitosis.counts import predict_options
+    from partsup_mitosis.grading import slide_options
+    return predict_options() + slide_options()
 
 
 @hookimpl
-def partsup_slide_outputs(slide: Any, args: argparse.Namespace) -> list[str] | None:
+def partsup_slide_outputs(slide: Any, options: Mapping[str, Any]) -> list[str] | None:
     from partsup_mitosis.grading import slide_outputs
-    return slide_outputs(slide, args)
+    return slide_outputs(slide, options)
 
 
 @hookimpl
-def partsup_count_summary(counts: Sequence[Any], args: argparse.Namespace) -> list[str] | None:
+def partsup_count_summary(counts: Sequence[Any], options: Mapping[str, Any]
+                          ) -> list[str] | None:
     from partsup_mitosis.counts import HPF_AREA_MM2, summary_lines
-    return summary_lines(counts, getattr(args, "hpf_area", HPF_AREA_MM2))
+    return summary_lines(counts, options.get("hpf_area", HPF_AREA_MM2))
 
 
 #: the shipped real-tissue model (weights, recipe and calibration; docs/model-card.md)

@@ -15,15 +15,15 @@ Two "per 10 HPFs" figures are reported for a set of images, because "HPF" means 
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from typing import Sequence
 
 from partsup.cli.common import check_range
+from partsup.options import Option
 from partsup.prediction import ImageCount, SetCount, area_mm2, pool_counts
 
 __all__ = ["HPF_AREA_MM2", "HPF_AREA_RANGE", "ImageCount", "HpfCount", "area_mm2", "summarize",
-           "add_predict_arguments", "summary_lines", "hpf_area"]
+           "predict_options", "summary_lines", "hpf_area", "check_hpf_area"]
 
 #: area of one standard high-power field, mm^2 (10 HPFs = 2.37 mm^2)
 HPF_AREA_MM2 = 0.237
@@ -56,20 +56,28 @@ def summarize(counts: Sequence[ImageCount], hpf_area_mm2: float = HPF_AREA_MM2) 
     return HpfCount(s.n_images, s.total, s.area_mm2, hpf_area_mm2=hpf_area_mm2)
 
 
+def check_hpf_area(value: float) -> None:
+    """A one-line PartsupError unless ``value`` (mm^2) lies in :data:`HPF_AREA_RANGE`."""
+    check_range("--hpf-area", value, *HPF_AREA_RANGE, "mm²")
+
+
 def hpf_area(text: str) -> float:
     """``--hpf-area`` value: a float in :data:`HPF_AREA_RANGE` (else a one-line PartsupError)."""
     value = float(text)
-    check_range("--hpf-area", value, *HPF_AREA_RANGE, "mm²")
+    check_hpf_area(value)
     return value
 
 
-def add_predict_arguments(parser: argparse.ArgumentParser) -> None:
+def predict_options() -> list[Option]:
     """``partsup predict`` options and defaults of this plugin: ``--hpf-area``, the scanners'
     0.25 um/px when an image records no resolution, and the class name "Mitosis"."""
-    parser.add_argument("--hpf-area", type=hpf_area, default=HPF_AREA_MM2, metavar="MM2",
-                        help=f"area of one HPF for the area-standardised count (default "
-                             f"{HPF_AREA_MM2} mm²)")
-    parser.set_defaults(default_mpp=DEFAULT_MPP, label="Mitosis")
+    return [Option("hpf_area", HPF_AREA_MM2, flag="--hpf-area", type=hpf_area, metavar="MM2",
+                   check=check_hpf_area,
+                   help=f"area of one HPF for the area-standardised count (default "
+                        f"{HPF_AREA_MM2} mm²)"),
+            Option("default_mpp", DEFAULT_MPP,
+                   help="um/px when neither --mpp nor the image gives one"),
+            Option("label", "Mitosis", help="the detected objects' class name")]
 
 
 #: mpp used when neither --mpp nor the image says (MIDOG / AMIDA13 scanners)

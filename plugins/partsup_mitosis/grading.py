@@ -11,23 +11,33 @@ QuPath annotation, level-0 px).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from partsup.cli.common import check_range
 from partsup.errors import PartsupError
+from partsup.options import Option
 from partsup.output.outdir import check_not_foreign
 from partsup.output.writers import GeoJsonWriter
 from partsup.slides.density import Window, best_window, density_map
 
 #: default hotspot area, mm^2
 HOTSPOT_AREA_MM2 = 2.0
+
+
+def check_cutoffs(cuts: tuple[int, int]) -> None:
+    """A one-line PartsupError unless ``cuts`` are two whole counts ``0 <= A < B``."""
+    if not (isinstance(cuts, (tuple, list)) and len(cuts) == 2
+            and all(isinstance(v, int) for v in cuts)):
+        raise PartsupError(f"--mitotic-cutoffs: expected two whole numbers A,B, got {cuts!r}")
+    a, b = cuts
+    if not 0 <= a < b:
+        raise PartsupError(f"--mitotic-cutoffs: need 0 <= A < B, got {a},{b}")
 
 
 def cutoffs(text: str) -> tuple[int, int]:
@@ -37,8 +47,7 @@ def cutoffs(text: str) -> tuple[int, int]:
     except ValueError:
         raise PartsupError(f"--mitotic-cutoffs: expected two whole numbers A,B (score 1 when "
                            f"count <= A, 2 when <= B, else 3), got {text!r}") from None
-    if not 0 <= a < b:
-        raise PartsupError(f"--mitotic-cutoffs: need 0 <= A < B, got {a},{b}")
+    check_cutoffs((a, b))
     return a, b
 
 
@@ -52,25 +61,39 @@ def field_area(diameter_mm: float, fields: int = 10) -> float:
     return fields * math.pi * (diameter_mm / 2.0) ** 2
 
 
-def _positive(option: str, low: float, high: float, unit: str) -> Any:
+def _in_range(option: str, low: float, high: float, unit: str) -> Callable[[float], None]:
+    def check(value: float) -> None:
+        check_range(option, value, low, high, unit)
+    return check
+
+
+def _positive(option: str, low: float, high: float, unit: str) -> Callable[[str], float]:
+    check = _in_range(option, low, high, unit)
+
     def parse(text: str) -> float:
         value = float(text)
-        check_range(option, value, low, high, unit)
+        check(value)
         return value
     return parse
 
 
-def add_slide_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--hotspot-area", type=_positive("--hotspot-area", 0.01, 1000.0, "mm²"),
-                        default=HOTSPOT_AREA_MM2, metavar="MM2",
-                        help=f"slides: hotspot area (default {HOTSPOT_AREA_MM2} mm²)")
-    parser.add_argument("--field-diameter", type=_positive("--field-diameter", 0.1, 5.0, "mm"),
-                        default=None, metavar="MM",
-                        help="slides: hotspot = 10 HPFs of this field diameter (overrides "
-                             "--hotspot-area)")
-    parser.add_argument("--mitotic-cutoffs", type=cutoffs, default=None, metavar="A,B",
-                        help="slides: score 1 when the hotspot count <= A, 2 when <= B, else 3 "
-                             "(the table for your field diameter: docs/slides.md)")
+def slide_options() -> list[Option]:
+    """``partsup predict`` options of this plugin for slides: the hotspot's area or field
+    diameter and the score's cut-offs."""
+    return [
+        Option("hotspot_area", HOTSPOT_AREA_MM2, flag="--hotspot-area",
+               type=_positive("--hotspot-area", 0.01, 1000.0, "mm²"), metavar="MM2",
+               check=_in_range("--hotspot-area", 0.01, 1000.0, "mm²"),
+               help=f"slides: hotspot area (default {HOTSPOT_AREA_MM2} mm²)"),
+        Option("field_diameter", None, flag="--field-diameter",
+               type=_positive("--field-diameter", 0.1, 5.0, "mm"), metavar="MM",
+               check=_in_range("--field-diameter", 0.1, 5.0, "mm"),
+               help="slides: hotspot = 10 HPFs of this field diameter (overrides "
+                    "--hotspot-area)"),
+        Option("mitotic_cutoffs", None, flag="--mitotic-cutoffs", type=cutoffs, metavar="A,B",
+               check=check_cutoffs,
+               help="slides: score 1 when the hotspot count <= A, 2 when <= B, else 3 "
+                    "(the table for your field diameter: docs/slides.md)")]
 
 
 def hotspot(slide: Any, area_mm2: float) -> Window:
@@ -127,10 +150,11 @@ def write_hotspot_geojson(path: Path, slide: Any, win: Window, area_mm2: float) 
     return path
 
 
-def slide_outputs(slide: Any, args: argparse.Namespace) -> list[str]:
-    """Hotspot, its count, the score (with cut-offs), the heatmap and the annotated GeoJSON."""
-    diameter = getattr(args, "field_diameter", None)
-    area = field_area(diameter) if diameter else getattr(args, "hotspot_area", HOTSPOT_AREA_MM2)
+def slide_outputs(slide: Any, options: Mapping[str, Any]) -> list[str]:
+    """Hotspot, its count, the score (with cut-offs), the heatmap and the annotated GeoJSON
+    (``options``: ``predict``'s option values, :func:`slide_options` among them)."""
+    diameter = options.get("field_diameter")
+    area = field_area(diameter) if diameter else options.get("hotspot_area", HOTSPOT_AREA_MM2)
     win = hotspot(slide, area)
     check_not_foreign(slide.out, [slide.out / f"{slide.id}.heatmap.png",
                                   slide.out / f"{slide.id}.hotspot.geojson"])
@@ -141,7 +165,7 @@ def slide_outputs(slide: Any, args: argparse.Namespace) -> list[str]:
     what = f"10 HPFs of {diameter} mm" if diameter else f"{area:.2f} mm²"
     lines = [f"{slide.id}: {len(slide.xy)} mitoses; hotspot ({what}) at x={win.x:.0f}, "
              f"y={win.y:.0f}, side {win.size:.0f} px: {win.count} mitoses"]
-    cuts = getattr(args, "mitotic_cutoffs", None)
+    cuts = options.get("mitotic_cutoffs")
     if cuts is None:
         lines.append(f"{slide.id}: mitotic score not given: pass --mitotic-cutoffs A,B for your "
                      f"field diameter (docs/slides.md)")

@@ -1,0 +1,53 @@
+"""Typed option rows: what a plugin adds to (or sets as a default of) a command.
+
+A plugin answers ``partsup_command_options(command)`` (:mod:`partsup.hookspecs`) with a list of
+:class:`Option`; the CLI turns each into an argparse argument (:mod:`partsup.cli.hooks`), and the
+Python API reads their defaults (:func:`option_defaults`), so both see the same values. No
+argparse here: this module imports nothing from partsup.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option of a command.
+
+    ``dest``: the name its value goes by (``options[dest]`` in the hooks that take the
+    command's options). ``default``: its value when not given. ``help``: the ``--help`` text.
+    ``flag``: the command-line flag (e.g. ``"--box-area"``); None makes a default-only value with
+    no flag (e.g. ``default_mpp``, ``label`` of ``partsup predict``). ``type``: turns the
+    command-line text into the value (None: the text itself). ``metavar``, ``choices``: as in
+    argparse. ``check``: called with a value given on the command line (after ``type``) or
+    through the Python API; raises :class:`partsup.errors.PartsupError` (one line) to refuse it.
+    """
+
+    dest: str
+    default: Any = None
+    help: str | None = None
+    flag: str | None = None
+    type: Callable[[str], Any] | None = None
+    metavar: str | None = None
+    choices: Sequence[Any] | None = None
+    check: Callable[[Any], None] | None = None
+
+
+def command_options(pm: Any, command: str) -> list[Option]:
+    """Every plugin's :class:`Option` rows for ``command`` (``partsup_command_options`` of the
+    plugin manager ``pm``), in the order pluggy calls the plugins; None when ``pm`` is None."""
+    if pm is None:
+        return []
+    found = pm.hook.partsup_command_options(command=command)
+    return [option for options in found if options for option in options]
+
+
+def option_defaults(options: Sequence[Option], base: Mapping[str, Any] | None = None
+                    ) -> dict[str, Any]:
+    """``base`` updated by each option's ``dest -> default`` (later rows win, as argparse's
+    ``set_defaults`` does)."""
+    out = dict(base or {})
+    for option in options:
+        out[option.dest] = option.default
+    return out

@@ -1,0 +1,87 @@
+"""The Python API's side of prediction: :class:`Detector` (``partsup.Detector``, the one
+docs/python-api.md shows) is the inference detector plus :meth:`Detector.predict_slide`, a
+whole slide through the same pipeline as ``partsup predict`` (:func:`predict_slide_file`).
+
+The slide path lives here, above inference (docs/architecture.md, Layers): the inference
+detector (:class:`partsup.inference.detector.Detector`) knows images and tiles, not slides,
+output folders or plugins' slide outputs.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+from partsup.data.images import DataWarning
+from partsup.inference.detector import Detector as InferenceDetector
+from partsup.prediction.inputs import Item, check_output_folder
+from partsup.prediction.settings import (PredictSettings, make_writers, polygons_of,
+                                         predict_options, slide_extra)
+from partsup.prediction.slide import detect_slide, summary_line, write_slide
+from partsup.types import Detection
+
+log = logging.getLogger(__name__)
+
+#: the formats ``Detector.predict_slide`` writes with ``out`` (``partsup predict``'s default)
+FORMATS = ("csv", "geojson")
+
+
+class Detector(InferenceDetector):
+    """``partsup.Detector``: :class:`partsup.inference.detector.Detector` (``from_checkpoint``,
+    ``detect``, ``maps``) plus :meth:`predict_slide`."""
+
+    def predict_slide(self, path: str | Path, *, mpp: float | None = None,
+                      roi: str | Path | Sequence[Any] | None = None, tile: int = 1024,
+                      out: str | Path | None = None, **options: Any) -> list[Detection]:
+        """Detections of a whole slide (``.svs``, ``.ndpi``, multi-level ``.tif``) in level-0
+        px, as ``partsup predict`` finds them: tissue tiles of ``tile`` model px, each read at
+        the model's um/px (``model_mpp``, else a plugin's default), no duplicates across tile
+        seams (docs/slides.md).
+
+        ``mpp``: the slide's um/px when the file records none or a wrong one. ``roi``: a QuPath
+        GeoJSON file (or its polygons, :func:`partsup.slides.tissue.read_roi`): only tissue
+        inside. ``out``: None writes nothing; a folder gets what ``partsup predict`` writes for
+        a slide (csv, geojson, overlay, tissue mask, plugins' outputs; not ``summary.csv``).
+        ``options``: plugins' ``partsup predict`` options by name (e.g. ``hotspot_area=1.0``;
+        the others keep the defaults ``partsup predict`` has). The same pipeline as the command
+        (:func:`predict_slide_file`). Ctrl-C raises KeyboardInterrupt (with ``out``, once the
+        tiles done are written)."""
+        return predict_slide_file(self, path, mpp=mpp, roi=roi, tile=tile, out=out, **options)
+
+
+def predict_slide_file(detector: Any, path: str | Path, *, mpp: float | None = None,
+                       roi: str | Path | Sequence[Any] | None = None, tile: int = 1024,
+                       out: str | Path | None = None, **options: Any) -> list[Detection]:
+    """Detections (x, y level-0 px, score, area level-0 px) of the slide ``path`` for
+    ``detector`` (a :class:`partsup.inference.detector.Detector`): ``Detector.predict_slide``.
+    ``options``: plugins' ``predict`` options by name (:func:`predict_options`). With ``out``
+    the files ``partsup predict`` writes for a slide; its lines go to this module's logger.
+
+    Raises:
+        DataError: unreadable slide or ROI, no um/px anywhere. PartsupError: an unknown or
+        refused option. KeyboardInterrupt: Ctrl-C (with ``out``, after writing the outputs of
+        the tiles done).
+    """
+    registries = detector.registries
+    values = predict_options(registries.pm, options)
+    polygons = polygons_of(roi)
+    item = Item(Path(path), Path(path).stem)
+    folder = Path(out) if out is not None else Path(".")
+    if out is not None:
+        check_output_folder(folder)
+    writers = make_writers(FORMATS, registries, "formats") if out is not None else {}
+    settings = PredictSettings(folder, writers, values, mpp=mpp, roi=polygons, slide_tile=tile)
+    found = detect_slide(item.path, detector, **settings.slide_geometry(detector, polygons))
+    if found.mpp_assumed:
+        warnings.warn(f"{path}: the slide records no um/px; {settings.default_mpp} assumed "
+                      f"(pass mpp= for correct coordinates of the model's resolution and "
+                      f"per-mm² figures)", DataWarning, stacklevel=3)
+    if out is not None:
+        _, lines = write_slide(item, found, writers, folder, label=settings.label,
+                               extra=slide_extra(registries.pm, values))
+        for line in [summary_line(item.id, found, polygons is not None), *lines]:
+            log.info(line)
+    if found.interrupted:
+        raise KeyboardInterrupt
+    return found.detections

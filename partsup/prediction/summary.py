@@ -1,0 +1,60 @@
+"""The summary of a prediction run: lines for the whole set (a plugin's, through
+``partsup_count_summary``, else the core's total and count per mm^2) and ``summary.csv``."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from partsup.prediction.counts import ImageCount, pool_counts
+from partsup.prediction.result import Result
+
+
+def count_lines(counts: Sequence[ImageCount], noun: str = "detections") -> list[str]:
+    """The core's summary of a set's counts: total, images, area and the count per mm^2."""
+    s = pool_counts(counts)
+    return [f"{s.total} {noun} in {s.n_images} image(s), {s.area_mm2:.3f} mm²: "
+            f"{s.per_mm2:.2f} per mm²"]
+
+
+def count_summary(pm: Any, counts: Sequence[ImageCount], options: Mapping[str, Any]
+                  ) -> list[str] | None:
+    """A plugin's summary lines for ``counts`` (``partsup_count_summary``), or None."""
+    lines = pm.hook.partsup_count_summary(counts=list(counts), options=options)
+    return None if lines is None else list(lines)
+
+
+def summary_lines(results: Sequence[Result], options: Mapping[str, Any], pm: Any = None
+                  ) -> list[str]:
+    """The lines for the whole set (``partsup_count_summary`` of a plugin, else
+    :func:`count_lines`; none when nothing was counted), then a note when ``options``'
+    ``default_mpp`` was assumed for inputs that record no resolution."""
+    counts = [r.count for r in results if r.count is not None]
+    lines: list[str] = []
+    if counts:
+        extra = count_summary(pm, counts, options) if pm is not None else None
+        lines.extend(count_lines(counts) if extra is None else extra)
+    assumed = sum(r.mpp_assumed for r in results)
+    if assumed:
+        lines.append(f"note: {options.get('default_mpp')} um/px assumed for {assumed} image(s) "
+                     f"that record no resolution; set --mpp for correct per-mm² counts")
+    return lines
+
+
+def write_summary_csv(path: Path, results: Sequence[Result]) -> Path:
+    """One row per input (file, id, status, count, width and height px, mpp um/px, area mm^2,
+    count per mm^2, seconds, error)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(["file", "id", "status", "count", "width", "height", "mpp", "area_mm2",
+                    "per_mm2", "seconds", "error"])
+        for r in results:
+            c = r.count
+            if c is None:
+                w.writerow([r.item.path, r.item.id, "failed", "", "", "", "", "", "",
+                            f"{r.seconds:.3f}", r.error])
+            else:
+                w.writerow([r.item.path, r.item.id, "ok", c.count, c.width, c.height, c.mpp,
+                            f"{c.area_mm2:.6f}", f"{c.per_mm2:.4f}", f"{r.seconds:.3f}", ""])
+    return path
