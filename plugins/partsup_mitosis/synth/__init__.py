@@ -26,8 +26,8 @@ hematoxylin-threshold detector the generator's difficulty is calibrated against)
 from __future__ import annotations
 
 from partsup_mitosis.synth.baseline import hematoxylin, threshold_blobs
-from partsup_mitosis.synth.dataset import (MANIFEST, STYLE_STREAM, SynthDataset, generate, image_rng,
-                                           split_sizes)
+from partsup_mitosis.synth.dataset import (MANIFEST, STYLE_STREAM, SynthDataset, generate,
+                                           image_rng, split_sizes)
 from partsup_mitosis.synth.image import render
 from partsup_mitosis.synth.layouts import LAYOUTS, Layout
 from partsup_mitosis.synth.paint import Canvas

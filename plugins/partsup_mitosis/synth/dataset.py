@@ -66,9 +66,9 @@ def generate(out: str | Path, like: str = "amida13", n_images: int = 24, seed: i
 
     Image ``i`` is rendered from :func:`image_rng` ``(seed, like, i)`` in the style ``like``
     (so the first images do not change with ``n_images``, and styles do not share layouts);
-    the test-split images come first, then val, then train. The registered reader of the same name loads the result;
-    ``SynthDataset.splits`` holds the reader options for each split (also in
-    ``<out>/synth.yaml``).
+    the test-split images come first, then val, then train. The registered reader of the same
+    name loads the result; ``SynthDataset.splits`` holds the reader options for each split (also
+    in ``<out>/synth.yaml``).
 
     Args:
         out: folder to create (must be empty or absent unless ``overwrite``).

@@ -27,7 +27,8 @@ def _save_image(path: Path, image: np.ndarray) -> None:
 
 
 class Layout:
-    """Writes one style's images into the real layout; ``finish`` returns the split specs."""
+    """Writes one style's images into the real layout; ``specs`` gives the reader options of
+    each split, ``finish`` writes the whole-dataset files."""
 
     reader = ""
 
@@ -167,4 +168,5 @@ class MIDOGLayout(Layout):
 
 
 LAYOUTS: dict[str, Callable[[Path, dict[str, int]], Layout]] = {
-    "icpr2012": ICPR2012Layout, "icpr2014": ICPR2014Layout, "amida13": AMIDA13Layout, "midog": MIDOGLayout}
+    "icpr2012": ICPR2012Layout, "icpr2014": ICPR2014Layout, "amida13": AMIDA13Layout,
+    "midog": MIDOGLayout}
