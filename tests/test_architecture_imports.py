@@ -29,7 +29,7 @@ DOC = REPO / "docs" / "architecture.md"
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("partsup.errors", "partsup.types", "partsup.hookspecs", "partsup.options",
      "partsup.output.atomic", "partsup.output.outdir"),
-    ("partsup.registry", "partsup.recipe_yaml", "partsup.recipe", "partsup.runtime",
+    ("partsup.registry", "partsup.recipe_yaml", "partsup.recipe_fields", "partsup.recipe", "partsup.runtime",
      "partsup.manager", "partsup.builtin", "partsup.data.sampling"),
     ("partsup.model", "partsup.data", "partsup.slides"),
     ("partsup.checkpoint",),
