@@ -90,13 +90,13 @@ def partsup_steps(p_weak: np.ndarray, p_strong: np.ndarray | None, params: Any,
     fused = blobs.fuse(p_weak, p_strong, params, registries)
     smooth = ndimage.gaussian_filter(fused, params.sigma)
     labels = np.zeros(fused.shape, np.int32)
-    t = blobs._otsu(smooth)
+    t = blobs.otsu_threshold(smooth)
     n = ndimage.label(smooth > t, np.ones((3, 3), bool), output=labels)
     steps = {"fuse": lambda: blobs.fuse(p_weak, p_strong, params, registries),
              "gaussian": lambda: ndimage.gaussian_filter(fused, params.sigma),
-             "otsu": lambda: blobs._otsu(smooth),
+             "otsu": lambda: blobs.otsu_threshold(smooth),
              "threshold+label": lambda: ndimage.label(smooth > t, np.ones((3, 3), bool)),
-             "blob sums": lambda: blobs._blob_sums(fused, labels, int(n))}
+             "blob sums": lambda: blobs.blob_sums(fused, labels, int(n))}
     return {k: timed(fn, repeats)[0] for k, fn in steps.items()}
 
 

@@ -65,7 +65,7 @@ def find_blobs(prob: np.ndarray, sigma: float, threshold: str | float = "otsu") 
     del foreground
     if n == 0:
         return _no_blobs(labels)
-    area, psum, px, py, sx, sy = _blob_sums(prob, labels, n)
+    area, psum, px, py, sx, sy = blob_sums(prob, labels, n)
     pos = psum > 0
     safe = np.where(pos, psum, 1.0)
     x = np.where(pos, px / safe, sx / area)
@@ -96,24 +96,41 @@ def _foreground(prob: np.ndarray, sigma: float, threshold: str | float = "otsu"
         return smooth > np.float32(threshold)
     if float(smooth.max()) - float(smooth.min()) < FLAT_RANGE:
         return None  # a flat map has nothing to separate (and Otsu cannot bin it)
-    return smooth > _otsu(smooth)
+    return smooth > otsu_threshold(smooth)
 
 
-def _otsu(values: np.ndarray) -> Any:
+def otsu_threshold(values: np.ndarray) -> Any:
     """Otsu's threshold over all of ``values``, exactly ``skimage.filters.threshold_otsu(values)``
     (256 bins spanning the value range) without the flattened copy of the map skimage makes.
 
-    The caller guarantees the values are not all equal. The threshold is returned as skimage
-    gives it (a NumPy scalar), so the ``>`` test compares at the same precision."""
+    Args:
+        values: array of any shape (here the ``(H, W)`` float32 smoothed map); its values must
+            not all be equal (:func:`find_blobs` checks :data:`FLAT_RANGE` first).
+
+    Returns:
+        The threshold as skimage gives it (a NumPy floating scalar of the bin centres' dtype), so
+        the strict ``values > t`` test compares at the same precision.
+    """
     counts, edges = np.histogram(values, bins=256)
     return threshold_otsu(hist=(counts, (edges[:-1] + edges[1:]) / 2.0))
 
 
-def _blob_sums(prob: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
-    """Per-blob ``area`` (int64) and float64 sums of p, p*x, p*y, x, y over labelled pixels.
+def blob_sums(prob: np.ndarray, labels: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Per-blob pixel count and probability sums, the statistics :func:`find_blobs` scores with.
 
-    Row bands are visited in raster order; within a band ``np.bincount`` sums each blob's
-    pixels in raster order, and band totals are added band after band.
+    Row bands of :data:`STATS_CHUNK_PX` pixels are visited in raster order; within a band
+    ``np.bincount`` sums each blob's pixels in raster order, and band totals are added band
+    after band (so the result does not depend on how the map was cut into tiles).
+
+    Args:
+        prob: ``(H, W)`` float probability map.
+        labels: ``(H, W)`` integer labels, 0 = background, blob k has label k + 1.
+        n: number of blobs (the largest label).
+
+    Returns:
+        ``(area, sum_p, sum_px, sum_py, sum_x, sum_y)``, each of shape ``(n,)``: ``area``
+        int64 (px), the others float64 sums over the blob's pixels of p, p*x, p*y, x and y
+        (x = column, y = row, px).
     """
     w = prob.shape[1]
     area = np.zeros(n, np.int64)
