@@ -1,17 +1,29 @@
 """Output folders partsup writes into without ever deleting what it did not create.
 
-``predict`` writes its files one image at a time: before any model is loaded it refuses a
-target that exists and that the folder's marker does not list (:func:`check_not_foreign`), and it
-lists what it wrote (:func:`record_owned`). ``evaluate`` and ``calibrate`` write their files
-through :func:`staged_output`:
+The marker file :data:`MARKER` lists every file partsup wrote in a folder and **which command
+owns each** (``owners``: file -> command, e.g. ``"partsup predict"``). A command replaces or
+removes only the files its own command recorded; a folder holding (existing) files that the
+marker gives to another command is refused whole, in one line naming the folder and that
+command (:func:`foreign_entry`), so ``evaluate`` never deletes ``predict``'s outputs, nor
+``calibrate`` an evaluation's. A marker written before owners were recorded (``files`` and
+``written_by`` only) is read safely: its files belong to its ``written_by`` command when that
+command could have written them (``evaluate`` and ``calibrate`` write only the names in
+:data:`OWN_NAMES`; ``predict`` any name), and to no command otherwise (never removed, and the
+folder is refused by every command).
 
-- ``--out`` must be a new folder, an empty folder, or a folder partsup wrote before (it holds the
-  marker file :data:`MARKER`, which lists the files partsup wrote there). Anything else (a file,
-  a folder of the user's, a dataset root, a run folder) is refused before any work is done.
+``predict`` writes its files one image at a time: before any model is loaded it refuses a
+target that exists and that the folder's marker does not give to ``predict``
+(:func:`check_not_foreign`), and it lists what it wrote (:func:`record_owned`). ``evaluate`` and
+``calibrate`` write their files through :func:`staged_output`:
+
+- ``--out`` must be a new folder, an empty folder, or a folder the same command wrote before
+  (its marker gives it the files there). Anything else (a file, a folder of the user's, a
+  dataset root, a run folder, another command's outputs) is refused before any work is done.
 - The outputs are written into a staging folder inside ``--out`` and then moved into place one
   file at a time (``os.replace``: a reader sees either the old file or the new one).
-- Files that the previous run of partsup listed in the marker and this run did not write again
-  are removed (they would no longer match ``metrics.json``); nothing else is ever removed.
+- Files that the previous run of the same command listed in the marker and this run did not
+  write again are removed (they would no longer match ``metrics.json``); nothing else is ever
+  removed.
 - On any failure (or Ctrl-C) only the staging folder is removed, and ``--out`` itself when partsup
   created it for this run and it is still empty.
 """
@@ -29,7 +41,8 @@ from typing import Iterable, Iterator
 from partsup.errors import DataError
 from partsup.output.atomic import write_text
 
-#: the file that marks a folder as partsup's output (JSON: the command and the files it wrote)
+#: the file that marks a folder as partsup's output (JSON: the files partsup wrote there, and the
+#: command that owns each)
 MARKER = ".partsup-output"
 _STAGING = ".partsup-staging-"
 #: what each command wrote before the marker existed: (its names, its JSON file, keys that JSON
@@ -39,6 +52,13 @@ LEGACY = {"partsup evaluate": ({"metrics.json", "per_image.csv", "detections", "
                                "metrics.json", {"protocol", "matching", "totals", "images"}),
           "partsup calibrate": ({"calibration.json", "f1_vs_w.png"}, "calibration.json",
                                 {"checkpoint", "grid", "rows", "per_w", "best"})}
+#: the top-level names ``evaluate`` and ``calibrate`` write (files, or folders of files): a marker
+#: without owners gives its ``written_by`` command only the entries under these names
+OWN_NAMES = {"partsup evaluate": {"metrics.json", "per_image.csv", "pr_curve.png",
+                                  "detections", "overlays"},
+             "partsup calibrate": {"calibration.json", "f1_vs_w.png"}}
+#: how an entry without a known owner is named in messages
+UNKNOWN_OWNER = "an unknown partsup command"
 
 
 def os_reason(exc: OSError) -> str:
@@ -55,17 +75,64 @@ def os_reason(exc: OSError) -> str:
 
 
 def owned_files(out: Path) -> list[str] | None:
-    """The files (relative, '/'-separated) partsup recorded in ``out``'s marker; None when
-    ``out`` has no marker. Entries that would point outside ``out`` are ignored."""
+    """The files (relative, '/'-separated) partsup recorded in ``out``'s marker, whichever
+    command owns them; None when ``out`` has no marker. Entries that would point outside
+    ``out`` are ignored."""
+    found = owners(out)
+    return None if found is None else list(found)
+
+
+def owners(out: Path) -> dict[str, str | None] | None:
+    """``{file: command}`` for every file recorded in ``out``'s marker (None: owner unknown,
+    see the module docstring); None when ``out`` has no marker, ``{}`` when it is unreadable."""
     marker = Path(out) / MARKER
     if not marker.is_file():
         return None
     try:
         doc = json.loads(marker.read_text())
-        files = doc.get("files", []) if isinstance(doc, dict) else []
     except (OSError, ValueError):
-        return []
-    return [f for f in files if isinstance(f, str) and _safe(f)]
+        return {}
+    if not isinstance(doc, dict):
+        return {}
+    files = [f for f in doc.get("files", []) if isinstance(f, str) and _safe(f)]
+    recorded = doc.get("owners")
+    if isinstance(recorded, dict):
+        return {f: _owner(recorded.get(f)) for f in files}
+    writer = _owner(doc.get("written_by"))  # a marker from before owners were recorded
+    return {f: writer if _could_write(writer, f) else None for f in files}
+
+
+def _owner(value: object) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _could_write(command: str | None, rel: str) -> bool:
+    """Whether ``command`` writes files named like ``rel`` (any name for ``predict``)."""
+    if command is None:
+        return False
+    names = OWN_NAMES.get(command)
+    return names is None or PurePosixPath(rel).parts[0] in names
+
+
+def foreign_entry(out: Path, command: str) -> tuple[str, str] | None:
+    """The first file in ``out`` that exists and that the marker gives to another command than
+    ``command`` (or to no known one), as ``(file, owner)``; None when there is none."""
+    found = owners(out) or {}
+    for rel, owner in sorted(found.items()):
+        if owner != command and (os.path.lexists(Path(out) / rel)):
+            return rel, owner or UNKNOWN_OWNER
+    return None
+
+
+def _refuse_foreign(out: Path, command: str, option: str) -> None:
+    """DataError when ``out`` holds another command's files (see :func:`foreign_entry`)."""
+    hit = foreign_entry(out, command)
+    if hit is not None:
+        rel, owner = hit
+        raise DataError(f"{option} {out} holds the outputs of {owner} (e.g. {rel}, listed in its "
+                        f"{MARKER}); {command or 'partsup'} writes only into a new or empty "
+                        f"folder or its own earlier output, and never replaces or deletes "
+                        f"another command's files: choose another {option}")
 
 
 def _safe(rel: str) -> bool:
@@ -74,17 +141,21 @@ def _safe(rel: str) -> bool:
 
 
 def check_output_folder(out: Path, option: str = "--out", command: str = "") -> None:
-    """Refuse ``out`` unless it is absent, an empty folder, or a partsup output folder (with the
-    marker, or holding only the names ``command`` wrote before the marker existed).
+    """Refuse ``out`` unless it is absent, an empty folder, or ``command``'s output folder (a
+    marker giving every existing file it lists to ``command``, or holding only the names
+    ``command`` wrote before the marker existed).
 
     Raises:
-        DataError: ``out`` is a file, or a non-empty folder that partsup did not write (names
-            it and says what to do instead).
+        DataError: ``out`` is a file, a non-empty folder that partsup did not write, or a folder
+            holding another command's outputs (names it, and that command, and what to do).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise DataError(f"{option} {out} is a file, not a folder; choose a folder")
-    if not out.is_dir() or (out / MARKER).is_file():
+    if not out.is_dir():
+        return
+    if (out / MARKER).is_file():
+        _refuse_foreign(out, command, option)
         return
     try:
         entries = [p.name for p in out.iterdir() if not p.name.startswith(_STAGING)]
@@ -149,8 +220,10 @@ def staged_output(out: Path, command: str = "partsup", option: str = "--out") ->
 def _publish(tmp: Path, out: Path, command: str) -> None:
     new = sorted((p.relative_to(tmp).as_posix() for p in tmp.rglob("*") if p.is_file()),
                  key=lambda r: (r.count("/") == 0, r))  # top-level files (metrics) last
-    old = owned_files(out) or []
-    _write_marker(out, command, sorted(set(old) | set(new)))  # a crash mid-way loses nothing
+    # only this command's own entries (check_output_folder refused another command's files)
+    old = [rel for rel, owner in (owners(out) or {}).items() if owner == command]
+    _write_marker(out, command, dict.fromkeys(set(old) | set(new), command))  # a crash mid-way
+    #                                                                          loses nothing
     for rel in new:
         target = out / rel
         if target.is_dir() and not target.is_symlink():
@@ -159,7 +232,7 @@ def _publish(tmp: Path, out: Path, command: str) -> None:
         os.replace(tmp / rel, target)
     for rel in sorted(set(old) - set(new)):
         _remove_stale(out, rel)
-    _write_marker(out, command, new)
+    _write_marker(out, command, dict.fromkeys(new, command))
 
 
 def _remove_stale(out: Path, rel: str) -> None:
@@ -181,15 +254,18 @@ def _relative(out: Path, paths: Iterable[Path]) -> list[str]:
     return [Path(p).relative_to(out).as_posix() for p in paths]
 
 
-def check_not_foreign(out: Path, paths: Iterable[Path]) -> None:
-    """Refuse to write ``paths`` (files inside ``out``) when one of them exists and is not
-    listed in ``out``'s marker: partsup replaces only files it wrote itself.
+def check_not_foreign(out: Path, paths: Iterable[Path], command: str = "partsup predict") -> None:
+    """Refuse to write ``paths`` (files inside ``out``) for ``command`` when ``out`` holds
+    another command's outputs (:func:`foreign_entry`), or when one of ``paths`` exists and the
+    marker does not give it to ``command``: partsup replaces only files its command wrote.
 
     Raises:
-        DataError: names the first such file and what to do instead.
+        DataError: names the folder and the owning command, or the first such file, and what to
+            do instead.
     """
     out = Path(out)
-    owned = set(owned_files(out) or [])
+    _refuse_foreign(out, command, "--out")
+    owned = {rel for rel, owner in (owners(out) or {}).items() if owner == command}
     for rel in _relative(out, paths):
         if rel not in owned and (out / rel).exists():
             raise DataError(f"{out / rel} exists and was not written by partsup; partsup never "
@@ -197,17 +273,29 @@ def check_not_foreign(out: Path, paths: Iterable[Path]) -> None:
 
 
 def record_owned(out: Path, paths: Iterable[Path], command: str) -> None:
-    """Add ``paths`` (files partsup wrote inside ``out``) to ``out``'s marker, so a later run
-    may replace them (:func:`check_not_foreign`)."""
+    """Add ``paths`` (files ``command`` wrote inside ``out``) to ``out``'s marker as
+    ``command``'s, so a later run of that command may replace them (:func:`check_not_foreign`);
+    the other entries keep their owners."""
     out = Path(out)
-    owned = set(owned_files(out) or [])
-    new = owned | set(_relative(out, paths))
-    if new != owned:
-        _write_marker(out, command, sorted(new))
+    old = owners(out) or {}
+    new = {**old, **dict.fromkeys(_relative(out, paths), command)}
+    marker = out / MARKER
+    if new != old or (new and not _has_owners(marker)):
+        _write_marker(out, command, new)
 
 
-def _write_marker(out: Path, command: str, files: list[str]) -> None:
+def _has_owners(marker: Path) -> bool:
+    with contextlib.suppress(OSError, ValueError):
+        doc = json.loads(marker.read_text())
+        return isinstance(doc, dict) and isinstance(doc.get("owners"), dict)
+    return False
+
+
+def _write_marker(out: Path, command: str, files: dict[str, str | None]) -> None:
+    """The marker: ``files`` (sorted) and ``owners`` (file -> command; null: unknown)."""
+    names = sorted(files)
     doc = {"written_by": command, "note": "partsup replaces and removes only the files listed "
-           "here; delete this file to keep partsup from writing into this folder again",
-           "files": files}
+           "here, each only by the command that owns it; delete this file to keep partsup "
+           "from writing into this folder again",
+           "files": names, "owners": {f: files[f] for f in names}}
     write_text(out / MARKER, json.dumps(doc, indent=1) + "\n")

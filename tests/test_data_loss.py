@@ -1,0 +1,114 @@
+"""Nothing lost (issue 25, item 12): a command replaces or deletes only the files its own
+command recorded in a folder's ``.partsup-output`` marker; ``partsup train`` never writes over a
+folder that is not a new run's; ``partsup export`` never overwrites a file (above all not its
+source checkpoint). Each case failed before its fix."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from partsup.errors import DataError, PartsupError
+from partsup.output.outdir import MARKER, check_not_foreign, owners, record_owned
+
+from test_evaluate import make_checkpoint, run_cli, toy, toy_registries  # noqa: F401
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _predict_folder(out: Path, marker: str = "owners") -> Path:
+    """A folder as ``partsup predict`` leaves it (its calls to record_owned), or, with
+    ``marker="old"``, as a partsup before owners were recorded wrote it."""
+    out.mkdir(parents=True)
+    for name in ("case.csv", "summary.csv"):
+        (out / name).write_text(f"{name} of predict\n")
+    if marker == "owners":
+        record_owned(out, [out / "case.csv", out / "summary.csv"], "partsup predict")
+    else:
+        (out / MARKER).write_text(json.dumps({"written_by": "partsup predict",
+                                              "files": ["case.csv", "summary.csv"]}))
+    return out
+
+
+def _evaluate(regs, root, ckpt, out) -> int:
+    return run_cli(regs, ["evaluate", "--dataset", "toy", "--data-root", str(root),
+                          "--checkpoint", str(ckpt), "--out", str(out), "--no-overlays"])
+
+
+def _calibrate(regs, ckpt, out, *extra) -> int:
+    return run_cli(regs, ["calibrate", "--checkpoint", str(ckpt), "--w", "0", "--s1", "0.5",
+                          "--a1", "0", "--out", str(out), *extra])
+
+
+@pytest.mark.parametrize("marker", ["owners", "old"])
+def test_evaluate_refuses_predicts_outputs_and_deletes_nothing(toy, tmp_path, marker):
+    regs, root, ckpt = toy
+    out = _predict_folder(tmp_path / "pred", marker)
+    before = _snapshot(out)
+    with pytest.raises(DataError) as info:
+        _evaluate(regs, root, ckpt, out)
+    text = str(info.value)
+    assert "\n" not in text
+    assert f"{out} holds the outputs of partsup predict" in text and "choose another --out" in text
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_calibrate_refuses_an_evaluation_and_evaluate_a_calibration(toy, tmp_path, dry_run):
+    regs, root, ckpt = toy
+    ev = tmp_path / "ev"
+    assert _evaluate(regs, root, ckpt, ev) == 0
+    before_ev, before_ckpt = _snapshot(ev), ckpt.read_bytes()
+    with pytest.raises(DataError, match=rf"{ev} holds the outputs of partsup evaluate"):
+        _calibrate(regs, ckpt, ev, *dry_run)
+    assert _snapshot(ev) == before_ev and ckpt.read_bytes() == before_ckpt
+    cal = tmp_path / "cal"
+    assert _calibrate(regs, ckpt, cal, *dry_run) == 0
+    assert set(owners(cal).values()) == {"partsup calibrate"}
+    before_cal = _snapshot(cal)
+    with pytest.raises(DataError, match=rf"{cal} holds the outputs of partsup calibrate"):
+        _evaluate(regs, root, ckpt, cal)
+    assert _snapshot(cal) == before_cal
+    assert _calibrate(regs, ckpt, cal, *dry_run) == 0  # its own folder: written again
+
+
+def test_predict_refuses_a_folder_of_another_command(toy, tmp_path):
+    regs, root, ckpt = toy
+    ev = tmp_path / "ev"
+    assert _evaluate(regs, root, ckpt, ev) == 0
+    with pytest.raises(DataError, match=rf"{ev} holds the outputs of partsup evaluate"):
+        check_not_foreign(ev, [ev / "case.csv"])  # what predict calls before any model loads
+    out = _predict_folder(tmp_path / "pred")
+    check_not_foreign(out, [out / "case.csv"])  # predict's own: may be replaced
+
+
+def test_marker_records_the_owner_of_each_file(tmp_path):
+    out = _predict_folder(tmp_path / "pred")
+    doc = json.loads((out / MARKER).read_text())
+    assert doc["owners"] == {"case.csv": "partsup predict", "summary.csv": "partsup predict"}
+    assert doc["files"] == ["case.csv", "summary.csv"]  # still a list, as older readers expect
+
+
+def test_an_old_marker_gives_a_command_only_the_names_it_writes(toy, tmp_path):
+    """A marker without owners (written_by calibrate) that also lists a name calibrate never
+    writes (left by a crash of an older partsup that mixed two commands' files): that file's
+    owner is unknown, so it is never removed and the folder is refused."""
+    regs, root, ckpt = toy
+    old = tmp_path / "cal"
+    old.mkdir()
+    (old / "calibration.json").write_text("{}")
+    (old / "metrics.json").write_text('{"of": "evaluate"}')
+    (old / MARKER).write_text(json.dumps({"written_by": "partsup calibrate",
+                                          "files": ["calibration.json", "metrics.json"]}))
+    assert owners(old) == {"calibration.json": "partsup calibrate", "metrics.json": None}
+    with pytest.raises(DataError, match="holds the outputs of an unknown partsup command "
+                                        r"\(e\.g\. metrics\.json"):
+        _calibrate(regs, ckpt, old)
+    assert (old / "metrics.json").read_text() == '{"of": "evaluate"}'
+    (old / "metrics.json").unlink()  # gone: nothing left to protect, the folder is calibrate's
+    assert _calibrate(regs, ckpt, old) == 0
+    assert set(owners(old).values()) == {"partsup calibrate"}
