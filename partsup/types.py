@@ -26,6 +26,8 @@ class Sample:
         mpp: micrometres per pixel.
         id: stable identifier (e.g. ``case/tile``), used for output file names.
         group: the slide / case / patient, for splitting without leakage.
+        point_labels: one class name per point (e.g. from a reader that knows each object's
+            class); empty when no class is known.
     """
 
     image: np.ndarray
@@ -35,20 +37,34 @@ class Sample:
     mpp: float = 0.25
     id: str = ""
     group: str = ""
+    point_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.points = _points(self.points)
         self.hard_negatives = _points(self.hard_negatives)
+        self.point_labels = tuple(str(c) for c in self.point_labels)
+        if self.point_labels and len(self.point_labels) != len(self.points):
+            raise ValueError(f"Sample {self.id!r}: {len(self.point_labels)} point labels for "
+                             f"{len(self.points)} points")
 
 
 @dataclass
 class Detection:
-    """One detected object: centroid x, y (pixels), score in [0, 1], area (pixels)."""
+    """One detected object: centroid x, y (pixels), score in [0, 1], area (pixels).
+
+    A second look (a crop classifier, :mod:`partsup.inference.second_look`) adds ``label``, the
+    class its labelling head gives (None: none), and ``probs``, ``class name -> probability``
+    for every class of every head (class names are unique across heads; writers show them as
+    ``p_<class>``). Without a second look both stay empty and every writer writes what it
+    always did.
+    """
 
     x: float
     y: float
     score: float
     area: float
+    label: str | None = None
+    probs: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
