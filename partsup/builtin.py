@@ -21,6 +21,7 @@ from partsup.hookspecs import Register, hookimpl
 CORE_COMPONENTS: dict[str, tuple[str, str]] = {
     "weight_transfers": ("partsup.model.transfer", "TRANSFERS"),
     "losses": ("partsup.model.losses", "LOSSES"),
+    "classifiers": ("partsup.model.classifier", "CLASSIFIERS"),
     "optimizers": ("partsup.training.optim", "OPTIMIZERS"),
     "filters": ("partsup.inference.filters", "FILTERS"),
     "writers": ("partsup.output.writers", "WRITERS"),
@@ -48,6 +49,12 @@ def partsup_register_weight_transfers(register: Register) -> None:
 def partsup_register_losses(register: Register) -> None:
     """Register the core's losses (``partsup.model.losses.LOSSES``)."""
     _register_core(register, "losses")
+
+
+@hookimpl
+def partsup_register_classifiers(register: Register) -> None:
+    """Register the core's crop classifiers (``partsup.model.classifier.CLASSIFIERS``)."""
+    _register_core(register, "classifiers")
 
 
 @hookimpl

@@ -70,6 +70,7 @@ COMPONENT_KINDS: tuple[ComponentKind, ...] = (
     ComponentKind("weight_transfers", "weight transfer"),
     ComponentKind("label_makers", "weak label"),
     ComponentKind("losses", "loss"),
+    ComponentKind("classifiers", "classifier"),
     ComponentKind("datasets", "dataset"),
     ComponentKind("normalizers", "colour normalizer"),
     ComponentKind("filters", "filter/scorer"),
@@ -116,6 +117,18 @@ def partsup_register_losses(register: Register) -> None:
 
     The module is called ``loss(logits, target)`` with logits ``(B, 2, H, W)`` float and target
     ``(B, H, W)`` int64 (255 = ignore) and returns a scalar tensor.
+    """
+
+
+@hookspec
+def partsup_register_classifiers(register: Register) -> None:
+    """Register crop classifiers: ``name -> factory(heads, **kw) -> nn.Module`` (a crop net).
+
+    ``heads`` (``{head: [class, ...]}``, supplied by partsup from the recipe's
+    ``classifier.heads``) names each head's classes in logit order. The net is called
+    ``net(x)`` with ``x`` ``(B, 3, S, S)`` float32 crops normalised as its ``normalization``
+    dict says (mean, std, scale, bgr) and returns ``{head: logits (B, C_head)}`` (see
+    :mod:`partsup.model.classifier`).
     """
 
 

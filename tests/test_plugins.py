@@ -53,6 +53,10 @@ class AllHooks:
         self._reg("partsup_register_losses", register)
 
     @hookimpl
+    def partsup_register_classifiers(self, register):
+        self._reg("partsup_register_classifiers", register)
+
+    @hookimpl
     def partsup_register_datasets(self, register):
         self._reg("partsup_register_datasets", register)
 
