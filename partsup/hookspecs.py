@@ -178,7 +178,7 @@ def partsup_register_optimizers(register: Register) -> None:
 
 @hookspec
 def partsup_register_commands(register: Register) -> None:
-    """Register CLI subcommands: ``name -> Command`` (see :class:`partsup.cli.main.Command`)."""
+    """Register CLI subcommands: ``name -> Command`` (see :class:`partsup.command.Command`)."""
 
 
 # -- the other hooks ----------------------------------------------------------------------------

@@ -1,14 +1,18 @@
 """Typed option rows: what a plugin adds to (or sets as a default of) a command.
 
 A plugin answers ``partsup_command_options(command)`` (:mod:`partsup.hookspecs`) with a list of
-:class:`Option`; the CLI turns each into an argparse argument (:mod:`partsup.cli.hooks`), and the
-Python API reads their defaults (:func:`option_defaults`), so both see the same values. No
-argparse here: this module imports nothing from partsup.
+:class:`Option`; the CLI turns each into an argparse argument (:mod:`partsup.command`), and the
+Python API reads their defaults (:func:`option_defaults`), so both see the same values.
+:func:`check_range` is the usual ``check`` of a numeric option. No argparse here: this module
+imports only :mod:`partsup.errors` from partsup.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
+
+from partsup.errors import PartsupError
 
 
 @dataclass(frozen=True)
@@ -51,3 +55,10 @@ def option_defaults(options: Sequence[Option], base: Mapping[str, Any] | None = 
     for option in options:
         out[option.dest] = option.default
     return out
+
+
+def check_range(option: str, value: float, low: float, high: float, unit: str) -> None:
+    """PartsupError unless ``low <= value <= high`` (NaN and inf are refused); ``option`` names
+    the option in the message (e.g. ``"--mpp"``), ``unit`` its unit (e.g. ``"um/px"``)."""
+    if not (math.isfinite(value) and low <= value <= high):
+        raise PartsupError(f"{option} must be between {low:g} and {high:g} {unit}, got {value:g}")

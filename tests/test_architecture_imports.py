@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("partsup.errors", "partsup.types", "partsup.hookspecs", "partsup.options",
      "partsup.output.atomic", "partsup.output.outdir"),
     ("partsup.registry", "partsup.recipe_yaml", "partsup.recipe_fields", "partsup.recipe", "partsup.runtime",
-     "partsup.manager", "partsup.builtin", "partsup.data.sampling"),
+     "partsup.manager", "partsup.command", "partsup.builtin", "partsup.data.sampling"),
     ("partsup.model", "partsup.data", "partsup.slides"),
     ("partsup.checkpoint",),
     ("partsup.inference", "partsup.output"),

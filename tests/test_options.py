@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from partsup import hookimpl
-from partsup.cli.hooks import add_option
+from partsup.command import add_option
 from partsup.cli.main import build_parser
 from partsup.errors import PartsupError
 from partsup.manager import Registries, make_plugin_manager

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from partsup import hookspecs
-from partsup.cli.hooks import add_option
+from partsup.command import add_option
 from partsup.cli.main import main
 from partsup.errors import PluginError, RecipeError
 from partsup.hookspecs import COMPONENT_KINDS

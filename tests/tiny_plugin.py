@@ -15,9 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup import hookimpl
-from partsup.model.partial import Branch, named_normalization
-from partsup.types import Sample
+from partsup.plugin import Branch, Sample, hookimpl, named_normalization
 
 #: seconds to sleep in every training forward (``TINY_PLUGIN_DELAY``; 0 = none)
 DELAY = float(os.environ.get("TINY_PLUGIN_DELAY", "0") or 0)

@@ -1,11 +1,10 @@
 """Helpers shared by several commands (no command module imports another one):
-``--option KEY=VALUE`` parsing, range checks of numeric options, the transient progress bar,
+``--option KEY=VALUE`` parsing, the transient progress bar,
 and the staged output folder."""
 from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -56,12 +55,6 @@ def progress_bar(console: Any, *extra: Any) -> Progress:
     """A transient bar: description, bar, n/total, elapsed time, then the ``extra`` columns."""
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), *extra, console=console, transient=True)
-
-
-def check_range(option: str, value: float, low: float, high: float, unit: str) -> None:
-    """PartsupError unless ``low <= value <= high`` (NaN and inf are refused)."""
-    if not (math.isfinite(value) and low <= value <= high):
-        raise PartsupError(f"{option} must be between {low:g} and {high:g} {unit}, got {value:g}")
 
 
 def add_normalize_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,41 +9,15 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Protocol as TypingProtocol, Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
 import partsup
-from partsup.cli.hooks import add_command_arguments
+from partsup.command import Context, add_command_arguments
 from partsup.errors import PartsupError
 from partsup.manager import Registries, make_plugin_manager
-
-
-class Command(TypingProtocol):
-    """A CLI subcommand. ``help`` is its one-line summary."""
-
-    help: str
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
-
-    def run(self, args: argparse.Namespace, ctx: "Context") -> int: ...
-
-
-@dataclass
-class Context:
-    """What a command gets: the run's registries (and plugin manager) and a console."""
-
-    registries: Registries
-    console: Console = field(default_factory=Console)
-    err: Console = field(default_factory=lambda: Console(stderr=True))
-    debug: bool = False
-    plugin_modules: list[str] = field(default_factory=list)
-
-    @property
-    def pm(self) -> Any:
-        return self.registries.pm
 
 
 def _pre_parser() -> argparse.ArgumentParser:

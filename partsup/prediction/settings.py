@@ -3,7 +3,7 @@ detector and the inputs: the plugins' option values, the writers, the model's um
 tile's margin and the plugins' slide outputs (:class:`PredictSettings`).
 
 The plugins' ``predict`` options (``partsup_command_options``, :class:`partsup.options.Option`)
-give the CLI its flags and defaults (:mod:`partsup.cli.hooks`) and the Python API its defaults
+give the CLI its flags and defaults (:mod:`partsup.command`) and the Python API its defaults
 (:func:`predict_defaults`): the same rows, so both see the same values.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from partsup import hookimpl
+from partsup.plugin import hookimpl
 
 
 @hookimpl

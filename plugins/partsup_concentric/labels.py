@@ -13,9 +13,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from partsup.errors import RecipeError
-from partsup.registry import scalar_or_pair
-from partsup.types import IGNORE_INDEX
+from partsup.plugin import IGNORE_INDEX, RecipeError, scalar_or_pair
 
 Overlap = Literal["sequential", "positive_wins"]
 OutOfImage = Literal["clamp", "drop", "keep"]

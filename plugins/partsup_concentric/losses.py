@@ -7,7 +7,7 @@ the papers.
 """
 from __future__ import annotations
 
-from partsup.model.losses import MaskedCrossEntropy, Reduction
+from partsup.plugin import MaskedCrossEntropy, Reduction
 
 
 def concentric_loss(reduction: Reduction = "sum",

@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Literal
 
-from partsup import hookimpl
-from partsup.model.partial import named_normalization
+from partsup.plugin import hookimpl, named_normalization
 
 from .network import CROP, FCN32s, bilinear_kernel
 from .weights import NORMALIZATION, WeightsFormat, load_fcn_weights
@@ -36,7 +35,7 @@ def make_fcn32s(weights: str | None = None, weights_format: WeightsFormat = "aut
             elif recorded is not None:
                 net.normalization = dict(recorded)
             else:
-                from partsup.errors import CheckpointError
+                from partsup.plugin import CheckpointError
                 raise CheckpointError(f"{weights}: the file does not record its input "
                                       f"normalisation; set model.backbone.normalization "
                                       f"(caffe, imagenet or unit)")

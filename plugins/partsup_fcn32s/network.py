@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup.model.partial import Branch, named_normalization
+from partsup.plugin import Branch, named_normalization
 
 #: VGG16 blocks: (block name, output channels of each 3x3 conv)
 VGG16_BLOCKS: tuple[tuple[str, tuple[int, ...]], ...] = (

@@ -22,8 +22,7 @@ from typing import Any, Literal
 
 import torch
 
-from partsup.errors import CheckpointError
-from partsup.model.partial import load_strict, read_weights, state_dict_of
+from partsup.plugin import CheckpointError, load_strict, read_weights, state_dict_of
 
 from .network import CONV_NAMES, FCN32s
 

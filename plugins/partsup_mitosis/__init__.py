@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from partsup import hookimpl
+from partsup.plugin import hookimpl
 
 
 @hookimpl

@@ -18,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from partsup.cli.common import check_range
-from partsup.options import Option
-from partsup.prediction import ImageCount, SetCount, area_mm2, pool_counts
+from partsup.plugin import ImageCount, Option, SetCount, area_mm2, check_range, pool_counts
 
 __all__ = ["HPF_AREA_MM2", "HPF_AREA_RANGE", "ImageCount", "HpfCount", "area_mm2", "summarize",
            "predict_options", "summary_lines", "hpf_area", "check_hpf_area"]

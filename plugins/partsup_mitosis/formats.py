@@ -17,9 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from partsup.errors import DataError
-from partsup.output.writers import json_number, load_json, number_rows, prepare
-from partsup.types import Detection
+from partsup.plugin import DataError, Detection, json_number, load_json, number_rows, prepare
 
 
 def _mm(px: float, mpp: float) -> float:

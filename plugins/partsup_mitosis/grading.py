@@ -19,12 +19,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from partsup.cli.common import check_range
-from partsup.errors import PartsupError
-from partsup.options import Option
-from partsup.output.outdir import check_not_foreign
-from partsup.output.writers import GeoJsonWriter
-from partsup.slides.density import Window, best_window, density_map
+from partsup.plugin import (GeoJsonWriter, Option, PartsupError, Window, best_window,
+                            check_not_foreign, check_range, density_map)
 
 #: default hotspot area, mm^2
 HOTSPOT_AREA_MM2 = 2.0

@@ -12,8 +12,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
-from partsup.errors import RecipeError
-from partsup.types import Protocol
+from partsup.plugin import Protocol, RecipeError
 
 
 def _make(name: str, radius_um: float, note: str, radius_px: float | None = None) -> Protocol:

@@ -13,8 +13,7 @@ from typing import Any, Callable, Literal
 
 from torch import nn
 
-from partsup import hookimpl
-from partsup.errors import CheckpointError, RecipeError
+from partsup.plugin import CheckpointError, RecipeError, hookimpl
 
 __all__ = ["SmpBranch", "make_smp"]
 
@@ -51,7 +50,7 @@ def make_smp(arch: str = "Unet", encoder: str = "resnet18", encoder_weights: str
     """
     import segmentation_models_pytorch as smp
 
-    from partsup.model.partial import named_normalization
+    from partsup.plugin import named_normalization
 
     from .branch import SmpBranch
     from .weights import load_encoder_weights

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup.errors import PluginError
-from partsup.model.partial import Branch
+from partsup.plugin import Branch, PluginError
 
 
 def _split_head(model: nn.Module, arch: str) -> tuple[nn.Module, int]:

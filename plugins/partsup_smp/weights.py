@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from partsup.model.partial import load_strict, read_weights, state_dict_of
+from partsup.plugin import load_strict, read_weights, state_dict_of
 
 CLASSIFIER_PREFIXES = ("fc.", "classifier.", "head.", "last_linear.")
 

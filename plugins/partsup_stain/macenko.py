@@ -19,8 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from partsup.data.normalize import fit_reference, sample_pixels
-from partsup.errors import DataError
+from partsup.plugin import DataError, fit_reference, sample_pixels
 
 #: the usual default target (the H&E reference of the common Macenko implementations)
 DEFAULT_STAINS = ((0.5626, 0.7201, 0.4062), (0.2159, 0.8012, 0.5581))

@@ -1,4 +1,4 @@
-"""CLI subcommands: each module defines ``COMMAND``, a class following :class:`partsup.cli.main.Command`.
+"""CLI subcommands: each module defines ``COMMAND``, a class following :class:`partsup.command.Command`.
 
 This package is also the plugin that registers them: :func:`partsup.manager.make_plugin_manager`
 registers it by name (``partsup.cli.commands``) right after :mod:`partsup.builtin`, so the core

@@ -30,10 +30,11 @@ from rich.markup import escape
 from rich.progress import Progress, TextColumn
 from rich.table import Table
 
-from partsup.cli.common import (add_normalize_arguments, apply_normalize_arguments, check_range,
+from partsup.cli.common import (add_normalize_arguments, apply_normalize_arguments,
                                 normalize_label, progress_bar)
 from partsup.errors import PartsupError
 from partsup.manager import Registries
+from partsup.options import check_range
 from partsup.prediction.inputs import Item
 from partsup.prediction.pipeline import PredictRun, distributed, load_run_detector
 from partsup.prediction.result import Result, exit_code

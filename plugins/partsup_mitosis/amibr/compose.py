@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from partsup.errors import DataError
+from partsup.plugin import DataError
 from partsup_mitosis.amibr.donors import Donor
 from partsup_mitosis.amibr.geometry import (DISC_EDGE, MAX_OFFSET, R_MIN, dihedral, dihedral_xy,
                                             disc_radius)

@@ -20,8 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from partsup.errors import DataError
-from partsup.types import Sample
+from partsup.plugin import DataError, Sample
 from partsup_mitosis.amibr.slides import AmiBrSlides
 from partsup_mitosis.amibr.splits import Field, slide_code, subset
 

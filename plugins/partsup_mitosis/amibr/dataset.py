@@ -47,9 +47,7 @@ from typing import Sequence
 
 import numpy as np
 
-from partsup.data.readers import DataWarning
-from partsup.errors import DataError
-from partsup.types import Sample
+from partsup.plugin import DataError, DataWarning, Sample
 from partsup_mitosis.amibr.compose import paste_decoy, paste_figure, quilt
 from partsup_mitosis.amibr.donors import Donor, DonorCache, make_donor
 from partsup_mitosis.amibr.geometry import check_geometry

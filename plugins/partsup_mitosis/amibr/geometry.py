@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from partsup.errors import DataError
+from partsup.plugin import DataError
 
 #: disc radius range, soft-edge width and largest offset of a figure from its disc centre (px)
 R_MIN, R_MAX, DISC_EDGE, MAX_OFFSET = 18, 30, 4.0, 3

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partsup.data.readers import Problems
-from partsup.errors import DataError
+from partsup.plugin import DataError, Problems
 
 #: the environment variable whose folder holds the datasets (``$PARTSUP_DATA/ami-br``)
 DATA_ENV = "PARTSUP_DATA"

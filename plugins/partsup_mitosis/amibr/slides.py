@@ -8,9 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from partsup.data.readers import Problems, SampleSequence
-from partsup.errors import DataError
-from partsup.types import Sample
+from partsup.plugin import DataError, Problems, Sample, SampleSequence
 from partsup_mitosis.amibr.metadata import NAME, Figure, read_crop, read_metadata, resolve_root
 from partsup_mitosis.amibr.splits import Field, crowded_figures, select_figures
 

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import numpy as np
 
-from partsup.errors import DataError
+from partsup.plugin import DataError
 from partsup_mitosis.amibr.metadata import Figure
 
 HPF_AREA = 2000.0 * 2000.0  # px^2 of the reference high-power field for ``density``

@@ -54,7 +54,7 @@ def ensure_data(root: Path, console: Console) -> float:
 
 
 def _completed(run_dir: Path, iterations: int) -> bool:
-    from partsup.training.rundir import RunDir
+    from partsup.plugin import RunDir
     done = RunDir(run_dir).existing()
     return (run_dir / "best.pt").is_file() and bool(done) and done[-1][0] >= iterations
 
@@ -62,7 +62,7 @@ def _completed(run_dir: Path, iterations: int) -> bool:
 def _resumable(run_dir: Path, recipe: dict[str, Any]) -> bool:
     """An interrupted demo run of the same resolved recipe: continue it rather than start over."""
     import yaml
-    from partsup.training.rundir import RunDir
+    from partsup.plugin import RunDir
     saved = run_dir / "recipe.yaml"
     if not saved.is_file() or not RunDir(run_dir).existing():
         return False
@@ -71,8 +71,7 @@ def _resumable(run_dir: Path, recipe: dict[str, Any]) -> bool:
 
 def _run_command(name: str, argv: list[str], ctx: Any) -> None:
     """Run another partsup command quietly (its tables go to a buffer)."""
-    from partsup.cli.hooks import add_command_arguments
-    from partsup.cli.main import Context
+    from partsup.plugin import Context, add_command_arguments
     command = ctx.registries.commands.get(name)
     command = command() if isinstance(command, type) else command
     parser = argparse.ArgumentParser(prog=f"partsup {name}")
@@ -121,8 +120,7 @@ class DemoCommand:
 
     def _one(self, key: str, label: str, recipe_path: Path, overrides: list[str], out: Path,
              args: argparse.Namespace, ctx: Any) -> dict[str, Any]:
-        from partsup.recipe import load_run
-        from partsup.training.loop import fit
+        from partsup.plugin import fit, load_run
         if args.device:
             overrides = [*overrides, f"device={args.device}"]
         recipe, registries = load_run(recipe_path, overrides, ctx.plugin_modules)

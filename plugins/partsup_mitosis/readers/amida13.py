@@ -6,10 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from partsup.errors import DataError
-from partsup.data.images import list_images
-from partsup.data.readers import (Reader, Record, as_points, floats, group_split, log_summary,
-                                  read_csv_rows)
+from partsup.plugin import (DataError, Reader, Record, as_points, floats, group_split, list_images,
+                            log_summary, read_csv_rows)
 
 AMIDA13_TEST_CASES = tuple(f"{i:02d}" for i in range(13, 24))
 

@@ -10,10 +10,8 @@ from typing import Sequence
 
 import numpy as np
 
-from partsup.errors import DataError
-from partsup.data.images import list_images
-from partsup.data.readers import (Reader, Record, as_points, floats, group_split, log_summary,
-                                  read_csv_rows)
+from partsup.plugin import (DataError, Reader, Record, as_points, floats, group_split, list_images,
+                            log_summary, read_csv_rows)
 
 #: micrometres per pixel by scanner letter (first letter of the case / slide name)
 ICPR2012_MPP = {"A": 0.2456, "H": 0.2273}

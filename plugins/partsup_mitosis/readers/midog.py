@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from partsup.errors import DataError
-from partsup.data.readers import Reader, Record, as_points, floats, layout_and_source, log_summary
+from partsup.plugin import (DataError, Reader, Record, as_points, floats, layout_and_source,
+                            log_summary)
 
 class MIDOG(Reader):
     """MIDOG JSON (COCO-like, bbox = [x1, y1, x2, y2]); category 1 mitosis, 2 hard negative."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from partsup.errors import DataError
+from partsup.plugin import DataError
 from partsup_mitosis.synth.image import render
 from partsup_mitosis.synth.layouts import LAYOUTS
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import ndimage as ndi
 
-from partsup.errors import DataError
+from partsup.plugin import DataError
 from partsup_mitosis.synth.paint import (Canvas, cell_body, fibres, figure_patch, mimic,
                                          normal_nucleus, paste_figure, smooth_noise)
 from partsup_mitosis.synth.styles import MIMICS, PHASES, STYLES, Style, SynthImage

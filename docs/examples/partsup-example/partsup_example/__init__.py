@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from partsup import hookimpl
+from partsup.plugin import hookimpl
 
 
 class TinyCNN(nn.Module):

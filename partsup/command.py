@@ -1,14 +1,49 @@
-"""A command's options from the plugins (``partsup_command_options``, spec in
-:mod:`partsup.hookspecs`): each :class:`partsup.options.Option` becomes an argparse argument,
-or a parser default when it has no flag."""
+"""What a subcommand is and gets, below the CLI so plugins can use it too.
+
+:class:`Command` is the shape of a class registered through ``partsup_register_commands``;
+:class:`Context` is what its ``run`` gets (the run's registries and consoles).
+:func:`add_command_arguments` gives an argparse parser a command's own arguments plus every
+plugin's :class:`partsup.options.Option` rows for it (``partsup_command_options``, spec in
+:mod:`partsup.hookspecs`): each row becomes an argparse argument, or a parser default when it
+has no flag. :mod:`partsup.cli.main` builds its parser with it; a plugin command that runs
+another command (``partsup demo``) builds that command's parser the same way.
+"""
 from __future__ import annotations
 
 import argparse
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol as TypingProtocol
 
 import pluggy
+from rich.console import Console
 
+from partsup.manager import Registries
 from partsup.options import Option, command_options
+
+
+class Command(TypingProtocol):
+    """A CLI subcommand. ``help`` is its one-line summary."""
+
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace, ctx: "Context") -> int: ...
+
+
+@dataclass
+class Context:
+    """What a command gets: the run's registries (and plugin manager) and a console."""
+
+    registries: Registries
+    console: Console = field(default_factory=Console)
+    err: Console = field(default_factory=lambda: Console(stderr=True))
+    debug: bool = False
+    plugin_modules: list[str] = field(default_factory=list)
+
+    @property
+    def pm(self) -> Any:
+        return self.registries.pm
 
 
 def add_command_arguments(pm: pluggy.PluginManager | None, name: str, command: Any,
