@@ -112,3 +112,62 @@ def test_an_old_marker_gives_a_command_only_the_names_it_writes(toy, tmp_path):
     (old / "metrics.json").unlink()  # gone: nothing left to protect, the folder is calibrate's
     assert _calibrate(regs, ckpt, old) == 0
     assert set(owners(old).values()) == {"partsup calibrate"}
+
+
+# -- partsup train --out ---------------------------------------------------------------------
+
+def _train(tmp_path: Path, out: Path, *extra: str) -> int:
+    import yaml
+
+    from partsup.cli.main import main
+    from test_train import TINY
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(yaml.safe_dump(TINY))
+    return main(["train", str(recipe), "--out", str(out), "--set", "train.iterations=2",
+                 "--set", "train.val_every=0", "--set", "train.checkpoint_every=2", *extra])
+
+
+def test_train_never_writes_over_a_users_folder(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("recipe.yaml", "best.pt", "loss.png"):
+        (mine / name).write_text(f"my own {name}")
+    before = _snapshot(mine)
+    assert _train(tmp_path, mine) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{mine} holds best.pt but no checkpoint to resume from" in err, err
+    assert "choose another --out" in err
+    assert _snapshot(mine) == before and sorted(p.name for p in mine.iterdir()) == sorted(before)
+    (mine / "best.pt").unlink()
+    before = _snapshot(mine)
+    assert _train(tmp_path, mine) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{mine} is not empty (it holds 'loss.png' and 1 more)" in err, err
+    assert _snapshot(mine) == before
+
+
+def test_train_does_not_retrain_over_a_finished_model(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(tmp_path, run) == 0
+    import shutil
+    shutil.rmtree(run / "checkpoints")  # a finished run, kept with its model only
+    before = _snapshot(run)
+    assert _train(tmp_path, run) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{run} holds best.pt but no checkpoint to resume from" in err
+    assert _snapshot(run) == before  # metrics.jsonl not appended to, best.pt kept
+    # stopped before its first checkpoint (e.g. kill -9): refused too, nothing appended
+    (run / "best.pt").unlink()
+    (run / "loss.png").unlink()
+    before = _snapshot(run)
+    assert _train(tmp_path, run) == 2
+    assert "stopped before its first checkpoint" in " ".join(capsys.readouterr().err.split())
+    assert _snapshot(run) == before
+
+
+def test_train_starts_in_an_empty_folder_or_one_left_by_a_failed_start(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "checkpoints").mkdir(parents=True)
+    (empty / "train.lock").write_text("12345\n")  # left by a killed start: not a lock
+    assert _train(tmp_path, empty) == 0
+    assert (empty / "best.pt").is_file()

@@ -81,7 +81,7 @@ def fit(recipe: dict[str, Any], registries: Registries, out: str | Path, *, resu
         recipe["device"] = device
     dist = init_distributed(recipe["device"])
     try:
-        with lock_run_folder(Path(out), enabled=dist.is_main):
+        with lock_run_folder(Path(out), enabled=dist.is_main, new_run=not resume):
             result = _fit(recipe, registries, Path(out), resume, console, dist)
         if dist.enabled and tdist.is_initialized():
             tdist.barrier()  # tear down together: gloo may abort a rank whose peer already left

@@ -12,7 +12,9 @@ Layout::
 
 Only rank 0 writes. Checkpoints are written only when every weight is finite; rotation never
 deletes the newest readable checkpoint; :meth:`RunDir.latest` says which unreadable checkpoint
-it skipped.
+it skipped. A new run (no ``--resume``) starts only in a new or empty folder
+(:func:`check_new_run`): a folder of the user's, a finished run's ``best.pt`` or a run stopped
+before its first checkpoint is never trained over.
 """
 from __future__ import annotations
 
@@ -153,19 +155,68 @@ def check_finite(state: dict[str, Any], iteration: int, run_dir: RunDir) -> None
                             f"train.grad_clip")
 
 
+#: the lock file, the only entry a folder may hold (beside an empty ``checkpoints/``) for a
+#: new run to start in it
+LOCK = "train.lock"
+
+
+def check_new_run(root: Path) -> None:
+    """Refuse to start a new run (no ``--resume``) in ``root`` unless it is absent or empty
+    (the lock file and an empty ``checkpoints/`` aside): training writes ``recipe.yaml``,
+    ``best.pt``, ``loss.png``, ... and appends to ``metrics.jsonl``, so it never starts over a
+    folder it did not create, nor over a finished or stopped run.
+
+    Raises:
+        PartsupError: one line naming the folder, what it holds, and what to do instead.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise PartsupError(f"--out {root} is a file, not a folder; choose a folder")
+    if not root.is_dir():
+        return
+    run = RunDir(root)
+    if run.existing():
+        raise PartsupError(f"{root} already holds checkpoints; continue it with --resume, or "
+                           f"choose another --out")
+    try:
+        names = sorted(p.name for p in root.iterdir() if p.name != LOCK and not (
+            p.name == "checkpoints" and p.is_dir() and not any(p.iterdir())))
+    except OSError as exc:
+        raise PartsupError(f"cannot read the output folder {root}: {exc.strerror or exc}"
+                           ) from exc
+    if not names:
+        return
+    if "best.pt" in names:
+        raise PartsupError(f"{root} holds best.pt but no checkpoint to resume from (a finished "
+                           f"model, or a file of yours); partsup train never trains over it: "
+                           f"choose another --out")
+    if {"recipe.yaml", "metrics.jsonl"} <= set(names):
+        raise PartsupError(f"{root} holds a run that stopped before its first checkpoint "
+                           f"(recipe.yaml, metrics.jsonl, no checkpoint: nothing to resume); "
+                           f"partsup train does not start over it: choose another --out (or "
+                           f"remove that folder yourself)")
+    more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+    raise PartsupError(f"{root} is not empty (it holds {names[0]!r}{more}) and is not a run to "
+                       f"resume; partsup train starts a new run only in a new or empty folder, "
+                       f"so that it never replaces files it did not write: choose another --out")
+
+
 @contextlib.contextmanager
-def lock_run_folder(root: Path, enabled: bool = True) -> Iterator[None]:
+def lock_run_folder(root: Path, enabled: bool = True, new_run: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on the run folder ``root`` (created if needed) while the body runs.
 
     The lock is ``fcntl.flock`` on ``root/train.lock``, which holds the holder's PID; the
     operating system releases it when the process exits, however it exits. A second holder is
-    refused at once with a :class:`PartsupError` naming that PID. A folder created here and
-    still empty at the end (a failed start) is removed again.
+    refused at once with a :class:`PartsupError` naming that PID. With ``new_run`` (a start
+    without ``--resume``) the locked folder must then be new or empty (:func:`check_new_run`).
+    A folder created here and still empty at the end (a failed start) is removed again.
     """
     if not enabled:
         yield
         return
-    path = Path(root) / "train.lock"
+    path = Path(root) / LOCK
+    if Path(root).exists() and not Path(root).is_dir():
+        raise PartsupError(f"--out {root} is a file, not a folder; choose a folder")
     created = not Path(root).exists()
     try:
         Path(root).mkdir(parents=True, exist_ok=True)
@@ -174,6 +225,8 @@ def lock_run_folder(root: Path, enabled: bool = True) -> Iterator[None]:
         raise PartsupError(f"cannot write to the output folder {root}: "
                            f"{exc.strerror or exc}") from exc
     try:
+        if new_run:
+            check_new_run(Path(root))
         yield
     finally:
         with contextlib.suppress(OSError):
