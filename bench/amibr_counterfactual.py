@@ -4,10 +4,12 @@
                                          [--val-fields 80] [--realistic-fields 150]
                                          [--threads 2] [--json out.json]
 
-1. Trains a small U-Net-like CNN (``bench/synth_baseline.py``'s, ~0.12 M parameters, from
-   scratch, CPU) on ami-br *train* fields for ``--train-seconds``: 128x128 patches, half of them
-   around a figure, from a pool of pre-rendered fields (density 18 per 2000x2000 px so the pool
-   holds enough figures; the appearance of figures, decoys and quilt does not depend on density);
+1. Trains a small U-Net-like CNN (the one ``bench/synth_baseline.py`` trains, ~0.12 M
+   parameters, from scratch, CPU; network, loop and blob read-out are
+   :mod:`partsup_mitosis.small_cnn`'s) on ami-br *train* fields for ``--train-seconds``:
+   128x128 patches, half of them around a figure, from a pool of pre-rendered fields (density
+   18 per 2000x2000 px so the pool holds enough figures; the appearance of figures, decoys and
+   quilt does not depend on density);
    a quarter of the patches are centred on decoy discs (dark non-mitotic nuclei). Target: disc of
    3 um (12 px) at each figure. Detections: blobs of probability > 0.5, kept when their mean
    probability > s1 and area > a1 px, (s1, a1) chosen for the best F1 on validation fields;
@@ -32,29 +34,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage as ndi
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synth_baseline import _net  # noqa: E402  (the same small network)
-
-from partsup.evaluation.matching import Counts, match  # noqa: E402
-from partsup_mitosis.amibr import factory  # noqa: E402
+from partsup.evaluation.matching import Counts, match
+from partsup_mitosis.amibr import factory
+from partsup_mitosis.small_cnn import (SmallUNet, disc_target, probability_blobs, random_view,
+                                       to_input, train_for)
 
 RADIUS = 30.0
 PATCH = 128
-
-
-def _target(points: np.ndarray, n: int, r: float = 12.0) -> np.ndarray:
-    yy, xx = np.mgrid[0:n, 0:n]
-    t = np.zeros((n, n), np.float32)
-    for x, y in points:
-        t[(xx - x) ** 2 + (yy - y) ** 2 <= r * r] = 1
-    return t
 
 
 def _pool(ds, n_pos: int, n_neg: int, rng: np.random.Generator) -> list:
@@ -65,7 +56,8 @@ def _pool(ds, n_pos: int, n_neg: int, rng: np.random.Generator) -> list:
     for i in sorted(int(j) for j in list(pos) + list(neg)):  # slide by slide: decode once
         s = ds[int(i)]
         decoys = np.asarray(ds.centres(i, 0)[1], np.float32).reshape(-1, 2)
-        out.append((s.image, s.points, _target(s.points, s.image.shape[0]), decoys))
+        n = s.image.shape[0]
+        out.append((s.image, s.points, disc_target(s.points, (n, n), 12.0), decoys))
     return out
 
 
@@ -83,14 +75,11 @@ def _batch(rng, pool, n=8):
             cx, cy = rng.uniform(PATCH / 2, size - PATCH / 2, 2)
         x0 = int(np.clip(cx - PATCH / 2, 0, size - PATCH))
         y0 = int(np.clip(cy - PATCH / 2, 0, size - PATCH))
-        a, b = image[y0:y0 + PATCH, x0:x0 + PATCH], tg[y0:y0 + PATCH, x0:x0 + PATCH]
-        k = int(rng.integers(4))
-        a, b = np.rot90(a, k), np.rot90(b, k)
-        if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
-        xs.append(np.ascontiguousarray(a).transpose(2, 0, 1))
-        ys.append(np.ascontiguousarray(b)[None])
-    return np.stack(xs).astype(np.float32) / 255.0 - 0.5, np.stack(ys)
+        a, b = random_view(rng, image[y0:y0 + PATCH, x0:x0 + PATCH],
+                           tg[y0:y0 + PATCH, x0:x0 + PATCH])
+        xs.append(a)
+        ys.append(b)
+    return to_input(np.stack(xs)), np.stack(ys)
 
 
 def train(seconds: float, seed: int = 0):
@@ -101,34 +90,11 @@ def train(seconds: float, seed: int = 0):
     t0 = time.perf_counter()
     pool = _pool(ds, 400, 200, rng)
     t_pool = time.perf_counter() - t0
-    net = _net()
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    t0, it = time.perf_counter(), 0
-    net.train()
-    while time.perf_counter() - t0 < seconds:
-        x, y = _batch(rng, pool)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            net(torch.from_numpy(x)), torch.from_numpy(y), pos_weight=torch.tensor(2.0))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        it += 1
-    net.eval()
+    net = SmallUNet()
+    t0 = time.perf_counter()
+    it = train_for(net, lambda: _batch(rng, pool), seconds, pos_weight=2.0)
     return net, {"iterations": it, "train_seconds": round(time.perf_counter() - t0, 1),
                  "pool_seconds": round(t_pool, 1), "pool_fields": len(pool)}
-
-
-def blobs(net, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Blobs of probability > 0.5: centroids ``(K, 2)`` x, y, mean probability, area (px)."""
-    import torch
-    with torch.no_grad():
-        x = torch.from_numpy(image.transpose(2, 0, 1)[None].astype(np.float32) / 255 - 0.5)
-        prob = torch.sigmoid(net(x))[0, 0].numpy()
-    lab, n = ndi.label(prob > 0.5, structure=np.ones((3, 3), bool))
-    idx = np.arange(1, n + 1)
-    xy = np.asarray(ndi.center_of_mass(prob, lab, idx)).reshape(-1, 2)[:, ::-1]
-    return xy, np.asarray(ndi.mean(prob, lab, idx)).reshape(-1), \
-        np.asarray(ndi.sum_labels(np.ones_like(prob), lab, idx)).reshape(-1)
 
 
 class Detector:
@@ -138,14 +104,14 @@ class Detector:
         self.net, self.s1, self.a1 = net, s1, a1
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        xy, score, area = blobs(self.net, image)
+        xy, score, area = probability_blobs(self.net, image)
         return xy[(score > self.s1) & (area > self.a1)]
 
 
 def calibrate(net, n_fields: int) -> tuple[Detector, dict]:
     """Choose (s1, a1) for the best F1 on validation fields (other slides than the test)."""
     ds = factory(split="val", density=18.0, fields=n_fields)
-    found = [(ds.points(i), *blobs(net, ds[i].image)) for i in range(len(ds))]
+    found = [(ds.points(i), *probability_blobs(net, ds[i].image)) for i in range(len(ds))]
     best = (-1.0, 0.5, 20.0)
     for s1 in (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95):
         for a1 in (0, 20, 50, 100, 200, 400):

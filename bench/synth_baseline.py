@@ -14,14 +14,14 @@ For each style the script renders ``--images`` training and ``--images`` test im
   about 0.12 M parameters) trained from scratch for that many seconds of wall time on CPU, on
   128x128 patches (half centred near a figure) with disk targets (radius 3 um); detections are
   blobs of probability > 0.5 with area >= 20 px. This is a feasibility check of the difficulty
-  window (the real training loop is ``partsup train``), not a model to keep.
+  window (the real training loop is ``partsup train``), not a model to keep. Network, loop and
+  read-out are :mod:`partsup_mitosis.small_cnn`'s.
 
 Prints one table row per style and method; ``--json`` writes the same numbers.
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import time
 
@@ -29,6 +29,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from partsup.evaluation.matching import Counts, match
+from partsup_mitosis.small_cnn import (SmallUNet, disc_target, probability_blobs, random_view,
+                                       to_input, train_for)
 from partsup_mitosis.synth import STYLES, hematoxylin, image_rng, render, split_sizes, threshold_blobs
 
 THRESHOLDS = (0.10, 0.13, 0.16, 0.19, 0.22, 0.25, 0.28)
@@ -61,43 +63,7 @@ def threshold_baseline(train, test) -> dict:
             "oracle": {"params": oracle, **_score(test, te, *oracle).as_dict()}}
 
 
-# -- the small CNN -----------------------------------------------------------------------------
-
-def _net():
-    import torch
-    from torch import nn
-
-    def block(i, o):
-        return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(True),
-                             nn.Conv2d(o, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU(True))
-
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.e1, self.e2, self.e3 = block(3, 16), block(16, 32), block(32, 64)
-            self.d2, self.d1 = block(64 + 32, 32), block(32 + 16, 16)
-            self.out = nn.Conv2d(16, 1, 1)
-
-        def forward(self, x):
-            e1 = self.e1(x)
-            e2 = self.e2(nn.functional.max_pool2d(e1, 2))
-            e3 = self.e3(nn.functional.max_pool2d(e2, 2))
-            d2 = self.d2(torch.cat([nn.functional.interpolate(e3, scale_factor=2), e2], 1))
-            d1 = self.d1(torch.cat([nn.functional.interpolate(d2, scale_factor=2), e1], 1))
-            return self.out(d1)
-
-    return Net()
-
-
-def _target(im) -> np.ndarray:
-    h, w = im.image.shape[:2]
-    yy, xx = np.mgrid[0:h, 0:w]
-    t = np.zeros((h, w), np.float32)
-    r = 3.0 / im.mpp
-    for x, y in im.points:
-        t[(xx - x) ** 2 + (yy - y) ** 2 <= r * r] = 1
-    return t
-
+# -- the small CNN (partsup_mitosis.small_cnn: the same network as bench/amibr_counterfactual.py)
 
 def _batch(rng, images, targets, n=8, p=128):
     xs, ys = [], []
@@ -111,46 +77,24 @@ def _batch(rng, images, targets, n=8, p=128):
             y0 = int(np.clip(cy - p / 2, 0, h - p))
         else:
             x0, y0 = int(rng.integers(0, w - p + 1)), int(rng.integers(0, h - p + 1))
-        a = im.image[y0:y0 + p, x0:x0 + p]
-        b = tg[y0:y0 + p, x0:x0 + p]
-        kk = int(rng.integers(4))
-        a, b = np.rot90(a, kk), np.rot90(b, kk)
-        if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
-        xs.append(np.ascontiguousarray(a).transpose(2, 0, 1))
-        ys.append(np.ascontiguousarray(b)[None])
-    return np.stack(xs).astype(np.float32) / 255.0 - 0.5, np.stack(ys)
+        a, b = random_view(rng, im.image[y0:y0 + p, x0:x0 + p], tg[y0:y0 + p, x0:x0 + p])
+        xs.append(a)
+        ys.append(b)
+    return to_input(np.stack(xs)), np.stack(ys)
 
 
 def small_cnn(train, test, seconds: float, seed: int = 0) -> dict:
     import torch
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = _net()
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-3)
-    targets = [_target(im) for im in train]
-    t0, it = time.perf_counter(), 0
-    net.train()
-    while time.perf_counter() - t0 < seconds:
-        x, y = _batch(rng, train, targets)
-        logits = net(torch.from_numpy(x))
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(
-            logits, torch.from_numpy(y), pos_weight=torch.tensor(5.0))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        it += 1
-    net.eval()
+    net = SmallUNet()
+    targets = [disc_target(im.points, im.image.shape[:2], 3.0 / im.mpp) for im in train]
+    t0 = time.perf_counter()
+    it = train_for(net, lambda: _batch(rng, train, targets), seconds, pos_weight=5.0)
     counts = Counts()
-    with torch.no_grad():
-        for im in test:
-            x = torch.from_numpy(im.image.transpose(2, 0, 1)[None].astype(np.float32) / 255 - 0.5)
-            prob = torch.sigmoid(net(x))[0, 0].numpy()
-            lab, n = ndi.label(prob > 0.5, structure=np.ones((3, 3), bool))
-            idx = np.arange(1, n + 1)
-            keep = idx[ndi.sum_labels(np.ones_like(prob), lab, idx) >= 20]
-            det = np.asarray(ndi.center_of_mass(prob, lab, keep)).reshape(-1, 2)[:, ::-1]
-            counts = counts + match(im.points, det, radius_px=8.0 / im.mpp).counts
+    for im in test:
+        xy, _, area = probability_blobs(net, im.image)
+        counts = counts + match(im.points, xy[area >= 20], radius_px=8.0 / im.mpp).counts
     return {"iterations": it, "seconds": round(time.perf_counter() - t0, 1), **counts.as_dict()}
 
 
