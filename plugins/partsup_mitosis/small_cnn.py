@@ -74,8 +74,9 @@ def random_view(rng: np.random.Generator, image: np.ndarray, target: np.ndarray
     """One of the 8 right-angle views of a patch and its target, drawn from ``rng`` (a
     rotation by k * 90 degrees, then a left-right flip half of the time).
 
-    ``image``: ``(p, p, 3)`` uint8; ``target``: ``(p, p)``. Returns contiguous ``(3, p, p)``
-    and ``(1, p, p)`` arrays of the same dtypes."""
+    ``image``: ``(p, p, 3)`` uint8; ``target``: ``(p, p)``. Returns ``(3, p, p)`` (channels
+    first: a transposed view of a contiguous copy) and a contiguous ``(1, p, p)``, of the
+    inputs' dtypes."""
     k = int(rng.integers(4))
     a, b = np.rot90(image, k), np.rot90(target, k)
     if rng.random() < 0.5:
