@@ -171,3 +171,57 @@ def test_train_starts_in_an_empty_folder_or_one_left_by_a_failed_start(tmp_path)
     (empty / "train.lock").write_text("12345\n")  # left by a killed start: not a lock
     assert _train(tmp_path, empty) == 0
     assert (empty / "best.pt").is_file()
+
+
+# -- partsup export --out ----------------------------------------------------------------------
+
+def _export(ckpt: Path, *args: str) -> int:
+    from partsup.cli.main import main
+    return main(["--plugin", "tiny_plugin", "export", str(ckpt), *args])
+
+
+def test_export_never_overwrites_its_source_checkpoint(tmp_path, capsys):
+    from test_export import tiny_checkpoint
+    run = tmp_path / "run"
+    ckpt = tiny_checkpoint(run / "best.pt", tile=64)
+    before = ckpt.read_bytes()
+    for source in (ckpt, run):  # the file, or its run folder (which stands for best.pt)
+        for force in ([], ["--force"]):
+            assert _export(source, "--format", "safetensors", "--out", str(ckpt), *force) == 2
+            err = " ".join(capsys.readouterr().err.split())
+            assert f"--out {ckpt} is the checkpoint being exported; partsup export never " \
+                   "overwrites its source" in err, err
+    (tmp_path / "link.pt").symlink_to(ckpt)  # another name for the source
+    assert _export(ckpt, "--format", "safetensors", "--out", str(tmp_path / "link.pt"),
+                   "--force") == 2
+    assert "is the checkpoint being exported" in capsys.readouterr().err
+    st = tmp_path / "model.safetensors"  # the default name of a .safetensors source: itself
+    assert _export(ckpt, "--format", "safetensors", "--out", str(st)) == 0
+    assert _export(st, "--format", "safetensors") == 2
+    assert "is the checkpoint being exported" in capsys.readouterr().err
+    assert ckpt.read_bytes() == before
+
+
+def test_export_refuses_existing_files_and_force_replaces_only_its_own(tmp_path, capsys):
+    from test_export import tiny_checkpoint
+    ckpt = tiny_checkpoint(tmp_path / "tiny.pt", tile=64)
+    mine = tmp_path / "notes.onnx"
+    mine.write_text("my notes")
+    for force in ([], ["--force"]):
+        assert _export(ckpt, "--format", "torchscript", "--out", str(mine), *force) == 2
+        assert mine.read_text() == "my notes"
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{mine} exists; partsup export never overwrites a file" in err
+    assert f"{mine} exists and was not written by partsup export" in err
+    side = tmp_path / "model.ts.pt.json"  # a file of the user's where the sidecar would go
+    side.write_text("{}")
+    assert _export(ckpt, "--format", "torchscript", "--out", str(tmp_path / "model.ts.pt"),
+                   "--force") == 2
+    assert not (tmp_path / "model.ts.pt").exists() and side.read_text() == "{}"
+    side.unlink()
+    out = tmp_path / "model.ts.pt"
+    assert _export(ckpt, "--format", "torchscript", "--out", str(out)) == 0
+    assert _export(ckpt, "--format", "torchscript", "--out", str(out)) == 2  # exists
+    assert _export(ckpt, "--format", "torchscript", "--out", str(out), "--force") == 0
+    assert _export(ckpt, "--format", "safetensors", "--out", str(out), "--force") == 2
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

@@ -27,6 +27,32 @@ def staged_dir(out: Path, command: str = "partsup evaluate") -> Iterator[Path]:
         yield tmp
 
 
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, help: str, **kwargs: Any) -> None:
+    """The checkpoint as ``CHECKPOINT`` (positional, optional) or ``--checkpoint`` alike (see
+    :func:`take_checkpoint`); ``kwargs`` go to both (e.g. ``type=Path``)."""
+    parser.add_argument("checkpoint_arg", nargs="?", default=None, metavar="CHECKPOINT",
+                        help=f"{help} (or --checkpoint)", **kwargs)
+    parser.add_argument("--checkpoint", default=None, metavar="CHECKPOINT",
+                        help="the same as CHECKPOINT", **kwargs)
+
+
+def take_checkpoint(args: argparse.Namespace, required: bool = True) -> Any:
+    """``args.checkpoint`` set from ``CHECKPOINT`` or ``--checkpoint`` (one of them, or both
+    naming the same file); None when neither is given and not ``required``.
+
+    Raises:
+        PartsupError: two different checkpoints, or none when ``required``.
+    """
+    pos, opt = getattr(args, "checkpoint_arg", None), args.checkpoint
+    if pos is not None and opt is not None and str(pos) != str(opt):
+        raise PartsupError(f"two checkpoints given ({pos} and --checkpoint {opt}); give one")
+    args.checkpoint = opt if opt is not None else pos
+    if required and args.checkpoint is None:
+        raise PartsupError("no checkpoint given: pass CHECKPOINT or --checkpoint FILE (a "
+                           "checkpoint, its run folder, or a .safetensors file)")
+    return args.checkpoint
+
+
 def add_option_argument(parser: argparse.ArgumentParser) -> None:
     """``--option KEY=VALUE`` (repeatable): a dataset reader option."""
     parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

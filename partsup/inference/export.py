@@ -11,11 +11,18 @@ with PyTorch); otherwise the sidecar records the one size the graph takes.
 Beside the model, ``<FILE>.json`` (the *sidecar*, :func:`sidecar_path`) holds the normalisation,
 the outputs, the size rule and the checkpoint's detection parameters (the recipe's ``detect:``
 then the calibrated values): everything ``partsup predict --runtime onnx`` needs.
+
+Nothing is overwritten (:func:`check_targets`): an existing output file (or sidecar) is refused,
+and with ``force`` only a file ``partsup export`` wrote before is replaced; the source checkpoint
+never is. Files are written under a temporary name and moved into place when complete.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +33,7 @@ import torch
 from torch import nn
 
 from partsup.errors import PartsupError
+from partsup.output.atomic import write_text
 
 if TYPE_CHECKING:
     from partsup.manager import Registries
@@ -127,11 +135,27 @@ def export_model(model: nn.Module, out: str | Path, fmt: str,
         raise PartsupError(f"--format: expected onnx or torchscript here, got {fmt!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        report = _write_and_check(model, Path(name), fmt, sizes, out)
+        os.replace(name, out)  # complete before it takes the name (a link there is replaced)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+    report.model = out
+    return report
+
+
+def _write_and_check(model: nn.Module, out: Path, fmt: str, sizes: Sequence[tuple[int, int]],
+                     label: Path) -> ExportReport:
+    """:func:`export_model`'s work, into ``out`` (a temporary name; messages say ``label``)."""
     wrapper = MapsModule(model.cpu().eval()).eval()
     x0 = check_input(model, sizes[0])
     names = output_names(model)
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer and exporter deprecation chatter
+        warnings.simplefilter("ignore")  # tracer and exporter chatter; the --format help and
+        #                                  docs/python-api.md say torch.jit is deprecated upstream
         if fmt == "onnx":
             _need_onnx()
             axes = {n: {1: "H", 2: "W"} for n in names}
@@ -151,7 +175,7 @@ def export_model(model: nn.Module, out: str | Path, fmt: str,
             got = None
         if got is None or any(g.shape != w.shape for g, w in zip(got, want)):
             if i == 0:
-                raise PartsupError(f"{out}: the exported model does not run at the size it was "
+                raise PartsupError(f"{label}: the exported model does not run at the size it was "
                                    f"traced at {size}")
             report.dynamic = False
             continue
@@ -168,13 +192,78 @@ def _need_onnx() -> None:
         raise PartsupError(f"exporting to ONNX needs the onnx package: {ONNX_HINT}") from None
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registries: Registries
-                      ) -> ExportReport:
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def written_by_export(path: Path, fmt: str) -> bool:
+    """Whether ``path`` is a file ``partsup export`` wrote as ``fmt``: a safetensors file with
+    partsup's metadata, or a model / sidecar whose sidecar names that model file and format."""
+    if path.is_symlink() or not path.is_file():
+        return False
+    if fmt == "safetensors":
+        from partsup.checkpoint.safetensors_file import FORMAT
+        try:
+            from safetensors import safe_open
+            with safe_open(str(path), framework="pt") as fh:
+                return (fh.metadata() or {}).get("format") == FORMAT
+        except Exception:  # noqa: BLE001 - not a safetensors file at all
+            return False
+    model = path.with_name(path.name[:-len(".json")]) if path.name.endswith(".json") else path
+    try:
+        doc = json.loads(sidecar_path(model).read_text())
+    except (OSError, ValueError):
+        return False
+    return (isinstance(doc, dict) and doc.get("format") == SIDECAR_FORMAT
+            and doc.get("model") == model.name and doc.get("runtime") == fmt)
+
+
+def check_targets(checkpoint: str | Path, out: str | Path, fmt: str, force: bool = False
+                  ) -> None:
+    """Refuse to write ``out`` (and its sidecar for onnx/torchscript) over anything: the source
+    checkpoint never (not even with ``force``), another existing file only with ``force`` and
+    only when ``partsup export`` wrote it (:func:`written_by_export`).
+
+    Raises:
+        PartsupError: one line naming the file and what to do instead.
+    """
+    from partsup.checkpoint.files import checkpoint_file
+    out = Path(out)
+    try:
+        source = checkpoint_file(checkpoint)
+    except PartsupError:
+        source = Path(checkpoint)
+    if out.is_dir() and not out.is_symlink():
+        raise PartsupError(f"--out {out} is a folder; give the file to write, e.g. "
+                           f"{out / ('model' + SUFFIXES[fmt])}")
+    targets = [out] + ([] if fmt == "safetensors" else [sidecar_path(out)])
+    for target in targets:
+        if not (target.exists() or target.is_symlink()):
+            continue
+        if source.exists() and _same_file(target, source):
+            raise PartsupError(f"--out {target} is the checkpoint being exported; partsup export "
+                               f"never overwrites its source: choose another --out")
+        if not force:
+            raise PartsupError(f"{target} exists; partsup export never overwrites a file: choose "
+                               f"another --out (or pass --force to replace a file partsup "
+                               f"export wrote before)")
+        if not written_by_export(target, fmt):
+            raise PartsupError(f"{target} exists and was not written by partsup export as "
+                               f"{fmt}; --force replaces only such files: choose another --out")
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registries: Registries,
+                      force: bool = False) -> ExportReport:
     """Export a checkpoint (``.pt``, run folder or ``.safetensors``) as ``fmt``
     (:data:`FORMATS`) to ``out``, with the sidecar JSON for onnx/torchscript.
 
     The model is traced at the detection tile size (``detect.tile`` px square) and checked at
-    that size and at (tile/2, tile) against PyTorch (:func:`export_model`).
+    that size and at (tile/2, tile) against PyTorch (:func:`export_model`). Existing files are
+    refused before the checkpoint is read (:func:`check_targets`; ``force``: replace files
+    ``partsup export`` wrote before, never the source).
 
     Raises:
         PartsupError: unknown format, missing onnx packages; CheckpointError: unreadable file.
@@ -184,6 +273,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
     from partsup.checkpoint.safetensors_file import save_safetensors
     if fmt not in FORMATS:
         raise PartsupError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    check_targets(checkpoint, out, fmt, force)
     model, ckpt = load_model(checkpoint, registries, device="cpu")
     params = params_from_checkpoint(ckpt)
     if fmt == "safetensors":
@@ -205,5 +295,5 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
         "checked_sizes": [list(s) for s in report.sizes],
     }
     report.sidecar = sidecar_path(report.model)
-    report.sidecar.write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_text(report.sidecar, json.dumps(sidecar, indent=2) + "\n")
     return report

@@ -1,5 +1,7 @@
 """``partsup export``: a checkpoint's model as ONNX or TorchScript (with a JSON sidecar of the
-normalisation and detection parameters), or its weights as safetensors.
+normalisation and detection parameters), or its weights as safetensors. It never overwrites a
+file: an existing ``--out`` (or sidecar) is refused, ``--force`` replaces only a file
+``partsup export`` wrote before, and the source checkpoint is never written.
 
 The library side is :mod:`partsup.inference.export`; this module parses and reports.
 """
@@ -11,6 +13,7 @@ from typing import Any
 
 from rich.markup import escape
 
+from partsup.cli.common import add_checkpoint_arguments, take_checkpoint
 from partsup.inference.detector import default_checkpoint
 from partsup.inference.export import FORMATS, SUFFIXES, export_checkpoint
 
@@ -20,19 +23,23 @@ class ExportCommand:
     help = "write a checkpoint's model as onnx / torchscript (+ JSON sidecar) or safetensors"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", nargs="?",
-                            default=None,
-                            help="a checkpoint (.pt), its run folder, or a .safetensors file "
-                                 "(default: the model a plugin ships, docs/model-card.md)")
+        add_checkpoint_arguments(parser, "a checkpoint (.pt), its run folder, or a "
+                                 ".safetensors file (default: the model a plugin ships, "
+                                 "docs/model-card.md)", type=Path)
         parser.add_argument("--format", choices=FORMATS, default="onnx",
-                            help="onnx (default; needs partsup[onnx]), torchscript, or "
+                            help="onnx (default; needs partsup[onnx]; the portable format), "
+                                 "torchscript (torch.jit, deprecated upstream: PyTorch points "
+                                 "to torch.export, so prefer onnx for other runtimes), or "
                                  "safetensors (weights + metadata, loadable as a checkpoint)")
         parser.add_argument("--out", type=Path, default=None,
                             help="output file (default: beside the checkpoint, its name with "
-                                 ".onnx, .ts.pt or .safetensors)")
+                                 ".onnx, .ts.pt or .safetensors); an existing file is refused")
+        parser.add_argument("--force", action="store_true",
+                            help="replace an --out (and its sidecar) that partsup export "
+                                 "wrote before; never the source checkpoint, never another file")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
-        if args.checkpoint is None:
+        if take_checkpoint(args, required=False) is None:
             args.checkpoint = default_checkpoint(ctx.registries)
             ctx.err.print(f"export: no CHECKPOINT given: exporting the default model "
                           f"{escape(str(args.checkpoint))}", highlight=False)
@@ -41,7 +48,8 @@ class ExportCommand:
             stem = args.checkpoint.stem if args.checkpoint.suffix else args.checkpoint.name
             suffix = ".ts.pt" if args.format == "torchscript" else SUFFIXES[args.format]
             out = args.checkpoint.with_name(stem + suffix)
-        report = export_checkpoint(args.checkpoint, out, args.format, ctx.registries)
+        report = export_checkpoint(args.checkpoint, out, args.format, ctx.registries,
+                                   force=args.force)
         ctx.console.print(f"wrote {escape(str(report.model))}"
                           + (f" and {escape(str(report.sidecar))}" if report.sidecar else ""),
                           highlight=False)
