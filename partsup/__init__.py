@@ -1,6 +1,8 @@
 """partsup: partially supervised segmentation-based detection.
 
-The public names below are the stable API; everything else is internal.
+The public names below are the stable API for using partsup from Python, and
+:mod:`partsup.plugin` is the one for writing plugins (docs/plugins.md, "The plugin API");
+everything else is internal.
 """
 from __future__ import annotations
 
