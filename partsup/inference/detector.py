@@ -2,9 +2,10 @@
 and loading one from a checkpoint.
 
 ``image (H, W, 3) uint8 --infer_maps (tiling)--> P_weak, P_strong (H, W) float32
---detect_from_maps (blobs)--> list[Detection]`` (x, y px; score = mean probability; area px).
+--detect_from_maps (blobs)--> list[Detection]`` (x, y px; score = mean probability; area px)
+``--second look (when the checkpoint has one)--> the kept detections with label and probs``.
 The parameters are :class:`DetectParams` (the recipe's ``detect:`` section, then a
-checkpoint's calibrated values, then overrides).
+checkpoint's calibrated values, then its second look's candidate rule, then overrides).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from partsup.data.normalize import Normalizer, build_normalizer
 from partsup.errors import PartsupError, RecipeError
 from partsup.inference.blobs import detect_from_maps
 from partsup.inference.params import DetectParams, check_threshold
+from partsup.inference.second_look import SecondLook, load_second_look
 from partsup.inference.tiling import infer_maps
 from partsup.manager import Registries
 from partsup.runtime import resolve_device
@@ -38,12 +40,15 @@ class Detector:
     ``model_mpp``: the um/px the model was trained at (the checkpoint recipe's ``data.mpp``;
     None when it records none). ``normalizer``: the colour normalisation applied to every image
     first (the checkpoint recipe's ``data.normalize``; None: none), see
-    :mod:`partsup.data.normalize`.
+    :mod:`partsup.data.normalize`. ``second_look``: the crop classifier run on the
+    candidates (:class:`partsup.inference.second_look.SecondLook`; None: none), from the
+    checkpoint's ``second_look`` section.
     """
 
     def __init__(self, model: Any, params: DetectParams, registries: Registries,
                  device: str | torch.device = "cpu", amp: bool = True,
-                 model_mpp: float | None = None, normalizer: Normalizer | None = None) -> None:
+                 model_mpp: float | None = None, normalizer: Normalizer | None = None,
+                 second_look: SecondLook | None = None) -> None:
         self.model = model
         self.params = params
         self.registries = registries
@@ -51,6 +56,7 @@ class Detector:
         self.amp = amp
         self.model_mpp = model_mpp
         self.normalizer = normalizer
+        self.second_look = second_look
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
@@ -79,7 +85,7 @@ class Detector:
         copied): how a subclass such as ``partsup.Detector`` (:mod:`partsup.prediction.api`,
         which adds ``predict_slide``) comes from a loaded one."""
         return cls(detector.model, detector.params, detector.registries, detector.device,
-                   detector.amp, detector.model_mpp, detector.normalizer)
+                   detector.amp, detector.model_mpp, detector.normalizer, detector.second_look)
 
     def normalized(self, image: np.ndarray, colour: dict[str, Any] | None = None
                    ) -> np.ndarray:
@@ -105,9 +111,38 @@ class Detector:
                ) -> list[Detection]:
         """Detections of one ``(H, W, 3)`` uint8 RGB image of ``mpp`` um/px: each with ``x``,
         ``y`` (px, x = column), ``score`` (mean probability) and ``area`` (px) (``colour``:
-        see :meth:`normalized`)."""
+        see :meth:`normalized`). With a :attr:`second_look`, these are its candidates: only
+        those its verify rule keeps are returned, with ``label`` and ``probs``."""
         p_weak, p_strong = self.maps(image, colour)
-        return detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
+        found = detect_from_maps(p_weak, p_strong, self.params, mpp, self.registries)
+        if self.second_look is None:
+            return found
+        return self.second_look.run(image, found, mpp, self._look_colour(colour))
+
+    def classify(self, image: np.ndarray, points: np.ndarray | Sequence[Sequence[float]],
+                 mpp: float, colour: dict[str, Any] | None = None) -> list[Detection]:
+        """The second look alone on given ``points`` ((N, 2) x, y px) of one ``(H, W, 3)``
+        uint8 RGB image of ``mpp`` um/px: one detection per point, in order, with ``label``,
+        ``probs`` and ``score`` (the verify probability, else the label head's highest), area
+        0; no detection step, nothing filtered.
+
+        Raises:
+            PartsupError: the checkpoint has no second look.
+        """
+        if self.second_look is None:
+            raise PartsupError("this checkpoint has no second look (a crop classifier) to "
+                               "classify points with; attach one with partsup calibrate "
+                               "--second-look CLASSIFIER.pt")
+        return self.second_look.classify(image, points, mpp, self._look_colour(colour))
+
+    def _look_colour(self, colour: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``colour`` (an estimate for :attr:`normalizer`) when the second look normalises
+        with the same kind of normalizer, else None (it estimates from the image itself)."""
+        look = self.second_look
+        if colour is None or look is None or look.normalizer is None \
+                or type(look.normalizer) is not type(self.normalizer):
+            return None
+        return colour
 
 
 def load_detector(checkpoint: str | Path, registries: Registries,
@@ -135,8 +170,9 @@ def load_detector(checkpoint: str | Path, registries: Registries,
         normalizer = build_normalizer(spec, registries, "the checkpoint's data.normalize")
     except PartsupError as exc:
         raise type(exc)(f"{checkpoint}: {exc}") from exc
+    second_look = load_second_look(ckpt, registries, dev, str(checkpoint), tta=params.tta)
     return Detector(model, params, registries, dev, model_mpp=model_mpp_of(ckpt),
-                    normalizer=normalizer), ckpt
+                    normalizer=normalizer, second_look=second_look), ckpt
 
 
 def build_detector(checkpoint: Path, registries: Registries, device: str | torch.device,
@@ -168,9 +204,14 @@ def default_checkpoint(registries: Registries) -> Path:
 
 def params_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> DetectParams:
     """The recipe's ``detect:`` section, updated by the checkpoint's calibrated values
-    (``ckpt["detect"]``: w, s1, a1, threshold, sigma, area_unit) when present, then by non-None overrides."""
+    (``ckpt["detect"]``: w, s1, a1, threshold, sigma, area_unit) when present, then by its
+    second look's candidate rule (``second_look.params.candidate``), then by non-None
+    overrides."""
     values = dict((ckpt.get("recipe") or {}).get("detect") or {})
     values.update(ckpt.get("detect") or {})
+    look = ckpt.get("second_look")
+    if isinstance(look, dict) and isinstance(look.get("params"), dict):
+        values.update(look["params"].get("candidate") or {})
     _check_finite_numbers(values)
     return DetectParams.from_dict(values, **overrides)
 

@@ -266,7 +266,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
     ``partsup export`` wrote before, never the source).
 
     Raises:
-        PartsupError: unknown format, missing onnx packages; CheckpointError: unreadable file.
+        PartsupError: unknown format, missing onnx packages, a checkpoint with a second look
+        (a crop classifier after the blob step, which no export format carries yet: refused
+        rather than dropped); CheckpointError: unreadable file.
     """
     from partsup.inference.detector import model_mpp_of, params_from_checkpoint
     from partsup.checkpoint.files import load_model
@@ -275,6 +277,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
         raise PartsupError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
     check_targets(checkpoint, out, fmt, force)
     model, ckpt = load_model(checkpoint, registries, device="cpu")
+    if ckpt.get("second_look") is not None:  # no format here holds the crop classifier yet
+        raise PartsupError(f"{checkpoint}: export does not carry the second look yet; predict "
+                           f"with the checkpoint")
     params = params_from_checkpoint(ckpt)
     if fmt == "safetensors":
         ckpt = {**ckpt, "model": model.state_dict(), "normalization": model.normalization}

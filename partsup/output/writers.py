@@ -4,7 +4,13 @@ A writer is built by ``factory(**kw)`` and has ``suffix`` (the file-name ending 
 per format so a file's format is known from its name) and ``write(path, detections, info)``.
 ``detections`` is a list of :class:`partsup.types.Detection` (x = column, y = row, pixels; score in
 [0, 1]; area in px). ``info`` describes the image: ``image`` (name), ``width``, ``height`` (px),
-``mpp`` (micrometres per pixel) and, when known, ``label`` (the objects' class name).
+``mpp`` (micrometres per pixel) and, when known, ``label`` (the objects' class name) and
+``classes`` (the class names of a second look, in order: the ``p_<class>`` columns to write even
+when no detection carries them, e.g. an image without detections).
+
+Detections a second look labelled carry ``label`` (a class) and ``probs`` (class ->
+probability): the core's formats then add them (:func:`class_columns`); detections without them
+are written exactly as before.
 
 A format can be read back when its factory (the writer class) also has a static
 ``read(path, mpp) -> (K, 3) float64 x, y, score`` (px). Optional, also static:
@@ -19,8 +25,11 @@ Core formats:
 ============  ==================  ======================================================
 name          suffix              content
 ============  ==================  ======================================================
-csv           ``.csv``            header ``x,y,score,area``; px, area in px
-geojson       ``.geojson``        FeatureCollection of QuPath point detections (px)
+csv           ``.csv``            header ``x,y,score,area``; px, area in px; with a second
+                                  look also ``class`` and one ``p_<class>`` per class
+geojson       ``.geojson``        FeatureCollection of QuPath point detections (px); with a
+                                  second look named ``<label> (<class>)``, ``p_<class>``
+                                  measurements
 ============  ==================  ======================================================
 """
 from __future__ import annotations
@@ -55,8 +64,28 @@ def empty() -> np.ndarray:
     return np.zeros((0, 3), np.float64)
 
 
+def class_columns(detections: Sequence[Detection], info: Mapping[str, Any] | None = None
+                  ) -> list[str] | None:
+    """The class names whose probabilities a file of ``detections`` shows (``p_<class>``):
+    ``info["classes"]`` when given, else the detections' ``probs`` keys in first-seen order;
+    None when there are none and no detection has a ``label`` (a file as without a second
+    look)."""
+    given = (info or {}).get("classes")
+    if given is not None:
+        return [str(c) for c in given]
+    names = list(dict.fromkeys(c for d in detections for c in d.probs))
+    if names or any(d.label is not None for d in detections):
+        return names
+    return None
+
+
 class CsvWriter:
-    """Plain CSV with header ``x,y,score,area`` (x = column, y = row, px; area in px)."""
+    """Plain CSV with header ``x,y,score,area`` (x = column, y = row, px; area in px).
+
+    After a second look (:func:`class_columns`) the header goes on with ``class`` (the
+    detection's label, empty when none) and one ``p_<class>`` per class (probability, 6
+    decimals; empty when the detection has none).
+    """
 
     def __init__(self, decimals: int = 2, suffix: str = ".csv") -> None:
         self.decimals = decimals
@@ -65,12 +94,17 @@ class CsvWriter:
     def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
         path = prepare(path)
         d = self.decimals
+        classes = class_columns(detections, info)
+        extra = [] if classes is None else ["class", *(f"p_{c}" for c in classes)]
         with path.open("w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
-            w.writerow(["x", "y", "score", "area"])
+            w.writerow(["x", "y", "score", "area", *extra])
             for det in detections:
-                w.writerow([round(det.x, d), round(det.y, d), round(det.score, 6),
-                            round(det.area, d)])
+                row = [round(det.x, d), round(det.y, d), round(det.score, 6), round(det.area, d)]
+                if classes is not None:
+                    row += [det.label or "", *(round(det.probs[c], 6) if c in det.probs else ""
+                                               for c in classes)]
+                w.writerow(row)
         return path
 
     @staticmethod
@@ -90,7 +124,9 @@ class GeoJsonWriter:
     writer's ``classification``, else ``info["label"]``, else :data:`DEFAULT_LABEL`);
     ``properties.measurements = {"score": s, "area_px": a}`` (a name -> number map, the layout
     QuPath writes and reads since 0.4). ``id`` is a UUID derived from image name and index,
-    so the file is deterministic.
+    so the file is deterministic. A detection a second look labelled is named ``"<name>
+    (<label>)"`` (e.g. ``"Cell (dividing)"``) and its ``probs`` become ``p_<class>``
+    measurements.
     """
 
     def __init__(self, classification: str | None = None,
@@ -105,15 +141,18 @@ class GeoJsonWriter:
 
     def feature(self, det: Detection, image: str, index: int,
                 label: str = DEFAULT_LABEL) -> dict[str, Any]:
+        name = self.classification or label
+        measurements = {"score": float(det.score), "area_px": float(det.area)}
+        measurements.update({f"p_{c}": float(p) for c, p in det.probs.items()})
         return {
             "type": "Feature",
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"partsup:{image}:{index}")),
             "geometry": {"type": "Point", "coordinates": [float(det.x), float(det.y)]},
             "properties": {
                 "objectType": self.object_type,
-                "classification": {"name": self.classification or label,
-                                   "color": list(self.color)},
-                "measurements": {"score": float(det.score), "area_px": float(det.area)},
+                "classification": {"name": name if det.label is None else
+                                   f"{name} ({det.label})", "color": list(self.color)},
+                "measurements": measurements,
             },
         }
 
