@@ -7,6 +7,11 @@ wrong types, missing required values and unknown component names all raise :clas
 naming the file, the key path and what was expected. A component is ``{name: ..., **kwargs}``
 (or just a name); its kwargs are checked against the registered factory's signature.
 
+``task:`` says what a recipe trains: ``segment`` (the default: the two-branch detector) or
+``classify`` (a crop classifier, section ``classifier:``); keys only one task reads
+(:data:`TASK_ONLY`) are refused in the other's recipes and left out of its resolved recipe, so a
+segment recipe needs no ``classifier:`` and a classify recipe no ``labels:`` or ``model:``.
+
 Sections that configure a dataclass (``data.patch``: :class:`PatchConfig`, ``data.augment``:
 :class:`AugmentConfig`) are derived from its fields (:func:`config_fields`), so their defaults
 live only in the dataclass. Reading YAML, ``${ENV}`` and ``--set`` parsing live in
@@ -34,9 +39,10 @@ from partsup.recipe_fields import (NUM, Component, Field, config_fields, is_type
                                    plain_value, validate_field)
 from partsup.registry import closest, component_kwargs
 
-__all__ = ["SCHEMA", "Component", "Field", "apply_override", "component_kwargs",
-           "config_fields", "load_recipe", "load_run", "ordered_overrides", "parse_override",
-           "plain_value", "read_yaml", "safe_load", "save_resolved", "substitute_env"]
+__all__ = ["SCHEMA", "TASKS", "TASK_ONLY", "Component", "Field", "apply_override",
+           "component_kwargs", "config_fields", "load_recipe", "load_run", "ordered_overrides",
+           "parse_override", "plain_value", "read_yaml", "safe_load", "save_resolved",
+           "substitute_env"]
 
 PATCH_HELP = {
     "size": "positive patch size: int or [h, w] in px",
@@ -54,6 +60,18 @@ AUGMENT_HELP = {
     "jitter": "colour jitter: brightness, contrast, saturation, hue",
 }
 
+#: what a recipe trains (``task:``)
+TASKS = ("segment", "classify")
+#: keys that only one task reads (``key path -> task``): a recipe of the other task may not set
+#: them, and its resolved recipe leaves them out
+TASK_ONLY = {
+    "classifier": "classify", "data.train": "classify", "data.negatives": "classify",
+    "data.strong": "segment", "data.weak": "segment", "data.patch": "segment",
+    "data.mpp": "segment", "labels": "segment", "loss": "segment", "model": "segment",
+    "detect": "segment", "calibrate": "segment", "eval": "segment", "train.schedule": "segment",
+    "train.weak_iterations": "segment", "train.val_sweep": "segment",
+}
+
 #: The full recipe schema. Sections are dicts; leaves are Field or Component.
 SCHEMA: dict[str, Any] = {
     "name": plain_value(str, required=True, help="run / recipe name"),
@@ -61,11 +79,43 @@ SCHEMA: dict[str, Any] = {
     "plugins": plain_value(list, default=[], help="extra plugin modules to import"),
     "seed": plain_value(int, default=0),
     "device": plain_value(str, default="auto", choices=("auto", "cpu", "cuda")),
+    "task": plain_value(str, default="segment", choices=TASKS,
+                        help="segment: the two-branch detector; classify: a crop classifier "
+                             "(docs/training.md)"),
+    "classifier": {
+        "crop_um": plain_value(*NUM, required=True, above=0,
+                               help="side of the square crop around each point, micrometres"),
+        "mpp": plain_value(*NUM, _NONE, default=None, above=0,
+                           help="um/px the classifier works at (default: its training "
+                                "samples' um/px, when they agree)"),
+        "heads": plain_value(dict, required=True,
+                             help="{head: [class, ...]}: a labelling head's classes are point "
+                                  "labels"),
+        "verify": plain_value(dict, _NONE, default=None,
+                              help="{head, positive}: the head whose classes are positive "
+                                   "(every point) and negative (hard negatives, mined "
+                                   "candidates); null: none"),
+        "model": Component("classifiers", supplied=("heads",), default={"name": "cnn"},
+                           help="the crop network"),
+    },
     "data": {
+        "train": Component("datasets", required=True,
+                           help="task classify: the training split (its points and hard "
+                                "negatives)"),
         "strong": Component("datasets", help="set A: pixel masks (and their centroids)"),
         "weak": Component("datasets", help="set B: centroid points only"),
         "val": Component("datasets", help="validation split (F1 during training, calibration)"),
         "test": Component("datasets", help="test split (evaluate)"),
+        "negatives": {
+            "hard": plain_value(bool, default=True,
+                                help="the training split's hard negatives are negatives"),
+            "mined": plain_value(str, _NONE, default=None,
+                                 help="folder of <image id>.csv detections (what partsup "
+                                      "predict writes) on training images: more negatives"),
+            "jitter_um": plain_value(*NUM, default=0.0, at_least=0,
+                                     help="every training crop's centre moves by up to this, "
+                                          "micrometres"),
+        },
         "patch": config_fields(PatchConfig, PATCH_HELP),
         "augment": config_fields(AugmentConfig, AUGMENT_HELP),
         "normalize": Component("normalizers",
@@ -208,12 +258,17 @@ def load_recipe(path: str | Path | None = None, overrides: Iterable[str] = (),
         keys, value = parse_override(text)
         apply_override(raw, keys, value, source)
     raw = substitute_env(raw, "", source, env)
-    resolved = _validate_section(raw, SCHEMA, "", source, registries)
+    present = isinstance(raw, dict) and "task" in raw
+    task = validate_field(raw["task"] if present else SCHEMA["task"].default, SCHEMA["task"],
+                          "task", source, present)
+    resolved = _validate_section(raw, SCHEMA, "", source, registries, task)
     return resolved
 
 
 def _validate_section(value: Any, schema: dict[str, Any], path: str, source: str,
-                      registries: Registries | None) -> dict[str, Any]:
+                      registries: Registries | None, task: str = "segment") -> dict[str, Any]:
+    """The resolved ``value`` of the schema section at ``path`` (keys of another task than
+    ``task`` refused when given, left out otherwise: :data:`TASK_ONLY`)."""
     if value is None:
         value = {}
     if not isinstance(value, dict):
@@ -224,12 +279,19 @@ def _validate_section(value: Any, schema: dict[str, Any], path: str, source: str
             did = f" Did you mean {join_key(path, hint)!r}?" if hint else ""
             raise RecipeError(f"{source}: unknown key {join_key(path, key)!r}.{did} "
                               f"Valid here: {', '.join(schema)}")
+        owner = TASK_ONLY.get(join_key(path, key), task)
+        if owner != task:
+            raise RecipeError(f"{source}: {join_key(path, key)!r} belongs to task: {owner} "
+                              f"recipes; this one is task: {task} (remove the key, or set "
+                              f"task: {owner})")
     out: dict[str, Any] = {}
     for key, spec in schema.items():
         kpath = join_key(path, key)
+        if TASK_ONLY.get(kpath, task) != task:
+            continue
         present = key in value
         if isinstance(spec, dict):
-            out[key] = _validate_section(value.get(key), spec, kpath, source, registries)
+            out[key] = _validate_section(value.get(key), spec, kpath, source, registries, task)
         elif isinstance(spec, Component):
             out[key] = _validate_component(value.get(key) if present else None, spec, kpath,
                                            source, registries)

@@ -134,11 +134,11 @@ def test_nan_weights_are_never_called_good_nor_saved_as_best(tmp_path: Path, tin
 
 
 def test_a_failed_start_leaves_no_run_folder(tmp_path: Path, tiny_regs, monkeypatch) -> None:
-    import partsup.training.loop as train
+    import partsup.training.tasks as tasks  # the segment task builds the run
 
     def broken(*a, **k):
         raise PartsupError("tiny: dataset root /nowhere not found")
-    monkeypatch.setattr(train, "build", broken)  # e.g. data that is not there
+    monkeypatch.setattr(tasks, "build", broken)  # e.g. data that is not there
     with pytest.raises(PartsupError, match="not found"):
         fit(_recipe(tiny_regs), tiny_regs, tmp_path / "runs" / "new")
     assert not (tmp_path / "runs" / "new").exists()

@@ -24,9 +24,10 @@ class Folder(Reader):
     NAME = "folder"
     LAYOUT = """\
 <root>/images/<name>.png|tif|tiff|bmp|jpg   the images (any size, RGB, gray or 16-bit)
-<root>/points.csv     optional; header row "image,x,y" (+ optional "label"): image = file name
-                      (or stem) in images/, x = column, y = row in pixels; label 1 (default) =
-                      object, 0 = hard negative (a labelled look-alike)
+<root>/points.csv     optional; header row "image,x,y" (+ optional "label", "class"): image =
+                      file name (or stem) in images/, x = column, y = row in pixels; label 1
+                      (default) = object, 0 = hard negative (a labelled look-alike); class = the
+                      object's class name (for crop classifiers; empty = not known)
 <root>/masks/<name>.png   optional strong masks, same size as the image, non-zero = object;
                       an image without rows in points.csv gets its points from the mask's
                       8-connected components (centroids)
@@ -53,7 +54,7 @@ its folder; without them the whole root is split train (or all)."""
         files = [f for f in files if not check_images or sizes[f.name] is not None]
         rows = self._read_points(csv_path, files, sizes) if csv_path.is_file() else {}
         for f in files:
-            self._add(f, image_dir, mask_dir, rows.get(f.name, ([], [])), sizes[f.name])
+            self._add(f, image_dir, mask_dir, rows.get(f.name, ([], [], [])), sizes[f.name])
         log_summary(self)
 
     def _split_root(self) -> Path:
@@ -69,9 +70,10 @@ its folder; without them the whole root is split train (or all)."""
         return self.root
 
     def _read_points(self, path: Path, files: list[Path],
-                     sizes: dict[str, Any]) -> dict[str, tuple[list, list]]:
+                     sizes: dict[str, Any]) -> dict[str, tuple[list, list, list]]:
+        """``{file name: (points, hard negatives, point classes)}`` from ``points.csv``."""
         by_name = {f.name: f.name for f in files} | {f.stem: f.name for f in files}
-        out: dict[str, tuple[list, list]] = {f.name: ([], []) for f in files}
+        out: dict[str, tuple[list, list, list]] = {f.name: ([], [], []) for f in files}
         try:
             lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -93,7 +95,7 @@ its folder; without them the whole root is split train (or all)."""
         return out
 
     def _point_row(self, path: Path, lineno: int, row: dict[str, Any], by_name: dict[str, str],
-                   sizes: dict[str, Any], out: dict[str, tuple[list, list]]) -> None:
+                   sizes: dict[str, Any], out: dict[str, tuple[list, list, list]]) -> None:
         where = f"{path}:{lineno}"
         missing = [k for k in ("image", "x", "y") if row.get(k) is None]
         if missing:  # DictReader fills the columns a short line lacks with None
@@ -117,8 +119,10 @@ its folder; without them the whole root is split train (or all)."""
         xy = self.check_inside((x, y), sizes.get(fname), where)
         if xy is not None:
             out[fname][0 if label == 1 else 1].append(xy)
+            if label == 1:
+                out[fname][2].append((row.get("class") or "").strip())
 
-    def _add(self, f: Path, image_dir: Path, mask_dir: Path, rows: tuple[list, list],
+    def _add(self, f: Path, image_dir: Path, mask_dir: Path, rows: tuple[list, list, list],
              size: tuple[int, int] | None) -> None:
         mask_path = mask_dir / f"{f.stem}.png"
         has_mask = mask_path.is_file()
@@ -136,7 +140,8 @@ its folder; without them the whole root is split train (or all)."""
         self.records.append(Record(id=f.relative_to(image_dir).with_suffix("").as_posix(),
                                    group=f.stem, image_path=f, points=pts,
                                    hard_negatives=as_points(rows[1]), mpp=self._mpp, size=size,
-                                   extra={"mask": mask_path if has_mask else None}))
+                                   extra={"mask": mask_path if has_mask else None},
+                                   point_labels=tuple(rows[2]) if any(rows[2]) else ()))
 
     def load_mask(self, record: Record, shape: tuple[int, int]) -> np.ndarray | None:
         path = record.extra.get("mask")

@@ -56,6 +56,8 @@ class Record:
         mpp: micrometres per pixel.
         size: ``(H, W)`` when known without decoding (header or annotation file), else None.
         extra: reader-specific data (e.g. mask pixel lists, a mask file path).
+        point_labels: one class name per point (``Sample.point_labels``); empty when no class
+            is known.
     """
 
     id: str
@@ -66,6 +68,7 @@ class Record:
     mpp: float = 0.25
     size: tuple[int, int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    point_labels: tuple[str, ...] = ()
 
 
 def as_points(rows: Sequence[Sequence[float]]) -> np.ndarray:
@@ -149,7 +152,7 @@ class Reader(SampleSequence):
         return Sample(image=image, points=rec.points.copy(),
                       mask=self.load_mask(rec, (h, w)),
                       hard_negatives=rec.hard_negatives.copy(), mpp=rec.mpp,
-                      id=rec.id, group=rec.group)
+                      id=rec.id, group=rec.group, point_labels=tuple(rec.point_labels))
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, "
@@ -163,6 +166,10 @@ class Reader(SampleSequence):
     def hard_negatives(self, i: int) -> np.ndarray:
         """``(M, 2)`` float32 x, y hard negatives of image ``i`` (pixels)."""
         return self.records[i].hard_negatives
+
+    def point_labels(self, i: int) -> tuple[str, ...]:
+        """One class name per point of image ``i`` (empty when no class is known)."""
+        return tuple(self.records[i].point_labels)
 
     def image_path(self, i: int) -> Path:
         return self.records[i].image_path

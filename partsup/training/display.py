@@ -13,14 +13,17 @@ from partsup.training.rundir import RunDir
 
 
 class Display:
-    """A rich progress bar on a terminal (iteration, losses, it/s, ETA, last validation F1);
-    plain lines every ``log_every`` iterations otherwise. Silent on ranks other than 0."""
+    """A rich progress bar on a terminal (iteration, losses, it/s, ETA, last validation
+    score: ``score_name``, e.g. F1); plain lines every ``log_every`` iterations otherwise.
+    Silent on ranks other than 0."""
 
-    def __init__(self, console: Any, total: int, start: int, enabled: bool) -> None:
+    def __init__(self, console: Any, total: int, start: int, enabled: bool,
+                 score_name: str = "F1") -> None:
         self.console = console
         self.total, self.start = total, start
         self.enabled = enabled and console is not None
-        self.val_f1: float | None = None
+        self.score_name = score_name
+        self.val_score: float | None = None
         self.progress = None
         self.task = None
         if self.enabled and getattr(console, "is_terminal", False):
@@ -39,9 +42,11 @@ class Display:
         if not self.enabled:
             return
         eta = (self.total - iteration) / it_s if it_s > 0 else float("nan")
-        val = "-" if self.val_f1 is None else f"{self.val_f1:.3f}"
-        info = (f"{stage} L={stats['loss']:.4g} weak={stats['loss_weak']:.4g} "
-                f"strong={stats['loss_strong']:.4g} {it_s:.2f} it/s val F1 {val}")
+        val = "-" if self.val_score is None else f"{self.val_score:.3f}"
+        parts = "".join(f" {k.removeprefix('loss_')}={v:.4g}" for k, v in stats.items()
+                        if k.startswith("loss_"))
+        info = (f"{stage} L={stats['loss']:.4g}{parts} {it_s:.2f} it/s val {self.score_name} "
+                f"{val}")
         if self.progress is not None:
             self.progress.update(self.task, completed=iteration, info=info)
         elif log_line:
@@ -68,8 +73,10 @@ def _hms(seconds: float) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def plot_curves(run_dir: RunDir) -> list[Path]:
-    """``loss.png`` (each loss vs iteration) and ``val_f1.png`` from ``metrics.jsonl``.
+def plot_curves(run_dir: RunDir, val_key: str = "val_f1", val_label: str = "validation F1"
+                ) -> list[Path]:
+    """``loss.png`` (each loss vs iteration) and ``<val_key>.png`` (the validation score
+    ``val_key`` of ``metrics.jsonl``, named ``val_label`` on its axis) from ``metrics.jsonl``.
 
     Uses matplotlib's Agg canvas directly (no pyplot, no global backend change).
     """
@@ -83,7 +90,7 @@ def plot_curves(run_dir: RunDir) -> list[Path]:
         fig = Figure(figsize=(7, 4))
         ax = fig.add_subplot()
         its = [r["iteration"] for r in train]
-        for key in ("loss", "loss_weak", "loss_strong"):
+        for key in [k for k in train[0] if k == "loss" or k.startswith("loss_")]:
             vals = [r.get(key) for r in train]
             if any(v for v in vals):
                 ax.plot(its, vals, label=key.replace("loss_", "L_") if key != "loss" else "L")
@@ -95,15 +102,15 @@ def plot_curves(run_dir: RunDir) -> list[Path]:
         ax.grid(alpha=0.3)
         FigureCanvasAgg(fig).print_png(str(run_dir.root / "loss.png"))
         written.append(run_dir.root / "loss.png")
-    val = [r for r in records if "val_f1" in r]
+    val = [r for r in records if val_key in r]
     if val:
         fig = Figure(figsize=(7, 4))
         ax = fig.add_subplot()
-        ax.plot([r["iteration"] for r in val], [r["val_f1"] for r in val], marker="o")
+        ax.plot([r["iteration"] for r in val], [r[val_key] for r in val], marker="o")
         ax.set_xlabel("iteration")
-        ax.set_ylabel("validation F1")
+        ax.set_ylabel(val_label)
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-        FigureCanvasAgg(fig).print_png(str(run_dir.root / "val_f1.png"))
-        written.append(run_dir.root / "val_f1.png")
+        FigureCanvasAgg(fig).print_png(str(run_dir.root / f"{val_key}.png"))
+        written.append(run_dir.root / f"{val_key}.png")
     return written

@@ -1,7 +1,9 @@
-"""Training the two-branch model: :func:`fit`, reading top-down; the parts live beside it.
+"""Training: :func:`fit`, reading top-down; the parts live beside it.
 
-``L = L_weak(A and B) + L_strong(A only)`` (paper section III.C), trained in the stages of
-:mod:`.stages` (``end2end``, ``stagewise``, ``weak_only``). Each stage has its own optimiser and
+What is trained is the recipe's task (:mod:`.tasks`): ``segment``, the two-branch model,
+``L = L_weak(A and B) + L_strong(A only)`` (paper section III.C) in the stages of
+:mod:`.stages` (``end2end``, ``stagewise``, ``weak_only``), or ``classify``, a crop classifier
+(:mod:`.classify`); both run through this one loop. Each stage has its own optimiser and
 scheduler (built from ``train.optimizer`` for the stage's length, :mod:`.run`). Every random
 draw of a step is seeded from ``(seed, iteration, rank)`` (:mod:`.step`) and the data module
 draws its patches from ``(seed, index, epoch)`` (:mod:`.stream`), so a run resumed from a
@@ -36,12 +38,12 @@ from partsup.runtime import Dist, init_distributed
 from partsup.training.display import Display, plot_curves
 from partsup.training.resume import (RunState, payload, restore_training_state, resumed_recipe,
                                      starting_checkpoint, state_of)
-from partsup.training.run import Run, build, check_inputs, fill_mpp, prepare_stage, seed_all
+from partsup.training.run import Run, seed_all
 from partsup.training.rundir import RunDir, check_finite, lock_run_folder
 from partsup.training.signals import StopRequest
-from partsup.training.stages import Stage, plan_stages, stage_at
+from partsup.training.stages import Stage, stage_at
 from partsup.training.step import NonFiniteLoss, step_seed, train_step
-from partsup.training.validate import validate
+from partsup.training.tasks import Task, task_of
 
 
 @dataclass
@@ -51,9 +53,10 @@ class FitResult:
     run_dir: Path
     iteration: int
     completed: bool
-    best_f1: float | None
+    best_f1: float | None              # the best validation score (segment: F1)
     best_path: Path | None
     interrupted_by: int | None = None  # the signal number when stopped by SIGINT/SIGTERM
+    score_name: str = "F1"             # what ``best_f1`` is (classify: ``score``)
 
 
 def fit(recipe: dict[str, Any], registries: Registries, out: str | Path, *, resume: bool = False,
@@ -99,32 +102,33 @@ def _fit(recipe: dict[str, Any], registries: Registries, out: Path, resume: bool
     ckpt = starting_checkpoint(run_dir, recipe, resume)
     if ckpt is not None:  # the checkpoint's recipe rules, except the keys that may change
         recipe = resumed_recipe(ckpt, recipe)
-    check_inputs(recipe)
-    run = build(recipe, registries, dist)  # before writing anything: a failed start leaves
-    mpp_note = fill_mpp(run)               # no half-made run folder; data.mpp from the samples
+    task = task_of(recipe)
+    task.check_inputs(recipe)
+    run = task.build(recipe, registries, dist)  # before writing anything: a failed start
+    mpp_note = task.prepare(run)  # leaves no half-made run folder; data.mpp from the samples
     if dist.is_main:
         run_dir.prepare(recipe)
         if ckpt is not None:
             run_dir.truncate_log(int(ckpt["iteration"]))
-    stages = plan_stages(recipe)
+    stages = task.stages(recipe)
     if ckpt is not None:
         load_strict(run.model, ckpt["model"], "checkpoint")
     state = state_of(ckpt)
-    display = Display(console, stages[-1].end, state.iteration, dist.is_main)
+    display = Display(console, stages[-1].end, state.iteration, dist.is_main, task.score_name)
     if mpp_note:
         display.message(mpp_note)
     try:
         with StopRequest() as stop:
-            result = _loop(run, run_dir, stages, state, ckpt, display, stop)
+            result = _loop(run, task, run_dir, stages, state, ckpt, display, stop)
     finally:
         display.close()
     if dist.is_main and result.completed:
         _finish(run, run_dir, state, stages[-1])
-        plot_curves(run_dir)
+        plot_curves(run_dir, task.val_key, f"validation {task.score_name}")
     return result
 
 
-def _loop(run: Run, run_dir: RunDir, stages: list[Stage], state: RunState,
+def _loop(run: Run, task: Task, run_dir: RunDir, stages: list[Stage], state: RunState,
           ckpt: dict[str, Any] | None, display: Display, stop: StopRequest) -> FitResult:
     """The steps from ``state.iteration`` to the end: each one logged, validated and
     checkpointed at its interval; a stop request saves a checkpoint and ends the loop."""
@@ -135,13 +139,12 @@ def _loop(run: Run, run_dir: RunDir, stages: list[Stage], state: RunState,
     stage: Stage | None = None
     window_start, window_it = time.perf_counter(), state.iteration
     it_s = 0.0
-    stats: dict[str, float] = {"loss": 0.0, "loss_weak": 0.0, "loss_strong": 0.0}
     end = stages[-1].end
     while state.iteration < end:
         i = state.iteration
         if stage is None or i >= stage.end:
             stage = stage_at(stages, i)
-            opt, sched = prepare_stage(run, stage)
+            opt, sched = task.prepare_stage(run, stage)
             run.data.set_stage(stage)
             if ckpt is not None and ckpt.get("stage") == stage.name and ckpt["iteration"] == i:
                 restore_training_state(ckpt, opt, sched)
@@ -150,7 +153,8 @@ def _loop(run: Run, run_dir: RunDir, stages: list[Stage], state: RunState,
         batch = run.data.batch(i)
         seed_all(step_seed(seed, i, run.dist.rank))  # after the batch: loaders draw seeds too
         try:
-            stats, stop_all = train_step(run, batch, stage.name, opt, sched, stop.requested)
+            stats, stop_all = train_step(run, batch, stage.name, opt, sched, stop.requested,
+                                         losses=task.compute_losses)
         except NonFiniteLoss as exc:
             raise NonFiniteLoss(f"iteration {i + 1}: {exc}; training stopped, "
                                 f"{run_dir.last_good()}. Lower train.optimizer.lr or set "
@@ -167,7 +171,7 @@ def _loop(run: Run, run_dir: RunDir, stages: list[Stage], state: RunState,
                              "it_s": round(it_s, 4), "time": time.time()})
         display.update(n, stats, it_s, stage.name, log_now)
         if t["val_every"] and (n % t["val_every"] == 0 or n == end):
-            _validate_and_keep_best(run, run_dir, state, stage, stages, display)
+            _validate_and_keep_best(run, task, run_dir, state, stage, stages, display)
         if stop_all:
             if main:
                 path = run_dir.save(n, payload(run, state, stage, opt, sched))
@@ -175,44 +179,37 @@ def _loop(run: Run, run_dir: RunDir, stages: list[Stage], state: RunState,
                                 f"--resume")
             best = run_dir.best if run_dir.best.is_file() else None
             return FitResult(run_dir.root, n, False, state.best_f1, best,
-                             interrupted_by=stop.signum or signal.SIGTERM)
+                             interrupted_by=stop.signum or signal.SIGTERM,
+                             score_name=task.score_name)
         if main and (n % t["checkpoint_every"] == 0 or n == end):
             run_dir.save(n, payload(run, state, stage, opt, sched))
-    return FitResult(run_dir.root, state.iteration, True, state.best_f1, run_dir.best)
+    return FitResult(run_dir.root, state.iteration, True, state.best_f1, run_dir.best,
+                     score_name=task.score_name)
 
 
-def _validate_and_keep_best(run: Run, run_dir: RunDir, state: RunState, stage: Stage,
-                            stages: list[Stage], display: Display) -> None:
-    """Validate; in the last stage a better F1 is saved as ``best.pt`` (rank 0)."""
+def _validate_and_keep_best(run: Run, task: Task, run_dir: RunDir, state: RunState,
+                            stage: Stage, stages: list[Stage], display: Display) -> None:
+    """Validate; in the last stage a better score (the task's: segment F1) is saved as
+    ``best.pt`` (rank 0)."""
     check_finite(run.model.state_dict(), state.iteration, run_dir)
-    result = validate(run, stage.name)
+    result = task.validate(run, stage.name)
     if result is None:
         return
-    display.val_f1 = result["f1"]
+    display.val_score = result["score"]
     if run.dist.is_main:
         run_dir.log({"iteration": state.iteration, "stage": stage.name,
-                     "val_f1": result["f1"], "val_precision": result["precision"],
-                     "val_recall": result["recall"], "val_tp": result["tp"],
-                     "val_fp": result["fp"], "val_fn": result["fn"],
-                     "val_w": result["w"], "val_threshold": result["threshold"],
-                     "val_s1": result["s1"], "val_a1": result["a1"]})
+                     **task.val_record(result)})
     final_stage = stage == stages[-1]
-    if final_stage and (state.best_f1 is None or result["f1"] > state.best_f1):
-        state.best_f1, state.best_iteration = result["f1"], state.iteration
-        state.best_detect = {k: result[k] for k in ("w", "threshold", "s1", "a1")}
+    if final_stage and (state.best_f1 is None or result["score"] > state.best_f1):
+        state.best_f1, state.best_iteration = result["score"], state.iteration
+        state.best_detect = task.best_params(result)
         if run.dist.is_main:
             save_checkpoint(run_dir.best, payload(run, state, stage, None, None,
                                                   training=False))
-            display.message(f"iteration {state.iteration}: validation F1 "
-                            f"{result['f1']:.3f} {_at(result)} (best) -> {run_dir.best}")
+            display.message(f"iteration {state.iteration}: {task.val_text(result)} (best) "
+                            f"-> {run_dir.best}")
     elif run.dist.is_main:
-        display.message(f"iteration {state.iteration}: validation F1 {result['f1']:.3f} "
-                        f"{_at(result)}")
-
-
-def _at(result: dict[str, Any]) -> str:
-    return (f"(w={result['w']:g}, threshold={result['threshold']}, s1={result['s1']:g}, "
-            f"a1={result['a1']:g})")
+        display.message(f"iteration {state.iteration}: {task.val_text(result)}")
 
 
 def _finish(run: Run, run_dir: RunDir, state: RunState, stage: Stage) -> None:

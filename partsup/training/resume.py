@@ -28,9 +28,9 @@ if TYPE_CHECKING:
 RESUMABLE_CHANGES = {"device", "train.iterations", "train.val_every", "train.checkpoint_every",
                      "train.keep_last", "train.log_every", "data.num_workers", "description"}
 #: recipe keys :func:`partsup.training.loop.fit` fills when the recipe leaves them unset
-#: (``data.mpp``: the samples' um/px); a resumed recipe that leaves them unset keeps the
-#: checkpoint's value
-FILLED_BY_FIT = {"data.mpp"}
+#: (``data.mpp``, ``classifier.mpp``: the samples' um/px); a resumed recipe that leaves them
+#: unset keeps the checkpoint's value
+FILLED_BY_FIT = {"data.mpp", "classifier.mpp"}
 #: the normalizer's values fitted to its reference (a recipe gives the reference file only)
 FITTED_PREFIX = "data.normalize."
 

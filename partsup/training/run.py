@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,10 +57,10 @@ class Run:
 
     recipe: dict[str, Any]
     registries: Registries
-    model: nn.Module                 # the PartialModel
-    losses: Losses
+    model: nn.Module                 # the PartialModel (task classify: the crop net)
+    losses: Losses | None            # task classify: None (cross-entropy per head)
     data: TrainStream                # the training batches
-    val: Any                         # validation samples (a reader) or None
+    val: Any                         # validation samples (a reader; classify: a CropSet) or None
     device: torch.device
     dist: Dist = field(default_factory=Dist)
     #: what a training step calls in the current stage: the model (``weak`` stage: its weak
@@ -71,7 +72,7 @@ def check_inputs(recipe: dict[str, Any]) -> None:
     """Raise one DataError naming every training dataset root and backbone weight file the
     recipe names that does not exist (with how to get each), instead of one at a time."""
     problems = []
-    for key in ("strong", "weak", "val"):
+    for key in ("strong", "weak", "train", "val"):
         section = (recipe.get("data") or {}).get(key)
         root = section.get("root") if isinstance(section, dict) else None
         if root and not Path(str(root)).expanduser().exists():
@@ -118,7 +119,13 @@ def prepare_stage(run: Run, stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
     """Freeze what the stage does not train, wrap in DDP, build its optimiser and scheduler."""
     run.model.freeze_weak(stage.name == "strong")
     run.model.train()
-    net = run.model.weak if stage.name == "weak" else run.model
+    return stage_optimizer(run, stage, run.model.weak if stage.name == "weak" else run.model)
+
+
+def stage_optimizer(run: Run, stage: Stage, net: nn.Module
+                    ) -> tuple[torch.optim.Optimizer, Any]:
+    """Wrap ``net`` (what a step calls) in DDP when distributed, set ``run.net``, and build
+    the stage's optimiser and scheduler from ``train.optimizer`` for ``run.model``."""
     if run.dist.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
         ids = [run.device.index] if run.device.type == "cuda" else None
@@ -137,29 +144,55 @@ def prepare_stage(run: Run, stage: Stage) -> tuple[torch.optim.Optimizer, Any]:
     return out
 
 
+#: training samples whose um/px spread over at most this fraction of their median are taken as
+#: one resolution (e.g. 0.2456 and 0.25 um/px: 1.8 %), recorded as the median
+MPP_TOLERANCE = 0.05
+
+
 def fill_mpp(run: Run) -> str | None:
     """Record the resolution the run trains at: when the recipe's ``data.mpp`` is unset, set it
     (in ``run.recipe``: the resolved recipe and the checkpoints) to the um/px of the training
-    samples (``data.strong`` and ``data.weak``) when they all agree. Otherwise leave it unset
-    and return one line saying why. Reads each reader's ``mpp(i)`` when it has one (no image
-    is decoded), else ``reader[i].mpp``; changes nothing the training computes."""
+    samples (``data.strong`` and ``data.weak``) when they agree within :data:`MPP_TOLERANCE`
+    (:func:`samples_mpp`). Returns one line when it took a median of differing values or left
+    ``data.mpp`` unset (saying why), else None. Changes nothing the training computes."""
     data = run.recipe["data"]
     if data.get("mpp"):
         return None
-    values: set[float] = set()
-    for reader in (run.data.data.strong, run.data.data.weak):
+    mpp, why = samples_mpp([run.data.data.strong, run.data.data.weak])
+    if mpp is not None:
+        data["mpp"] = mpp
+        return why or None
+    return (f"data.mpp not recorded: {why}; predict will assume the plugin's default um/px "
+            f"(set data.mpp in the recipe to record one)")
+
+
+def samples_mpp(readers: list[Any]) -> tuple[float | None, str]:
+    """The um/px the samples of ``readers`` (None entries skipped) are at, and a line saying
+    how, or None and why not, in words. One value: it, and ``""``. Values that all lie within
+    :data:`MPP_TOLERANCE` of their median: that median (of an even count, the higher of the
+    two middle samples, so always a sample's own value) and a line saying so. Reads each
+    reader's ``mpp(i)`` when it has one (no image is decoded), else ``reader[i].mpp``."""
+    values: list[float] = []
+    for reader in readers:
         if reader is None:
             continue
         cheap = getattr(reader, "mpp", None)
         for i in range(len(reader)):
             value = cheap(i) if callable(cheap) else reader[i].mpp
-            values.add(round(float(value), 6) if value and value > 0 else float("nan"))
+            values.append(round(float(value), 6) if value and value > 0 else float("nan"))
     found = sorted(v for v in values if v == v)
-    if len(values) == 1 and found:
-        data["mpp"] = found[0]
-        return None
-    why = ("some samples record no um/px" if len(found) < len(values) else
-           f"the samples are at {', '.join(f'{v:g}' for v in found[:5])}"
-           f"{' ...' if len(found) > 5 else ''} um/px" if found else "no training samples")
-    return (f"data.mpp not recorded: {why}; predict will assume the plugin's default um/px "
-            f"(set data.mpp in the recipe to record one)")
+    if not values:
+        return None, "no training samples"
+    if len(found) < len(values):
+        return None, "some samples record no um/px"
+    distinct = sorted(set(found))
+    at = (f"{', '.join(f'{v:g}' for v in distinct[:5])}{' ...' if len(distinct) > 5 else ''} "
+          f"um/px")
+    if len(distinct) == 1:
+        return distinct[0], ""
+    median = statistics.median_high(found)
+    if distinct[-1] - distinct[0] <= MPP_TOLERANCE * median:
+        return median, (f"data.mpp recorded as {median:g} um/px, the median of the training "
+                        f"samples (at {at}: within {MPP_TOLERANCE:.0%} of it); set data.mpp "
+                        f"in the recipe to record another")
+    return None, f"the samples are at {at}"

@@ -8,7 +8,7 @@ sample, the strong loss only on set-A samples (the strong target of set-B sample
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -72,9 +72,22 @@ def compute_losses(run: Run, batch: dict[str, Any], stage: str
     return weak + strong, weak, strong
 
 
+#: what a task's losses are: ``(run, batch, stage) -> (total, {"loss_<part>": scalar})``
+LossFunction = Callable[..., "tuple[torch.Tensor, dict[str, torch.Tensor]]"]
+
+
+def segment_losses(run: Run, batch: dict[str, Any], stage: str
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """:func:`compute_losses` as ``(total, {"loss_weak": ..., "loss_strong": ...})``."""
+    total, weak, strong = compute_losses(run, batch, stage)
+    return total, {"loss_weak": weak, "loss_strong": strong}
+
+
 def train_step(run: Run, batch: dict[str, Any], stage: str, optimizer: torch.optim.Optimizer,
-               scheduler: Any = None, stop: bool = False) -> tuple[dict[str, float], bool]:
-    """One optimisation step. Returns ``({"loss", "loss_weak", "loss_strong", "lr"}, stop)``.
+               scheduler: Any = None, stop: bool = False, losses: LossFunction | None = None
+               ) -> tuple[dict[str, float], bool]:
+    """One optimisation step. Returns ``({"loss", "loss_<part>" ..., "lr"}, stop)``: the
+    parts of ``losses`` (default :func:`segment_losses`: ``loss_weak``, ``loss_strong``).
 
     ``stop`` is this rank's stop request; the returned flag is True if any rank asked (one
     all-reduce carries the losses and the flag). A NaN/inf loss on any rank raises
@@ -82,16 +95,17 @@ def train_step(run: Run, batch: dict[str, Any], stage: str, optimizer: torch.opt
     """
     batch = to_device(batch, run.device)
     optimizer.zero_grad(set_to_none=True)
-    total, weak, strong = compute_losses(run, batch, stage)
-    stats = torch.stack([total.detach(), weak.detach(), strong.detach(),
+    total, parts = (losses or segment_losses)(run, batch, stage)
+    names = list(parts)
+    stats = torch.stack([total.detach(), *(parts[n].detach() for n in names),
                          torch.tensor(float(stop), device=total.device)])
     if run.dist.enabled:
         tdist.all_reduce(stats)
-        stats[:3] /= run.dist.world
+        stats[:-1] /= run.dist.world
     values = stats.tolist()
-    if not all(math.isfinite(v) for v in values[:3]):
-        raise NonFiniteLoss(f"loss is not finite (total={values[0]}, weak={values[1]}, "
-                            f"strong={values[2]})")
+    if not all(math.isfinite(v) for v in values[:-1]):
+        each = "".join(f", {n.removeprefix('loss_')}={v}" for n, v in zip(names, values[1:]))
+        raise NonFiniteLoss(f"loss is not finite (total={values[0]}{each})")
     total.backward()
     clip = run.recipe["train"]["grad_clip"]
     if clip:
@@ -101,5 +115,4 @@ def train_step(run: Run, batch: dict[str, Any], stage: str, optimizer: torch.opt
     lr = float(optimizer.param_groups[0]["lr"])
     if scheduler is not None:
         scheduler.step()
-    return ({"loss": values[0], "loss_weak": values[1], "loss_strong": values[2], "lr": lr},
-            values[3] > 0)
+    return ({"loss": values[0], **dict(zip(names, values[1:-1])), "lr": lr}, values[-1] > 0)

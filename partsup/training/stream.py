@@ -48,7 +48,10 @@ class TrainStream:
         from partsup.data import patches as pdata
         self.pdata = pdata
         self.data = pdata.build_training_data(recipe, registries)
-        self.recipe, self.dist = recipe, dist
+        self._setup(recipe, dist, pdata.collate_patches)
+
+    def _setup(self, recipe: dict[str, Any], dist: Dist, collate: Any) -> None:
+        self.recipe, self.dist, self.collate = recipe, dist, collate
         self.batch_size = int(recipe["train"]["batch_size"])
         if self.batch_size < 1:
             raise RecipeError(f"train.batch_size: must be >= 1, got {self.batch_size}")
@@ -91,7 +94,7 @@ class TrainStream:
             steps = range(step, self.stage.end)
             loader = torch.utils.data.DataLoader(
                 self._positions, batch_sampler=[self._indices(i) for i in steps],
-                num_workers=self.workers, collate_fn=self.pdata.collate_patches,
+                num_workers=self.workers, collate_fn=self.collate,
                 persistent_workers=False,
                 generator=torch.Generator().manual_seed(step))  # leaves the global RNG alone
             self._iter = iter(loader)
@@ -103,3 +106,20 @@ class TrainStream:
         return {"stage": None if self.stage is None else self.stage.name,
                 "next_step": self._next, "batch_size": self.batch_size,
                 "world": self.dist.world}
+
+
+class CropStream(TrainStream):
+    """Batches of class-balanced training crops (:class:`partsup.data.crops.CropDataset`) for
+    a crop classifier, sharded and resumable as :class:`TrainStream`'s: ``image (B, 3, S, S)``
+    float32 RGB 0..255, ``targets (B, H)`` int64 (one per head, -100 = ignored)."""
+
+    def __init__(self, recipe: dict[str, Any], crops: Any, dist: Dist) -> None:
+        from partsup.data.crops import CropDataset, collate_crops
+        from partsup.data.sampling import AugmentConfig
+        self.crops = crops
+        self.dataset = CropDataset(crops, AugmentConfig.from_recipe(recipe["data"]["augment"]),
+                                   seed=int(recipe["seed"]))
+        self._setup(recipe, dist, collate_crops)
+
+    def _dataset(self, stage: str) -> Any:
+        return self.dataset

@@ -54,7 +54,8 @@ class TrainCommand:
             return 130 if result.interrupted_by == signal.SIGINT else 143
         if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
             return 0
-        best = f", best validation F1 {result.best_f1:.3f}" if result.best_f1 is not None else ""
+        best = (f", best validation {result.score_name} {result.best_f1:.3f}"
+                if result.best_f1 is not None else "")
         ctx.console.print(f"done: {result.iteration} iterations{best}; model {result.best_path}",
                           highlight=False)
         return 0
