@@ -5,9 +5,11 @@ Layout::
     recipe.yaml          the resolved recipe
     metrics.jsonl        one JSON object per log step / validation
     checkpoints/iter-XXXXXXXX.pt   periodic checkpoints (the last ``train.keep_last`` kept)
-    best.pt              the best validation F1 of the last stage (the final weights if there
+    best.pt              the best validation score (the task's: F1, classify: mean balanced
+                         accuracy) of the last stage (the final weights if there
                          is no validation split)
-    loss.png, val_f1.png curves, written at the end (:mod:`partsup.training.display`)
+    loss.png, val_f1.png curves, written at the end (:mod:`partsup.training.display`;
+                         classify: val_score.png)
     train.lock           present while a training holds the folder (see :func:`lock_run_folder`)
 
 Only rank 0 writes. Checkpoints are written only when every weight is finite; rotation never

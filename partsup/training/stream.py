@@ -4,6 +4,8 @@ Every item is a pure function of ``(seed, epoch, index)`` (see :mod:`partsup.dat
 so the batch of a global iteration never depends on what ran before: resuming is exact.
 Batches are collated patches: ``image (B, 3, H, W)`` float32 0..255, ``weak``/``strong``
 ``(B, H, W)`` int64 class maps, ``is_strong (B,)`` bool; ``B`` is ``train.batch_size`` per process.
+A crop classifier's stream (:class:`CropStream`) shards and resumes the same way over the
+crops of :mod:`partsup.data.crops`.
 """
 from __future__ import annotations
 
