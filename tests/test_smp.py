@@ -115,3 +115,36 @@ def test_encoder_weights_are_checked_strictly(tmp_path) -> None:
         make_smp("Unet", "resnet18", encoder_weights=str(path), **UNET_SMALL)
     with pytest.raises(CheckpointError, match="not found"):
         make_smp("Unet", "resnet18", encoder_weights=str(tmp_path / "none.pth"), **UNET_SMALL)
+
+
+# -- the timm crop classifier (a second look's net) --------------------------------------------
+
+CROPS = {"crop_um": 16.0, "mpp": 0.5, "heads": {"verify": ["object", "decoy"],
+                                                "kind": ["a", "b", "c"]}}
+
+
+def test_every_registered_classifier_honours_the_crop_net_contract(registries) -> None:
+    from partsup.model.classifier import build_classifier
+    assert {"cnn", "timm"} <= set(registries.classifiers.names())
+    for name in registries.classifiers.names():
+        options = {"arch": "resnet10t"} if name == "timm" else {}
+        net = build_classifier({**CROPS, "model": {"name": name, **options}}, registries).eval()
+        out = net(torch.zeros(2, 3, 32, 32))
+        assert {h: tuple(v.shape) for h, v in out.items()} == {"verify": (2, 2), "kind": (2, 3)}
+        assert set(net.normalization) == {"mean", "std", "scale", "bgr"}
+
+
+def test_timm_classifier_weights_from_a_local_timm_checkpoint(tmp_path, registries) -> None:
+    from partsup.model.classifier import build_classifier
+    src = timm.create_model("resnet10t", num_classes=7)  # an ImageNet-like file: fc dropped
+    path = tmp_path / "resnet10t.pth"
+    torch.save(src.state_dict(), path)
+    section = {**CROPS, "model": {"name": "timm", "arch": "resnet10t", "weights": str(path)}}
+    net = build_classifier(section, registries)
+    for key, value in net.trunk.state_dict().items():
+        assert torch.equal(value, src.state_dict()[key]), key
+    with pytest.raises(RecipeError, match=r"classifier\.model\.weights: 'imagenet' is not a "
+                                          r"local file"):
+        build_classifier({**CROPS, "model": {"name": "timm", "weights": "imagenet"}}, registries)
+    with pytest.raises(RecipeError, match=r"timm cannot build 'resnet1800'"):
+        build_classifier({**CROPS, "model": {"name": "timm", "arch": "resnet1800"}}, registries)

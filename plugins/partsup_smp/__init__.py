@@ -4,8 +4,12 @@ Any smp architecture (Unet, UnetPlusPlus, FPN, DeepLabV3, DeepLabV3Plus, PAN, PS
 MAnet, UPerNet, Segformer, DPT) with any smp encoder, including timm encoders through smp's
 ``tu-<timm name>`` names. Weights come only from local files.
 
-segmentation-models-pytorch (and timm, torchvision) are imported only when a backbone is built:
-registering the plugin (``partsup --help``, ``partsup plugins``) does not pay for them.
+Also the ``timm`` crop classifier (a second look's net, :mod:`.classifier`): any timm model
+with a Linear per head.
+
+segmentation-models-pytorch (and timm, torchvision) are imported only when a backbone or
+classifier is built: registering the plugin (``partsup --help``, ``partsup plugins``) does not
+pay for them.
 """
 from __future__ import annotations
 
@@ -86,3 +90,9 @@ def _looks_like_path(value: str) -> bool:
 @hookimpl
 def partsup_register_backbones(register: Callable[..., Any]) -> None:
     register("smp", make_smp)
+
+
+@hookimpl
+def partsup_register_classifiers(register: Callable[..., Any]) -> None:
+    from .classifier import make_timm_classifier
+    register("timm", make_timm_classifier)
