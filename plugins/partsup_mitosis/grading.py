@@ -2,7 +2,9 @@
 
 The hotspot is the square region of ``--hotspot-area`` mm^2 (default 2 mm^2) with the most
 detected mitoses, or, with ``--field-diameter D`` (mm), the area of 10 high-power fields of that
-diameter (``10 * pi * (D / 2) ** 2``). The score of its count uses the cut-offs the user gives
+diameter (``10 * pi * (D / 2) ** 2``), cut to the slide; when the slide or its tissue (in the
+ROI) is smaller than that area, a line says so and the count is over the tissue that exists.
+The score of its count uses the cut-offs the user gives
 (``--mitotic-cutoffs A,B``: 1 when count <= A, 2 when count <= B, else 3), because the cut-offs
 depend on the field diameter of the microscope the table was made for; docs/slides.md cites the
 published rows we could verify. Outputs per slide: ``<id>.heatmap.png`` (density over the
@@ -14,12 +16,13 @@ from __future__ import annotations
 import json
 import math
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from partsup.plugin import (GeoJsonWriter, Option, PartsupError, Window, best_window,
+from partsup.plugin import (GeoJsonWriter, Option, PartsupError, best_window,
                             check_not_foreign, check_range, density_map)
 
 #: default hotspot area, mm^2
@@ -92,19 +95,72 @@ def slide_options() -> list[Option]:
                     "(the table for your field diameter: docs/slides.md)")]
 
 
-def hotspot(slide: Any, area_mm2: float) -> Window:
-    """The square of ``area_mm2`` with the most detections (level-0 px)."""
+@dataclass(frozen=True)
+class Hotspot:
+    """The hotspot of a slide: the box ``[x, x + width) x [y, y + height)`` (level-0 px), the
+    square of ``area_mm2`` cut to the slide, holding ``count`` detections and ``tissue_mm2``
+    mm^2 of tissue (in the ROI). ``short`` names what is smaller than ``area_mm2`` ("slide",
+    "tissue" or "tissue in the ROI", ``short_mm2`` mm^2; then the count is over what exists),
+    else None. ``mpp``: the slide's um/px."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    count: int
+    area_mm2: float
+    tissue_mm2: float
+    #: the slide's um/px
+    mpp: float
+    short: str | None = None
+    short_mm2: float = 0.0
+
+    @property
+    def box_mm2(self) -> float:
+        """Area of the box, mm^2 (``area_mm2`` unless the slide is smaller)."""
+        return self.width * self.height * (self.mpp / 1000.0) ** 2
+
+
+def tissue_mm2(slide: Any, box: tuple[float, float, float, float] | None = None) -> float:
+    """mm^2 of the slide's tissue mask (tissue in the ROI) inside ``box`` ``(x0, y0, x1, y1)``
+    level-0 px (the whole slide when None), at the mask's resolution."""
+    mask = np.asarray(slide.tissue, bool)
+    mh, mw = mask.shape
+    sx, sy = mw / slide.width, mh / slide.height  # mask px per level-0 px
+    if box is not None:
+        x0, y0, x1, y1 = box
+        mask = mask[int(y0 * sy):max(int(y0 * sy) + 1, round(y1 * sy)),
+                    int(x0 * sx):max(int(x0 * sx) + 1, round(x1 * sx))]
+    return float(mask.sum()) / (sx * sy) * (slide.mpp / 1000.0) ** 2
+
+
+def hotspot(slide: Any, area_mm2: float, in_roi: bool = False) -> Hotspot:
+    """The square of ``area_mm2`` with the most detections, cut to the slide (level-0 px).
+    When the slide, or its tissue (in the ROI: ``in_roi``), is smaller than ``area_mm2`` the
+    hotspot says so (``short``) and its count is over what exists."""
     side = math.sqrt(area_mm2) * 1000.0 / slide.mpp
-    return best_window(slide.xy[:, :2], slide.width, slide.height, side)
+    win = best_window(slide.xy[:, :2], slide.width, slide.height, side)
+    x1, y1 = min(win.x + side, float(slide.width)), min(win.y + side, float(slide.height))
+    px2 = (slide.mpp / 1000.0) ** 2
+    slide_mm2 = slide.width * slide.height * px2
+    all_tissue = tissue_mm2(slide)
+    short, short_mm2 = None, 0.0
+    if slide_mm2 < area_mm2:
+        short, short_mm2 = "slide", slide_mm2
+    elif all_tissue < area_mm2:
+        short, short_mm2 = ("tissue in the ROI" if in_roi else "tissue"), all_tissue
+    return Hotspot(win.x, win.y, x1 - win.x, y1 - win.y, win.count, area_mm2,
+                   tissue_mm2(slide, (win.x, win.y, x1, y1)), float(slide.mpp), short,
+                   short_mm2)
 
 
-def write_heatmap(path: Path, slide: Any, win: Window) -> Path:
+def write_heatmap(path: Path, slide: Any, win: Hotspot) -> Path:
     """Detections per mm^2 (cells of 1/8 of the hotspot side) over the thumbnail, the
     hotspot outlined in white and a colour bar."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cell = win.size / 8
+    cell = math.sqrt(win.area_mm2) * 1000.0 / slide.mpp / 8
     grid = density_map(slide.xy[:, :2], slide.width, slide.height, cell)
     per_mm2 = grid / (cell * slide.mpp / 1000.0) ** 2
     h, w = slide.thumbnail.shape[:2]
@@ -113,7 +169,7 @@ def write_heatmap(path: Path, slide: Any, win: Window) -> Path:
     s = slide.scale
     im = ax.imshow(np.ma.masked_equal(per_mm2, 0), cmap="inferno", alpha=0.6,
                    extent=(0, grid.shape[1] * cell * s, grid.shape[0] * cell * s, 0))
-    ax.add_patch(plt.Rectangle((win.x * s, win.y * s), win.size * s, win.size * s, fill=False,
+    ax.add_patch(plt.Rectangle((win.x * s, win.y * s), win.width * s, win.height * s, fill=False,
                                edgecolor="white", linewidth=2))
     ax.set_xlim(0, w)
     ax.set_ylim(h, 0)
@@ -126,12 +182,13 @@ def write_heatmap(path: Path, slide: Any, win: Window) -> Path:
     return path
 
 
-def write_hotspot_geojson(path: Path, slide: Any, win: Window, area_mm2: float) -> Path:
-    """The detections (QuPath detections) and the hotspot (a QuPath annotation), level-0 px."""
+def write_hotspot_geojson(path: Path, slide: Any, win: Hotspot) -> Path:
+    """The detections (QuPath detections) and the hotspot (a QuPath annotation: its box, level-0
+    px, its count and the area it counts, mm^2: :func:`counted_mm2`)."""
     writer = GeoJsonWriter()
     label = slide.label or "Mitosis"
     features = [writer.feature(d, slide.id, i, label) for i, d in enumerate(slide.detections)]
-    x0, y0, x1, y1 = win.x, win.y, win.x + win.size, win.y + win.size
+    x0, y0, x1, y1 = win.x, win.y, win.x + win.width, win.y + win.height
     features.append({
         "type": "Feature",
         "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"partsup:{slide.id}:hotspot")),
@@ -139,33 +196,50 @@ def write_hotspot_geojson(path: Path, slide: Any, win: Window, area_mm2: float) 
                      "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
         "properties": {"objectType": "annotation", "name": "Hotspot",
                        "classification": {"name": "Hotspot", "color": [255, 255, 255]},
-                       "measurements": {"mitoses": win.count, "area_mm2": area_mm2}}})
+                       "measurements": {"mitoses": win.count,
+                                        "area_mm2": counted_mm2(win)}}})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1)
                     + "\n")
     return path
 
 
+def counted_mm2(win: Hotspot) -> float:
+    """The area ``win``'s count is over, mm^2: its area, or, when the slide or tissue is
+    smaller (``win.short``), the tissue in its box."""
+    return win.tissue_mm2 if win.short else win.area_mm2
+
+
 def slide_outputs(slide: Any, options: Mapping[str, Any]) -> list[str]:
     """Hotspot, its count, the score (with cut-offs), the heatmap and the annotated GeoJSON
-    (``options``: ``predict``'s option values, :func:`slide_options` among them)."""
+    (``options``: ``predict``'s option values, :func:`slide_options` among them, and ``roi``).
+    When the slide or its tissue (in the ROI) is smaller than the hotspot, one line says so
+    and the count is over the tissue that exists."""
     diameter = options.get("field_diameter")
     area = field_area(diameter) if diameter else options.get("hotspot_area", HOTSPOT_AREA_MM2)
-    win = hotspot(slide, area)
+    win = hotspot(slide, area, in_roi=options.get("roi") is not None)
     check_not_foreign(slide.out, [slide.out / f"{slide.id}.heatmap.png",
                                   slide.out / f"{slide.id}.hotspot.geojson"])
     slide.outputs.append(slide.out / f"{slide.id}.heatmap.png")
     write_heatmap(slide.outputs[-1], slide, win)
     slide.outputs.append(slide.out / f"{slide.id}.hotspot.geojson")
-    write_hotspot_geojson(slide.outputs[-1], slide, win, area)
+    write_hotspot_geojson(slide.outputs[-1], slide, win)
     what = f"10 HPFs of {diameter} mm" if diameter else f"{area:.2f} mm²"
+    size = (f"side {win.width:.0f} px" if win.width == win.height
+            else f"{win.width:.0f}x{win.height:.0f} px")
     lines = [f"{slide.id}: {len(slide.xy)} mitoses; hotspot ({what}) at x={win.x:.0f}, "
-             f"y={win.y:.0f}, side {win.size:.0f} px: {win.count} mitoses"]
+             f"y={win.y:.0f}, {size}: {win.count} mitoses"]
+    if win.short:
+        lines.append(f"{slide.id}: the {win.short} is {win.short_mm2:.2f} mm², smaller than the "
+                     f"hotspot's {area:.2f} mm²: counted over what exists, {win.count} mitoses "
+                     f"in {counted_mm2(win):.2f} mm² of tissue")
     cuts = options.get("mitotic_cutoffs")
     if cuts is None:
         lines.append(f"{slide.id}: mitotic score not given: pass --mitotic-cutoffs A,B for your "
                      f"field diameter (docs/slides.md)")
     else:
         lines.append(f"{slide.id}: mitotic score {mitotic_score(win.count, cuts)} "
-                     f"(cut-offs <= {cuts[0]}: 1, <= {cuts[1]}: 2, else 3)")
+                     f"(cut-offs <= {cuts[0]}: 1, <= {cuts[1]}: 2, else 3)"
+                     + (f"; from {counted_mm2(win):.2f} mm², less than the {area:.2f} mm² the "
+                        f"cut-offs are for" if win.short else ""))
     return lines
