@@ -12,7 +12,12 @@ import pytest
 from partsup.errors import DataError, PartsupError
 from partsup.output.outdir import MARKER, check_not_foreign, owners, record_owned
 
-from test_evaluate import make_checkpoint, run_cli, toy, toy_registries  # noqa: F401
+try:  # the shared test helpers (tests/helpers.py; the toy fixture in conftest.py)
+    from helpers import TINY, run_cli, tiny_checkpoint
+except ImportError:  # the layout before tests/helpers.py
+    from test_evaluate import run_cli, toy  # noqa: F401
+    from test_export import tiny_checkpoint
+    from test_train import TINY
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -120,7 +125,6 @@ def _train(tmp_path: Path, out: Path, *extra: str) -> int:
     import yaml
 
     from partsup.cli.main import main
-    from test_train import TINY
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(yaml.safe_dump(TINY))
     return main(["train", str(recipe), "--out", str(out), "--set", "train.iterations=2",
@@ -181,7 +185,6 @@ def _export(ckpt: Path, *args: str) -> int:
 
 
 def test_export_never_overwrites_its_source_checkpoint(tmp_path, capsys):
-    from test_export import tiny_checkpoint
     run = tmp_path / "run"
     ckpt = tiny_checkpoint(run / "best.pt", tile=64)
     before = ckpt.read_bytes()
@@ -203,7 +206,6 @@ def test_export_never_overwrites_its_source_checkpoint(tmp_path, capsys):
 
 
 def test_export_refuses_existing_files_and_force_replaces_only_its_own(tmp_path, capsys):
-    from test_export import tiny_checkpoint
     ckpt = tiny_checkpoint(tmp_path / "tiny.pt", tile=64)
     mine = tmp_path / "notes.onnx"
     mine.write_text("my notes")

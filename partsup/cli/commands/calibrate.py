@@ -24,8 +24,9 @@ from rich.table import Table
 
 from partsup.evaluation.calibration import (MapCache, combine, plot_f1_vs_w, sweep,
                                             write_json)
-from partsup.cli.common import (add_normalize_arguments, add_option_argument, apply_normalize_arguments,
-                                normalize_label, parse_options, progress_bar, staged_dir)
+from partsup.cli.common import (add_checkpoint_arguments, add_normalize_arguments,
+                                add_option_argument, apply_normalize_arguments, normalize_label,
+                                parse_options, progress_bar, staged_dir, take_checkpoint)
 from partsup.errors import DataError, RecipeError
 from partsup.data.datasets import open_dataset
 from partsup.evaluation.protocols import protocol_dict, resolve_protocol
@@ -95,11 +96,13 @@ class CalibrateCommand:
     help = "tune the fusion weight w and the filters s1, a1 on a validation split (paper III.D)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--checkpoint", required=True, help="checkpoint to calibrate "
-                            "(updated in place, atomically), or a run folder (its best.pt)")
+        add_checkpoint_arguments(parser, "checkpoint to calibrate (updated in place, "
+                                 "atomically), or a run folder (its best.pt)")
         parser.add_argument("--dataset", help="dataset name (default: the recipe's data.val)")
         parser.add_argument("--data-root", help="the dataset's folder")
-        parser.add_argument("--split", default="val")
+        parser.add_argument("--split", default="val",
+                            help="the dataset split to tune on (default val: never the test "
+                                 "split you report; `partsup datasets NAME` shows the splits)")
         add_option_argument(parser)
         parser.add_argument("--radius-um", type=float, default=None,
                             help="match radius in micrometres (overrides the protocol)")
@@ -128,6 +131,7 @@ class CalibrateCommand:
         from partsup.checkpoint.files import checkpoint_file, update_detect_params
         from partsup.inference.detector import load_detector
 
+        take_checkpoint(args)
         args.checkpoint = str(checkpoint_file(args.checkpoint))  # a run folder: its best.pt
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
         normalize = apply_normalize_arguments(detector, args, ctx.registries)

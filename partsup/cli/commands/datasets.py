@@ -46,7 +46,7 @@ class DatasetsCommand:
         # the points' column is named by the reader's optional POINTS (what its points mark)
         points = str(getattr(factory, "POINTS", "") or "points")
         for col in ("split", "images", points, "hard negatives", "problems"):
-            table.add_column(col, justify="right" if col != "split" else "left")
+            table.add_column(col, justify="left" if col in ("split", "problems") else "right")
         problems: list[str] = []
         for split in args.split or ["train", "val", "test"]:
             with warnings.catch_warnings(record=True) as caught:
@@ -54,7 +54,7 @@ class DatasetsCommand:
                 try:
                     reader = factory(args.root, split=split, strict=False)
                 except DataError as exc:
-                    table.add_row(split, "-", "-", "-", escape(str(exc).splitlines()[0]))
+                    table.add_row(split, "-", "-", "-", escape(_first_line(exc)))
                     continue
             msgs = [str(w.message) for w in caught]
             problems += msgs
@@ -67,6 +67,16 @@ class DatasetsCommand:
         for msg in problems:
             ctx.console.print(f"[yellow]problem:[/] {escape(msg)}", soft_wrap=True)
         return 1 if problems else 0
+
+
+def _first_line(exc: Exception) -> str:
+    """The message's first line for the table; a reader's "Expected layout:" (its layout
+    follows on the next lines, and is printed above the table) is pointed to, not cut off."""
+    first = str(exc).strip().splitlines()[0].rstrip()
+    tail = "Expected layout:"
+    if first.endswith(tail):
+        first = f"{first[:-len(tail)].rstrip()} (the expected layout is shown above)"
+    return first
 
 
 COMMAND = DatasetsCommand

@@ -23,8 +23,9 @@ from typing import Any, Callable, Sequence
 from rich.markup import escape
 from rich.table import Table
 
-from partsup.cli.common import (add_normalize_arguments, add_option_argument, apply_normalize_arguments,
-                                normalize_label, parse_options, progress_bar, staged_dir)
+from partsup.cli.common import (add_checkpoint_arguments, add_normalize_arguments,
+                                add_option_argument, apply_normalize_arguments, normalize_label,
+                                parse_options, progress_bar, staged_dir, take_checkpoint)
 from partsup.errors import DataError, PartsupError
 from partsup.data.datasets import open_dataset
 from partsup.evaluation.matching import Counts, PRCurve
@@ -85,12 +86,13 @@ class EvaluateCommand:
         parser.add_argument("--dataset", required=True, help="registered dataset name")
         parser.add_argument("--data-root", help="the dataset's folder (default: the checkpoint "
                             "recipe's root for it, or $PARTSUP_DATA/<name>)")
-        parser.add_argument("--split", default="test")
+        parser.add_argument("--split", default="test",
+                            help="the dataset split to score: train, val, test or all (default "
+                                 "test; `partsup datasets NAME` shows what each holds)")
         add_option_argument(parser)
-        src = parser.add_mutually_exclusive_group(required=True)
-        src.add_argument("--checkpoint", help="a trained (ideally calibrated) checkpoint, or "
-                         "its run folder (then its best.pt)")
-        src.add_argument("--detections", metavar="DIR",
+        add_checkpoint_arguments(parser, "a trained (ideally calibrated) checkpoint, or its run "
+                                 "folder (then its best.pt); or score files with --detections")
+        parser.add_argument("--detections", metavar="DIR",
                          help="score detections made by any tool: one file per image, "
                               "DIR/<image id>.csv (x,y[,score] with header), .geojson, or "
                               "any registered writer's format that reads back")
@@ -111,6 +113,11 @@ class EvaluateCommand:
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
         recipe: dict[str, Any] | None = None
+        take_checkpoint(args, required=False)
+        if (args.checkpoint is None) == (args.detections is None):
+            raise PartsupError("give one source of detections: a checkpoint (CHECKPOINT or "
+                               "--checkpoint FILE) or --detections DIR"
+                               + (", not both" if args.detections is not None else ""))
         if args.checkpoint:
             detect, recipe, source = self._checkpoint_detector(args, ctx)
         else:

@@ -9,13 +9,36 @@ from rich.table import Table
 from partsup.hookspecs import COMPONENT_KINDS
 
 
+def _spellings(attr: str, label: str) -> set[str]:
+    words = {attr, label, label + "s", *label.split("/")}
+    return {w.replace("_", " ").replace("-", " ") for w in words}
+
+
+def kind_attr(text: str) -> str:
+    """``--kind``'s value as a registry attribute: the attribute (``backbones``,
+    ``weight_transfers``) or the label the table shows (``backbone``, ``weight transfer``),
+    any case, ``-`` or ``_`` for spaces.
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown kind (lists the labels).
+    """
+    key = " ".join(text.strip().lower().replace("_", " ").replace("-", " ").split())
+    for kind in COMPONENT_KINDS:
+        if key in _spellings(kind.attr, kind.label):
+            return kind.attr
+    raise argparse.ArgumentTypeError(
+        f"unknown kind {text!r}; expected one of: "
+        f"{', '.join(k.label for k in COMPONENT_KINDS)} (or the plural, e.g. backbones)")
+
+
 class PluginsCommand:
     name = "plugins"
     help = "list every registered component (backbones, labels, losses, ...) and its provider"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--kind", choices=sorted(k.attr for k in COMPONENT_KINDS),
-                            help="only this kind")
+        parser.add_argument("--kind", type=kind_attr, metavar="KIND",
+                            help="only this kind, as the table names it or its plural: "
+                                 + ", ".join(k.label for k in COMPONENT_KINDS))
 
     def run(self, args: argparse.Namespace, ctx) -> int:
         table = Table(title="partsup components", show_lines=False)

@@ -29,7 +29,10 @@ class SynthCommand:
         parser.add_argument("--like", choices=sorted(LAYOUTS), default="amida13",
                             help="on-disk layout, stain and scale to imitate")
         parser.add_argument("--images", type=int, default=24, help="number of images (all splits)")
-        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--seed", type=int, default=0,
+                            help="random seed (default 0): the same seed and options give the "
+                                 "same images and labels; another seed, a second, "
+                                 "independent set (e.g. set A and set B)")
         parser.add_argument("--size", type=_size, default=None,
                             help="image size N or HxW in px (default: per style)")
         parser.add_argument("--density", type=float, default=12.0,
