@@ -23,7 +23,9 @@ PINK, NUCLEUS, MITOSIS = (232, 196, 218), (90, 60, 140), (40, 20, 60)
 
 
 def make(width: int, height: int, mpp: float, seed: int, cluster: int):
-    """``(render, centres (n, 2))`` of the slide."""
+    """``(render, centres (n, 2), kept)`` of the slide: the centres of the disks that lie on
+    the tissue (scattered ones first, then the cluster's), and how many of the ``cluster``
+    planted disks are among them (a slide smaller than the 1 mm cluster loses some)."""
     rng = np.random.default_rng(seed)
     ell = [(0.38 * width, 0.5 * height, 0.3 * width, 0.4 * height),
            (0.68 * width, 0.45 * height, 0.25 * width, 0.35 * height)]
@@ -37,7 +39,9 @@ def make(width: int, height: int, mpp: float, seed: int, cluster: int):
     side = 1000.0 / mpp  # 1 mm
     cl = rng.uniform(-0.5, 0.5, (cluster, 2)) * side + (0.7 * width, 0.35 * height)
     pts = np.concatenate([pts, cl])
-    pts = pts[tissue(pts[:, 0], pts[:, 1])]
+    on = tissue(pts[:, 0], pts[:, 1])
+    kept = int(on[len(pts) - cluster:].sum()) if cluster else 0
+    pts = pts[on]
 
     def render(x0: int, y0: int, w: int, h: int) -> np.ndarray:
         yy = np.arange(y0, y0 + h, dtype=np.float64)[:, None]
@@ -52,7 +56,7 @@ def make(width: int, height: int, mpp: float, seed: int, cluster: int):
             out[((xx - cx) ** 2 + (yy - cy) ** 2) <= 144] = MITOSIS
         return out
 
-    return render, pts
+    return render, pts, kept
 
 
 def main() -> int:
@@ -65,7 +69,7 @@ def main() -> int:
     p.add_argument("--cluster", type=int, default=30, help="disks in the planted cluster")
     args = p.parse_args()
     from partsup.slides.write import write_pyramid
-    render, pts = make(args.width, args.height, args.mpp, args.seed, args.cluster)
+    render, pts, kept = make(args.width, args.height, args.mpp, args.seed, args.cluster)
     write_pyramid(args.slide, render, args.width, args.height, args.mpp, tile=512, levels=4)
     stem = args.slide.with_suffix("")
     with open(f"{stem}.truth.csv", "w", newline="") as fh:
@@ -76,8 +80,11 @@ def main() -> int:
     Path(f"{stem}.roi.geojson").write_text(json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [half]},
          "properties": {"objectType": "annotation", "name": "left half"}}]}, indent=1) + "\n")
-    print(f"{args.slide}: {args.width}x{args.height} px at {args.mpp} um/px, {len(pts)} disks "
-          f"({args.cluster} in the cluster); {stem}.truth.csv, {stem}.roi.geojson")
+    lost = (f"; {args.cluster - kept} of the {args.cluster} planted fell off the tissue "
+            f"(the cluster spans 1 mm)" if kept < args.cluster else "")
+    print(f"{args.slide}: {args.width}x{args.height} px at {args.mpp} um/px; {len(pts)} dark "
+          f"disks on the tissue: {len(pts) - kept} scattered, {kept} in the planted cluster"
+          f"{lost}; ground truth {stem}.truth.csv, ROI {stem}.roi.geojson")
     return 0
 
 

@@ -102,3 +102,22 @@ def test_samples_within_5_percent_record_their_median_in_one_line(tmp_path, tiny
     lines = [x for x in text.getvalue().splitlines() if "data.mpp" in x]
     assert len(lines) == 1 and "data.mpp recorded as 0.25 um/px, the median" in lines[0]
     assert "0.2456, 0.25 um/px" in lines[0] and "not recorded" not in lines[0]
+
+
+def test_make_slide_says_how_many_planted_disks_are_on_the_slide(tmp_path):
+    """It printed "13 disks (30 in the cluster)": 30 planted, most of them off a small slide."""
+    import csv
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "make_slide.py"),
+                           str(tmp_path / "s.tif"), "--width", "2048", "--height", "1536"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "s.truth.csv") as fh:
+        n = len(list(csv.DictReader(fh)))
+    m = __import__("re").search(r"; (\d+) dark disks on the tissue: (\d+) scattered, (\d+) in the "
+                                r"planted cluster; (\d+) of the 30 planted fell off the tissue",
+                                proc.stdout)
+    assert m, proc.stdout
+    total, scattered, kept, lost = map(int, m.groups())
+    assert total == n == scattered + kept and kept + lost == 30
