@@ -121,3 +121,20 @@ def test_make_slide_says_how_many_planted_disks_are_on_the_slide(tmp_path):
     assert m, proc.stdout
     total, scattered, kept, lost = map(int, m.groups())
     assert total == n == scattered + kept and kept + lost == 30
+
+
+def test_torchscript_export_says_once_that_it_is_deprecated_and_what_to_use(tmp_path, capsys):
+    """torch's own "`torch.jit.load` is deprecated" came from the export's check, naming no
+    alternative; now one line says it, with onnx as the portable format (nothing hidden)."""
+    try:
+        from helpers import tiny_checkpoint
+    except ImportError:  # the layout before tests/helpers.py
+        from test_export import tiny_checkpoint
+    ckpt = tiny_checkpoint(tmp_path / "t.pt", tile=64)
+    assert main(["--plugin", "tiny_plugin", "export", str(ckpt), "--format", "torchscript"]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "torch.jit is deprecated upstream" in err[0], err
+    assert "--format onnx" in err[0] and "torch.export" in err[0]
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    assert "deprecated upstream" in " ".join(capsys.readouterr().out.split())

@@ -45,6 +45,11 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"
 SIDECAR_FORMAT = "partsup-export/1"
 OPSET = 17
 ONNX_HINT = "install the onnx extra: pip install 'partsup[onnx]'"
+#: the one line a TorchScript export warns with (in place of torch's own deprecation messages
+#: from the trace, save and check load, which say the same without the alternative)
+TORCHSCRIPT_NOTE = ("torchscript: torch.jit is deprecated upstream (PyTorch points to "
+                    "torch.export); for other runtimes use --format onnx, the portable format "
+                    "(docs/python-api.md)")
 
 
 class MapsModule(nn.Module):
@@ -100,7 +105,9 @@ def run_exported(path: str | Path, fmt: str, x: torch.Tensor) -> list[np.ndarray
     if fmt == "onnx":
         session = onnx_session(path)
         return list(session.run(None, {"image": x.numpy()}))
-    module = torch.jit.load(str(path), map_location="cpu")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated")  # said once
+        module = torch.jit.load(str(path), map_location="cpu")  # by export_model instead
     with torch.inference_mode():
         return [t.numpy() for t in module(x)]
 
@@ -133,6 +140,8 @@ def export_model(model: nn.Module, out: str | Path, fmt: str,
     """
     if fmt not in ("onnx", "torchscript"):
         raise PartsupError(f"--format: expected onnx or torchscript here, got {fmt!r}")
+    if fmt == "torchscript":
+        warnings.warn(TORCHSCRIPT_NOTE, FutureWarning, stacklevel=2)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -154,8 +163,8 @@ def _write_and_check(model: nn.Module, out: Path, fmt: str, sizes: Sequence[tupl
     x0 = check_input(model, sizes[0])
     names = output_names(model)
     with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # tracer and exporter chatter; the --format help and
-        #                                  docs/python-api.md say torch.jit is deprecated upstream
+        warnings.simplefilter("ignore")  # tracer and exporter chatter (torch.jit's deprecation:
+        #                                  TORCHSCRIPT_NOTE above says it, with the alternative)
         if fmt == "onnx":
             _need_onnx()
             axes = {n: {1: "H", 2: "W"} for n in names}
