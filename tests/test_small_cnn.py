@@ -1,8 +1,13 @@
 """partsup_mitosis.small_cnn: the small CNN bench/synth_baseline.py and
-bench/amibr_counterfactual.py train (target, views, loop, blob read-out)."""
+bench/amibr_counterfactual.py train (target, views, loop, blob read-out), and the first of those
+benches on tiny settings."""
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +17,8 @@ from torch import nn
 from partsup_mitosis import small_cnn
 from partsup_mitosis.small_cnn import (SmallUNet, disc_target, probability_blobs, random_view,
                                        to_input, train_for)
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_disc_target_marks_the_pixels_within_the_radius():
@@ -92,3 +99,19 @@ def test_probability_blobs_reads_centroid_score_and_area():
                                    (8 * p_hi + 9 * p_mid) / (p_hi + p_mid)], rel=1e-6)
     none = probability_blobs(Fixed(np.full((8, 8), -5.0)), np.zeros((8, 8, 3), np.uint8))
     assert none[0].shape == (0, 2) and len(none[1]) == len(none[2]) == 0
+
+
+def test_synth_baseline_bench_runs_tiny(tmp_path):
+    """bench/synth_baseline.py (docs/datasets.md's difficulty window) on tiny settings: both
+    threshold baselines and the small CNN report their counts."""
+    out = tmp_path / "baseline.json"
+    done = subprocess.run([sys.executable, "bench/synth_baseline.py", "--styles", "amida13",
+                           "--images", "2", "--size", "128", "--cnn-seconds", "0.5",
+                           "--threads", "1", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())["amida13"]
+    assert set(res) == {"tuned", "oracle", "cnn"} and res["cnn"]["iterations"] >= 1
+    for r in res.values():
+        assert {"tp", "fp", "fn", "precision", "recall", "f1"} <= set(r)
+    assert "amida13    cnn" in done.stdout
