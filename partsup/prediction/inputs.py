@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError
-from partsup.slides.reader import SLIDE_SUFFIXES, is_slide
+from partsup.slides.reader import is_slide, listed_slide
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Item:
 
 
 def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES + SLIDE_SUFFIXES
+    return path.is_file() and (path.suffix.lower() in IMAGE_SUFFIXES or listed_slide(path))
 
 
 def collect_inputs(paths: Iterable[str | Path], recursive: bool = False,

@@ -1,6 +1,8 @@
 """Slides through OpenSlide (optional: ``pip install 'partsup[openslide]'``, the openslide-bin
 and openslide-python wheels): the formats tifffile cannot read, above all 3DHISTECH MIRAX
-(``.mrxs``, a small index file beside a folder of data files), and any slide when
+(``.mrxs``, a small index file beside a folder of data files), DICOM whole-slide images
+(``.dcm``: OpenSlide 4 opens the series from any one of its files, the others in the same
+folder), and any slide when
 ``PARTSUP_SLIDE_BACKEND=openslide``. Same interface as :class:`partsup.slides.reader.SlideReader`.
 """
 from __future__ import annotations
@@ -12,9 +14,10 @@ import numpy as np
 
 from partsup.errors import DataError
 from partsup.slides.levels import Level, SlideBase, first_line
+from partsup.slides.mpp import plausible
 
-#: file endings only OpenSlide reads (MIRAX, Hamamatsu VMS/VMU, Leica SCN, Ventana BIF)
-OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".scn", ".bif")
+#: file endings only OpenSlide reads (MIRAX, Hamamatsu VMS/VMU, Leica SCN, Ventana BIF, DICOM)
+OPENSLIDE_SUFFIXES = (".mrxs", ".vms", ".vmu", ".scn", ".bif", ".dcm")
 
 INSTALL = "pip install 'partsup[openslide]' (the openslide-bin and openslide-python wheels)"
 
@@ -27,11 +30,11 @@ def wants_openslide(path: Path) -> bool:
 
 
 def _mpp(props: dict[str, str]) -> float | None:
+    """``openslide.mpp-x`` (DICOM: the pixel spacing in mm x 1000), when plausible."""
     try:
-        mpp = float(props.get("openslide.mpp-x", ""))
+        return plausible(float(props.get("openslide.mpp-x", "")))
     except ValueError:
         return None
-    return mpp if 0.05 <= mpp <= 5.0 else None
 
 
 class OpenSlideReader(SlideBase):

@@ -1,5 +1,5 @@
 """Reading multi-level slides (Aperio SVS, Hamamatsu NDPI, generic multi-level (pyramid) TIFF) region by
-region with tifffile (MIRAX ``.mrxs`` and the other formats only OpenSlide reads:
+region with tifffile (MIRAX ``.mrxs``, DICOM ``.dcm`` and the other formats only OpenSlide reads:
 :mod:`partsup.slides.openslide_reader`, through :func:`open_slide`), decoding only the tiles (or strips) that a region touches, so memory is
 bounded by the region asked for, not by the slide.
 
@@ -9,6 +9,7 @@ pixel (None when the file does not record a plausible one).
 """
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 
 from partsup.errors import DataError
 from partsup.slides.levels import Level, SlideBase, first_line
+from partsup.slides.mpp import tiff_mpp
 from partsup.slides.openslide_reader import OPENSLIDE_SUFFIXES
 
 #: file endings read as slides whatever their number of levels (the last ones through OpenSlide)
@@ -25,8 +27,48 @@ SLIDE_SUFFIXES = (".svs", ".ndpi", *OPENSLIDE_SUFFIXES)
 PYRAMID_SUFFIXES = (".tif", ".tiff")
 
 
+def dicom_series(path: Path) -> str | None:
+    """The Series Instance UID (0020,000E) of a DICOM file, else None: looked up in its first
+    64 KiB (whole-slide DICOM is explicit VR little endian and its tags are sorted, so the UID
+    comes before the optical path's ICC profile and the pixels)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return None
+    at = head.find(b"\x20\x00\x0e\x00UI") if head[128:132] == b"DICM" else -1
+    if at < 0:
+        return None
+    size = int.from_bytes(head[at + 6: at + 8], "little")
+    return head[at + 8: at + 8 + size].rstrip(b"\x00 ").decode("ascii", "replace") or None
+
+
+@functools.lru_cache(maxsize=64)
+def _dicom_firsts(folder: Path, mtime_ns: int) -> frozenset[Path]:
+    """The first ``.dcm`` file (by name) of each DICOM series in ``folder``."""
+    firsts: dict[object, Path] = {}
+    for f in sorted(folder.iterdir()):
+        if f.suffix.lower() == ".dcm" and f.is_file():
+            firsts.setdefault(dicom_series(f) or f, f)
+    return frozenset(firsts.values())
+
+
+def listed_slide(path: Path) -> bool:
+    """Whether a file found in a folder is a slide input of its own: a slide ending
+    (:data:`SLIDE_SUFFIXES`), and for DICOM (``.dcm``, one file per level or per associated
+    image) only the first file of each series in its folder: OpenSlide opens the whole series
+    from it. A file named directly is always an input."""
+    suffix = path.suffix.lower()
+    if suffix != ".dcm":
+        return suffix in SLIDE_SUFFIXES
+    try:
+        return path in _dicom_firsts(path.parent, path.parent.stat().st_mtime_ns)
+    except OSError:
+        return True
+
+
 def is_slide(path: Path) -> bool:
-    """True for ``.svs``/``.ndpi`` (and OpenSlide's ``.mrxs`` ...) files and for
+    """True for ``.svs``/``.ndpi`` (and OpenSlide's ``.mrxs``, ``.dcm`` ...) files and for
     ``.tif``/``.tiff`` files holding a pyramid."""
     suffix = path.suffix.lower()
     if suffix in SLIDE_SUFFIXES:
@@ -41,36 +83,14 @@ def is_slide(path: Path) -> bool:
         return False
 
 
-def description_mpp(desc: str) -> float | None:
-    """um/px from an Aperio ``MPP = x`` image description, else None."""
-    if "MPP = " not in desc:
-        return None
-    try:
-        return float(desc.split("MPP = ")[1].split("|")[0].split()[0])
-    except (IndexError, ValueError):
-        return None
-
-
-def page_mpp(page: object) -> float | None:
-    """um/px a TIFF page records (Aperio description, else X resolution in px per cm/inch),
-    when plausible (0.05..5 um/px), else None."""
-    mpp = description_mpp(getattr(page, "description", "") or "")
-    if mpp is None:
-        tags = page.tags  # type: ignore[attr-defined]
-        res, unit = tags.get("XResolution"), tags.get("ResolutionUnit")
-        if res is not None and unit is not None:
-            num, den = res.value
-            per_um = {2: 25400.0, 3: 10000.0}.get(int(unit.value))
-            mpp = per_um * den / num if per_um and num else None
-    return mpp if mpp is not None and 0.05 <= mpp <= 5.0 else None
-
-
 def file_mpp(path: str | Path) -> float | None:
-    """um/px recorded in the image or slide file ``path``, or None: a slide's (its reader's
-    ``mpp``), a ``.tif``/``.tiff`` image's first page (:func:`page_mpp`: Aperio ``MPP = x``
-    description, else X resolution in px per cm or inch; plausible values 0.05..5 um/px only);
-    None for other files. Metadata is a convenience: an unreadable file gives None (its reader
-    reports it)."""
+    """um/px recorded in the image or slide file ``path``, or None; one rule for images and
+    slides. A slide's is its reader's ``mpp`` (tifffile: :func:`partsup.slides.mpp.tiff_mpp`;
+    OpenSlide: ``openslide.mpp-x``, e.g. DICOM's pixel spacing); a ``.tif``/``.tiff`` image's is
+    :func:`partsup.slides.mpp.tiff_mpp`: Aperio ``MPP = x``, OME-XML ``PhysicalSizeX`` (um, nm,
+    mm ...), else X resolution per inch, cm, mm or um (or per an ImageJ ``unit=``); plausible
+    values 0.05..5 um/px only. None for other files. Metadata is a convenience: an unreadable
+    file gives None (its reader reports it)."""
     path = Path(path)
     try:
         if is_slide(path):
@@ -80,7 +100,7 @@ def file_mpp(path: str | Path) -> float | None:
             return None
         import tifffile
         with tifffile.TiffFile(path) as tif:
-            return page_mpp(tif.pages[0])
+            return tiff_mpp(tif)
     except Exception:
         return None
 
@@ -103,7 +123,7 @@ class SlideReader(SlideBase):
         self.levels = [Level(int(p.imagewidth), int(p.imagelength),
                              base.imagewidth / p.imagewidth) for p in self._pages]
         try:
-            self.mpp = page_mpp(base)
+            self.mpp = tiff_mpp(self._tif)
         except Exception:  # metadata is a convenience: never fail the slide on it
             self.mpp = None
 
