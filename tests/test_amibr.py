@@ -239,3 +239,31 @@ def test_hard_negatives_are_the_decoy_centres_and_off_by_default(shared_data):
     s = hard[0]
     x, y = hard.hard_negatives(0)[0].astype(int)
     assert s.image[y - 3:y + 4, x - 3:x + 4].mean() < s.image.mean()
+
+
+def test_points_carry_their_metadata_label(shared_data):
+    """Sample.point_labels: each point's metadata.csv label, in points order (both views);
+    the fields' decoys are the Sample's hard negatives only with hard_negatives=True."""
+    from partsup_mitosis.amibr.crops import factory as crops_factory
+    ds = factory(split="val", fields=30, density=40.0, hard_negatives=True)
+    plain = factory(split="val", fields=30, density=40.0)
+    seen = set()
+    for i in range(len(ds)):
+        s, figs = ds[i], ds.centres(i)[0]
+        assert s.point_labels == ds.point_labels(i) == tuple(f.label for _, _, f in figs)
+        assert len(s.point_labels) == len(s.points)
+        np.testing.assert_array_equal(s.hard_negatives, ds.hard_negatives(i))
+        assert plain[i].hard_negatives.shape == (0, 2) and plain[i].point_labels == s.point_labels
+        seen.update(s.point_labels)
+    assert seen == {"normal", "atypical"}
+    assert ds.render(0, figures=False).point_labels == ()
+    crops = crops_factory(split="val", fields=8)
+    for i in range(len(crops)):
+        s = crops[i]
+        assert s.point_labels == crops.point_labels(i) and len(s.point_labels) == len(s.points)
+        # the figure at each crop's centre carries its own crop's label
+        centre = {(float(x), float(y)): lab for (x, y), lab in zip(s.points, s.point_labels)}
+        _, cols = crops._shape(i)
+        for j, f in enumerate(crops.figures(i)):
+            gy, gx = divmod(j, cols)
+            assert centre[(gx * 128 + 64.0, gy * 128 + 64.0)] == f.label

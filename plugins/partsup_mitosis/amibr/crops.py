@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from partsup.plugin import DataError, Sample
+from partsup_mitosis.amibr.metadata import Figure
 from partsup_mitosis.amibr.slides import AmiBrSlides
 from partsup_mitosis.amibr.splits import Field, slide_code, subset
 
@@ -30,7 +31,7 @@ class AmiBrCrops(AmiBrSlides):
 
     A lazy sequence of :class:`partsup.types.Sample`: ``image (128 * rows, 128 * cols, 3)``
     uint8, ``points (N, 2)`` float32 x, y (px) of every annotated figure inside the crops,
-    ``mask None``, ``mpp 0.25``, ``id "<slide>/c<k>"``, ``group = slide``.
+    ``point_labels`` (one ``"normal"`` / ``"atypical"`` per point), ``mask None``, ``mpp 0.25``, ``id "<slide>/c<k>"``, ``group = slide``.
     """
 
     NAME = "ami-br-crops"
@@ -68,17 +69,28 @@ class AmiBrCrops(AmiBrSlides):
 
     def points(self, i: int, placement: int = 0) -> np.ndarray:
         """``(N, 2)`` float32 x, y (px): every annotated figure of the slide inside a crop."""
+        pts = [(x, y) for x, y, _ in self._shown(i)]
+        return np.asarray(pts, np.float32).reshape(-1, 2)
+
+    def point_labels(self, i: int) -> tuple[str, ...]:
+        """One class per point of field ``i`` (``points(i)``'s order): each figure's
+        ``metadata.csv`` label, ``"normal"`` or ``"atypical"``; no image is decoded."""
+        return tuple(g.label for _, _, g in self._shown(i))
+
+    def _shown(self, i: int) -> list[tuple[float, float, Figure]]:
+        """(x, y, figure) of every annotated figure of the slide inside one of field ``i``'s
+        crops, px."""
         s_i, _, figs = self.fields[i]
         everyone = self.by_slide[self.slides[s_i]]
         _, cols = self._shape(i)
-        pts = []
+        out = []
         for j, f in enumerate(figs):
             gy, gx = divmod(j, cols)
             for g in everyone:
                 dx, dy = g.x - f.x + self.crop // 2, g.y - f.y + self.crop // 2
                 if 0 <= dx < self.crop and 0 <= dy < self.crop:
-                    pts.append((gx * self.crop + dx, gy * self.crop + dy))
-        return np.asarray(pts, np.float32).reshape(-1, 2)
+                    out.append((gx * self.crop + dx, gy * self.crop + dy, g))
+        return out
 
     def hard_negatives(self, i: int) -> np.ndarray:
         return np.zeros((0, 2), np.float32)
@@ -100,7 +112,7 @@ class AmiBrCrops(AmiBrSlides):
                   gx * self.crop:(gx + 1) * self.crop] = self.read_crop(f)
         slide = self.slides[s_i]
         return Sample(image=image, points=self.points(i), mask=None, mpp=self.mpp_value,
-                      id=f"{slide}/c{k:04d}", group=slide)
+                      id=f"{slide}/c{k:04d}", group=slide, point_labels=self.point_labels(i))
 
     @property
     def ids(self) -> list[str]:

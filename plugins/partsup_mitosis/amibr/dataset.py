@@ -67,8 +67,10 @@ class AmiBrFields(AmiBrSlides):
 
     A lazy sequence of :class:`partsup.types.Sample`: ``image (S, S, 3)`` uint8 with
     ``S = grid * (tile - feather)``, ``points (N, 2)`` float32 x, y (px) of the figures,
-    ``mask None``, ``hard_negatives (0, 2)``, ``mpp 0.25``, ``id "<slide>/<k>"``,
-    ``group = slide``. ``points(i)`` never decodes an image.
+    ``point_labels`` (one ``"normal"`` / ``"atypical"`` per point, from ``metadata.csv``),
+    ``mask None``, ``hard_negatives`` (the decoy centres with ``hard_negatives=True``, else
+    ``(0, 2)``), ``mpp 0.25``, ``id "<slide>/<k>"``, ``group = slide``. ``points(i)`` and
+    ``point_labels(i)`` never decode an image.
 
     With ``masks=True``, ``mask`` is an ``(S, S)`` uint8 map (1 = figure; see the module doc).
     The work is done by plain functions: placement (:mod:`.placement`), donors
@@ -146,6 +148,12 @@ class AmiBrFields(AmiBrSlides):
         figs, _ = self.centres(i, placement)
         return np.asarray([(x, y) for x, y, _ in figs], np.float32).reshape(-1, 2)
 
+    def point_labels(self, i: int, placement: int = 0) -> tuple[str, ...]:
+        """One class per point of field ``i`` (``points(i)``'s order): each figure's
+        ``metadata.csv`` label, ``"normal"`` or ``"atypical"``; no image is decoded."""
+        figs, _ = self.centres(i, placement)
+        return tuple(f.label for _, _, f in figs)
+
     def hard_negatives(self, i: int) -> np.ndarray:
         """``(M, 2)`` float32 x, y (px) of field ``i``'s decoy discs (each centred on the
         darkest spot of a figure-free piece of tissue, usually a non-mitotic nucleus) when the
@@ -199,7 +207,7 @@ class AmiBrFields(AmiBrSlides):
         rect = self.is_windows(i)
         for x, y in decoys:
             paste_decoy(canvas, donors, rng_d, fig_radii, x, y, rect)
-        pts = []
+        pts, labels = [], []
         mask = np.zeros(canvas.shape[:2], np.uint8) if self.masks else None
         if figures:
             centres = [(x, y) for x, y, _ in figs]
@@ -210,11 +218,15 @@ class AmiBrFields(AmiBrSlides):
                 paste_figure(canvas, donors[slide_figs.index(f)], f, x, y, self.seed, mask,
                              fig_mask, others)
                 pts.append((x, y))
+                labels.append(f.label)
         image = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
         suffix = "" if placement == 0 else f"@{placement}"
         suffix += "" if figures else "-nofig"
+        negatives = (np.asarray(decoys, np.float32).reshape(-1, 2) if self.with_hard_negatives
+                     else np.zeros((0, 2), np.float32))
         return Sample(image=image, points=np.asarray(pts, np.float32).reshape(-1, 2), mask=mask,
-                      mpp=self.mpp_value, id=f"{slide}/{k:04d}{suffix}", group=slide)
+                      hard_negatives=negatives, mpp=self.mpp_value,
+                      id=f"{slide}/{k:04d}{suffix}", group=slide, point_labels=tuple(labels))
 
     def is_windows(self, i: int) -> bool:
         """Whether field ``i`` shows its pieces as rectangles (``windows`` layout) or discs."""
