@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors
     from partsup.recipe import load_run
     from partsup.registry import scalar_or_pair
     from partsup.slides.density import Window, best_window, density_map
+    from partsup.slides.tissue import read_roi
     from partsup.training.loop import fit
     from partsup.training.rundir import RunDir
     from partsup.types import IGNORE_INDEX, Blobs, Detection, Protocol, Sample
@@ -105,6 +106,7 @@ _EXPORTS: dict[str, str] = {
     "Window": "partsup.slides.density",
     "best_window": "partsup.slides.density",
     "density_map": "partsup.slides.density",
+    "read_roi": "partsup.slides.tissue",
     # runs (for plugin commands)
     "load_run": "partsup.recipe",
     "fit": "partsup.training.loop",

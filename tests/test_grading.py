@@ -72,7 +72,10 @@ def test_hotspot_larger_than_the_tissue_in_the_roi_counts_the_tissue(tmp_path):
     win = hotspot(s, field_area(0.59), in_roi=True)
     assert win.count == 7 and win.short == "tissue in the ROI"
     assert win.tissue_mm2 == pytest.approx(0.25, rel=0.05)
-    lines = slide_outputs(s, {"field_diameter": 0.59, "roi": "roi.geojson"})
+    roi = tmp_path / "roi.geojson"
+    roi.write_text(json.dumps({"type": "Polygon", "coordinates": [
+        [[1000, 1000], [3000, 1000], [3000, 3000], [1000, 3000], [1000, 1000]]]}))
+    lines = slide_outputs(s, {"field_diameter": 0.59, "roi": roi})
     short = [line for line in lines if "smaller than the hotspot" in line]
     assert len(short) == 1 and "the tissue in the ROI is 0.25 mm²" in short[0], lines
     assert "7 mitoses in 0.25 mm²" in short[0]
@@ -89,3 +92,74 @@ def test_hotspot_inside_a_large_slide_says_nothing_more(tmp_path):
     lines = slide_outputs(s, {"hotspot_area": 2.0})
     assert not any("smaller than the hotspot" in line for line in lines)
     assert any(f"side 5657 px: {win.count} mitoses" in line for line in lines), lines
+
+
+def cluster_slide(tmp_path: Path, cluster: int = 30) -> SlideOutput:
+    """16000x12000 px (4 x 3 mm): 12 scattered detections on the left, ``cluster`` in a
+    cluster at the upper right; the tissue is the left 3/4 of the slide."""
+    rng = np.random.default_rng(2)
+    xy = np.concatenate([rng.uniform(0, 1, (12, 2)) * (5000, 12000),
+                         rng.uniform(0, 1, (cluster, 2)) * 1500 + (9000, 2000)])
+    mask = np.zeros((192, 256), bool)
+    mask[:, :192] = True
+    return slide(tmp_path, 16000, 12000, xy, tissue=mask)
+
+
+@pytest.mark.parametrize("cluster", [30, 6])  # a continuous scale; one colour per count
+def test_heatmap_reads_as_counts_per_field_from_zero(tmp_path, cluster):
+    from matplotlib.collections import QuadMesh
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+    from mpl_toolkits.axes_grid1.anchored_artists import AnchoredSizeBar
+
+    from partsup_mitosis.heatmap import HOTSPOT_COLOUR, heatmap_figure
+    s = cluster_slide(tmp_path, cluster)
+    win = hotspot(s, field_area(0.59))
+    field = field_area(0.59, fields=1)
+    roi = [[np.array([[0, 0], [8000, 0], [8000, 6000], [0, 6000], [0, 0]], float)]]
+    fig = heatmap_figure(s, win, field, "case: 42 mitoses", roi)
+    ax, bar = fig.axes
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    counts = mesh.get_array()
+    top = int(counts.max())
+    assert counts.sum() == 12 + cluster and top >= 4  # counts per cell of one field
+    cell_px = np.sqrt(field) * 1000 / MPP * s.scale
+    assert mesh.get_coordinates()[0, 1, 0] == pytest.approx(cell_px)
+    assert np.ma.getmaskarray(counts)[counts.data == 0].all()  # empty cells: not drawn
+    light = [0.2126 * r + 0.7152 * g + 0.0722 * b
+             for r, g, b, _ in (mesh.cmap(mesh.norm(v)) for v in range(1, top + 1))]
+    assert all(a > b for a, b in zip(light, light[1:]))  # 1 lightest, the top darkest
+    assert mesh.cmap(mesh.norm(0))[3] == 0  # 0 has no colour, as the empty cells
+    low, high = bar.get_ylim()
+    ticks = [t for t in bar.get_yticks() if low <= t <= high]
+    assert ticks[0] == 0 and all(float(t).is_integer() for t in ticks) and max(ticks) <= top
+    assert bar.get_ylim() == pytest.approx((-0.5, top + 0.5) if top < 12 else (0, top))
+    assert "mitoses per field" in bar.get_ylabel() and "0.273 mm²" in bar.get_ylabel()
+    rect = next(p for p in ax.patches if isinstance(p, Rectangle) and not p.get_fill())
+    assert rect.get_xy() == pytest.approx((win.x * s.scale, win.y * s.scale))
+    assert rect.get_edgecolor()[:3] == pytest.approx((1.0, 31 / 255, 31 / 255))
+    assert HOTSPOT_COLOUR == "#ff1f1f" and rect.get_linewidth() >= 2
+    outline = [ln for ln in ax.lines if isinstance(ln, Line2D)]
+    assert len(outline) == 1 and outline[0].get_xdata().max() == pytest.approx(8000 * s.scale)
+    bars = [a for a in ax.artists if isinstance(a, AnchoredSizeBar)]
+    assert len(bars) == 1 and bars[0].txt_label.get_text() == "0.5 mm"  # 4 mm wide slide
+    import matplotlib.pyplot as plt
+    plt.close(fig)
+
+
+def test_heatmap_png_shows_the_tissue_in_empty_cells_and_a_red_hotspot(tmp_path):
+    from PIL import Image
+    s = cluster_slide(tmp_path)
+    slide_outputs(s, {"field_diameter": 0.59, "mitotic_cutoffs": (9, 19)})
+    png = np.asarray(Image.open(tmp_path / "out" / "case.heatmap.png").convert("RGB")).astype(int)
+    pink = np.all(np.abs(png - (232, 196, 218)) <= 2, axis=-1)
+    assert pink.mean() > 0.15  # the tissue of empty cells shows as it is, no wash over it
+    red = (png[..., 0] > 220) & (png[..., 1] < 70) & (png[..., 2] < 70)
+    assert red.sum() > 400  # the hotspot's outline (and its legend line)
+
+
+@pytest.mark.parametrize("width_mm, bar", [(4.0, 0.5), (20.0, 2.0), (2.0, 0.2), (0.9, 0.1),
+                                           (60.0, 10.0)])
+def test_scale_bar_is_a_round_fifth_of_the_width(width_mm, bar):
+    from partsup_mitosis.heatmap import scale_bar_mm
+    assert scale_bar_mm(width_mm) == pytest.approx(bar)

@@ -15,13 +15,14 @@ Two "per 10 HPFs" figures are reported for a set of images, because "HPF" means 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from partsup.plugin import ImageCount, Option, SetCount, area_mm2, check_range, pool_counts
 
 __all__ = ["HPF_AREA_MM2", "HPF_AREA_RANGE", "ImageCount", "HpfCount", "area_mm2", "summarize",
-           "predict_options", "summary_lines", "hpf_area", "check_hpf_area"]
+           "predict_options", "summary_lines", "hpf_area", "hpf_mm2", "check_hpf_area"]
 
 #: area of one standard high-power field, mm^2 (10 HPFs = 2.37 mm^2)
 HPF_AREA_MM2 = 0.237
@@ -52,6 +53,16 @@ def summarize(counts: Sequence[ImageCount], hpf_area_mm2: float = HPF_AREA_MM2) 
         raise ValueError(f"hpf_area_mm2 must be positive, got {hpf_area_mm2!r}")
     s = pool_counts(counts)
     return HpfCount(s.n_images, s.total, s.area_mm2, hpf_area_mm2=hpf_area_mm2)
+
+
+def hpf_mm2(options: Mapping[str, Any]) -> float:
+    """The area of one high-power field for ``partsup predict``'s ``options``, mm^2: a circle
+    of ``--field-diameter D`` mm (``pi * (D / 2) ** 2``) when given, else ``--hpf-area``
+    (default :data:`HPF_AREA_MM2`)."""
+    diameter = options.get("field_diameter")
+    if diameter:
+        return math.pi * (float(diameter) / 2.0) ** 2
+    return float(options.get("hpf_area") or HPF_AREA_MM2)
 
 
 def check_hpf_area(value: float) -> None:

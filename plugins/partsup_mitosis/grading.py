@@ -23,7 +23,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from partsup.plugin import (GeoJsonWriter, Option, PartsupError, best_window,
-                            check_not_foreign, check_range, density_map)
+                            check_not_foreign, check_range, read_roi)
+from partsup_mitosis.counts import hpf_mm2
+from partsup_mitosis.heatmap import write_heatmap
 
 #: default hotspot area, mm^2
 HOTSPOT_AREA_MM2 = 2.0
@@ -140,7 +142,9 @@ def hotspot(slide: Any, area_mm2: float, in_roi: bool = False) -> Hotspot:
     hotspot says so (``short``) and its count is over what exists."""
     side = math.sqrt(area_mm2) * 1000.0 / slide.mpp
     win = best_window(slide.xy[:, :2], slide.width, slide.height, side)
-    x1, y1 = min(win.x + side, float(slide.width)), min(win.y + side, float(slide.height))
+    width = side if win.x + side <= slide.width else slide.width - win.x
+    height = side if win.y + side <= slide.height else slide.height - win.y
+    x1, y1 = win.x + width, win.y + height
     px2 = (slide.mpp / 1000.0) ** 2
     slide_mm2 = slide.width * slide.height * px2
     all_tissue = tissue_mm2(slide)
@@ -149,37 +153,9 @@ def hotspot(slide: Any, area_mm2: float, in_roi: bool = False) -> Hotspot:
         short, short_mm2 = "slide", slide_mm2
     elif all_tissue < area_mm2:
         short, short_mm2 = ("tissue in the ROI" if in_roi else "tissue"), all_tissue
-    return Hotspot(win.x, win.y, x1 - win.x, y1 - win.y, win.count, area_mm2,
+    return Hotspot(win.x, win.y, width, height, win.count, area_mm2,
                    tissue_mm2(slide, (win.x, win.y, x1, y1)), float(slide.mpp), short,
                    short_mm2)
-
-
-def write_heatmap(path: Path, slide: Any, win: Hotspot) -> Path:
-    """Detections per mm^2 (cells of 1/8 of the hotspot side) over the thumbnail, the
-    hotspot outlined in white and a colour bar."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    cell = math.sqrt(win.area_mm2) * 1000.0 / slide.mpp / 8
-    grid = density_map(slide.xy[:, :2], slide.width, slide.height, cell)
-    per_mm2 = grid / (cell * slide.mpp / 1000.0) ** 2
-    h, w = slide.thumbnail.shape[:2]
-    fig, ax = plt.subplots(figsize=(6, 6 * h / max(w, 1) + 0.4), dpi=120)
-    ax.imshow(slide.thumbnail)
-    s = slide.scale
-    im = ax.imshow(np.ma.masked_equal(per_mm2, 0), cmap="inferno", alpha=0.6,
-                   extent=(0, grid.shape[1] * cell * s, grid.shape[0] * cell * s, 0))
-    ax.add_patch(plt.Rectangle((win.x * s, win.y * s), win.width * s, win.height * s, fill=False,
-                               edgecolor="white", linewidth=2))
-    ax.set_xlim(0, w)
-    ax.set_ylim(h, 0)
-    ax.set_axis_off()
-    ax.set_title(f"{slide.id}: {len(slide.xy)} mitoses; hotspot {win.count}", fontsize=9)
-    fig.colorbar(im, ax=ax, fraction=0.04, label="mitoses per mm²")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
 
 
 def write_hotspot_geojson(path: Path, slide: Any, win: Hotspot) -> Path:
@@ -204,6 +180,28 @@ def write_hotspot_geojson(path: Path, slide: Any, win: Hotspot) -> Path:
     return path
 
 
+def roi_polygons(roi: Any) -> list[list[np.ndarray]] | None:
+    """``predict``'s ``roi`` option as polygons: a GeoJSON file read, polygons as they are."""
+    if roi is None:
+        return None
+    return read_roi(Path(roi)) if isinstance(roi, (str, Path)) else list(roi)
+
+
+def heatmap_title(slide: Any, win: Hotspot, options: Mapping[str, Any]) -> str:
+    """The heatmap's title: the slide's count and score, the hotspot's count and area, and
+    when the slide or tissue is smaller than the hotspot, the area counted."""
+    diameter = options.get("field_diameter")
+    cuts = options.get("mitotic_cutoffs")
+    score = f"; mitotic score {mitotic_score(win.count, cuts)}" if cuts is not None else ""
+    what = f"10 HPFs of {diameter} mm = " if diameter else ""
+    title = (f"{slide.id}: {len(slide.xy)} mitoses{score}\n"
+             f"hotspot ({what}{win.area_mm2:.2f} mm²): {win.count} mitoses")
+    if win.short:
+        title += (f"\ncounted over {counted_mm2(win):.2f} mm²: the {win.short} is smaller "
+                  f"than the hotspot")
+    return title
+
+
 def counted_mm2(win: Hotspot) -> float:
     """The area ``win``'s count is over, mm^2: its area, or, when the slide or tissue is
     smaller (``win.short``), the tissue in its box."""
@@ -221,7 +219,8 @@ def slide_outputs(slide: Any, options: Mapping[str, Any]) -> list[str]:
     check_not_foreign(slide.out, [slide.out / f"{slide.id}.heatmap.png",
                                   slide.out / f"{slide.id}.hotspot.geojson"])
     slide.outputs.append(slide.out / f"{slide.id}.heatmap.png")
-    write_heatmap(slide.outputs[-1], slide, win)
+    write_heatmap(slide.outputs[-1], slide, win, hpf_mm2(options),
+                  heatmap_title(slide, win, options), roi_polygons(options.get("roi")))
     slide.outputs.append(slide.out / f"{slide.id}.hotspot.geojson")
     write_hotspot_geojson(slide.outputs[-1], slide, win)
     what = f"10 HPFs of {diameter} mm" if diameter else f"{area:.2f} mm²"
