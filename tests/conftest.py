@@ -36,3 +36,44 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data folder {SHARED_DATA} is absent (it sits beside the repository)")
     return SHARED_DATA
+
+
+# -- shared worlds (helpers.py holds the functions these fixtures call) ------------------------
+
+@pytest.fixture
+def tiny_regs():
+    """Registries with tests/tiny_plugin.py loaded (its 'tiny' dataset and backbone)."""
+    from partsup.manager import load
+    return load(["tiny_plugin"], disabled=())
+
+
+@pytest.fixture
+def plugin(tmp_path, monkeypatch):
+    """The dark-disk backbone plugin (helpers.DARK_PLUGIN) written as an importable module; its
+    name."""
+    from helpers import DARK_PLUGIN
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "partsup_dark_test.py").write_text(DARK_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    return "partsup_dark_test"
+
+
+@pytest.fixture
+def checkpoint(tmp_path, plugin):
+    """The dark-disk model's checkpoint (tmp_path / "dark.pt"): dark disks on pink are found."""
+    from helpers import write_dark_checkpoint
+    return write_dark_checkpoint(tmp_path / "dark.pt", plugin)
+
+
+@pytest.fixture
+def toy(tmp_path):
+    """The toy evaluation world: (registries, an existing data root, a checkpoint with
+    calibrated detect values)."""
+    from helpers import make_checkpoint, toy_registries
+    regs = toy_registries()
+    root = tmp_path / "data"
+    root.mkdir()
+    ckpt = make_checkpoint(tmp_path / "run" / "model.pt", regs, root,
+                           detect={"w": 0.0, "s1": 0.5, "a1": 10.0, "sigma": 1.0,
+                                   "area_unit": "px"})
+    return regs, root, ckpt

@@ -17,6 +17,8 @@ import pytest
 
 from partsup import hookimpl
 
+from helpers import tiny_recipe
+
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "partsup"
 #: domain words the core must not use (case-insensitive substrings)
@@ -124,24 +126,13 @@ def core_alone(monkeypatch: pytest.MonkeyPatch) -> Any:
 
 #: the tiny plugin's recipe with explicit components where the recipe defaults name plugin ones
 #: (labels.weak and loss.weak default to 'concentric', eval.protocol to a challenge protocol)
-CORE_RECIPE = {
+CORE_RECIPE = tiny_recipe({
     "name": "core-alone",
-    "plugins": ["tiny_plugin"],
-    "seed": 1,
-    "device": "cpu",
-    "data": {"strong": {"name": "tiny", "split": "train", "n": 3, "masks": True},
-             "weak": {"name": "tiny", "split": "train", "n": 3, "masks": False, "seed": 5},
-             "val": {"name": "tiny", "split": "val", "n": 1},
-             "patch": {"size": 32, "positive_fraction": 0.5, "strong_fraction": 0.5}},
-    "labels": {"weak": {"name": "test_disk", "radius": 4}},
+    "labels.weak": {"name": "test_disk", "radius": 4},
     "loss": {"weak": {"name": "pixel_ce"}, "strong": {"name": "pixel_ce"}},
-    "model": {"backbone": {"name": "tiny"}},
-    "train": {"schedule": "end2end", "optimizer": {"name": "adamw", "lr": 0.01, "warmup": 1},
-              "iterations": 4, "batch_size": 2, "val_every": 2, "checkpoint_every": 2,
-              "keep_last": 1, "log_every": 1},
-    "detect": {"tile": 64, "overlap": 8, "filters": []},
-    "eval": {"protocol": "pixels"},
-}
+    "train.iterations": 4, "train.val_every": 2, "train.keep_last": 1,
+    "detect.filters": [],
+})
 
 
 def test_the_core_alone_trains_and_detects(tmp_path, monkeypatch):

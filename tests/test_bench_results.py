@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from test_results_docs import documented_commands
+from helpers import documented_commands
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--seeds", "1,2", "--iterations", "2", "--images", "12",

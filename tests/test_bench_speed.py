@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from test_performance_docs import documented_line
+from helpers import documented_line
 
 REPO = Path(__file__).resolve().parents[1]
 

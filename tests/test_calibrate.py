@@ -12,7 +12,8 @@ from partsup.inference.blobs import detect_from_maps
 from partsup.inference.detector import DetectParams
 from partsup.errors import RecipeError
 from partsup.evaluation.matching import Counts, match
-from test_evaluate import make_checkpoint, run_cli, toy_registries  # noqa: E402  (tests/ on path)
+
+from helpers import make_checkpoint, run_cli, toy_registries
 
 
 def maps_with(shape, weak_blobs, strong_blobs):

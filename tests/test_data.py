@@ -225,7 +225,7 @@ def test_collate_pads_mixed_sizes():
 
 
 def test_build_training_data_from_recipe(registries, tmp_path):
-    from fixtures_formats import disk_pixels, write_amida13, write_icpr2012
+    from helpers import disk_pixels, write_amida13, write_icpr2012
     write_amida13(tmp_path / "amida", {"01/01": [(40.0, 30.0)], "02/01": [(10.0, 10.0)]},
                   shape=(96, 128))
     write_icpr2012(tmp_path / "icpr", {"A00_00": [disk_pixels(60, 50, 5)]}, shape=(96, 128))

@@ -21,28 +21,22 @@ from partsup.recipe import load_run
 from partsup.training.loop import fit
 from partsup.training.rundir import RunDir
 
+from helpers import tiny_recipe
+
 TESTS = Path(__file__).resolve().parent
 
-RECIPE = {
+RECIPE = tiny_recipe({
     "name": "tiny-ddp",
-    "plugins": ["tiny_plugin"],
     "seed": 4,
-    "device": "cpu",
-    "data": {"strong": {"name": "tiny", "split": "train", "n": 3, "masks": True},
-             "weak": {"name": "tiny", "split": "train", "n": 3, "masks": False, "seed": 5},
-             "val": {"name": "tiny", "split": "val", "n": 2},
-             "patch": {"size": 32, "positive_fraction": 0.5, "strong_fraction": 0.5}},
-    "labels": {"weak": {"name": "disk", "radius": 4}},
+    "data.val.n": 2,
     "loss": {"weak": {"name": "concentric", "reduction": "sum"},
              "strong": {"name": "pixel_ce", "reduction": "sum"}},
-    "model": {"backbone": {"name": "tiny", "dropout": 0.0}},
+    "model.backbone.dropout": 0.0,
     "train": {"schedule": "end2end", "optimizer": {"name": "sgd_paper", "lr": 1.0e-4,
                                                    "momentum": 0.9},
               "iterations": 3, "batch_size": 2, "val_every": 3, "checkpoint_every": 3,
               "log_every": 1},
-    "detect": {"tile": 64, "overlap": 8},
-    "eval": {"protocol": "pixels"},
-}
+})
 
 
 def test_torchrun_two_gloo_processes_match_one_process(tmp_path: Path) -> None:

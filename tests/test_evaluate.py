@@ -1,8 +1,9 @@
 """``partsup evaluate``: with a checkpoint, with --detections, missing roots, staged outputs.
 
-A test plugin provides a toy dataset (purple "mitoses" and dark-blue "mimics" on a light
-background, hard negatives on the mimics) and a per-pixel backbone whose weights the tests set:
-the weak branch fires on anything dark (mitoses and mimics), the strong branch on purple only.
+A test plugin (tests/helpers.py) provides a toy dataset (purple "mitoses" and dark-blue
+"mimics" on a light background, hard negatives on the mimics) and a per-pixel backbone whose
+weights the tests set: the weak branch fires on anything dark (mitoses and mimics), the strong
+branch on purple only.
 """
 from __future__ import annotations
 
@@ -11,133 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
-from partsup import Registries, hookimpl, make_plugin_manager
-from partsup.cli.main import Context, build_parser
 from partsup.errors import DataError, PartsupError
-from partsup.model.partial import Branch, build_model
-from partsup.types import Sample
 
-MITOSIS = (90, 10, 40)
-MIMIC = (10, 10, 40)
-BACKGROUND = (235, 235, 235)
-
-
-def paint(shape, mitoses, mimics, radius=5):
-    img = np.empty((*shape, 3), np.uint8)
-    img[:] = BACKGROUND
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    for pts, color in ((mitoses, MITOSIS), (mimics, MIMIC)):
-        for x, y in pts:
-            img[(xx - x) ** 2 + (yy - y) ** 2 <= radius ** 2] = color
-    return img
-
-
-#: per split: images as (id, mitoses, mimics); one image has a mitosis missing from the truth
-TOY = {
-    "val": [("case1/a", [(20, 20), (70, 40)], [(40, 70)]),
-            ("case1/b", [(30, 60)], [(80, 20), (15, 15)]),
-            ("case2/c", [], [(50, 50)])],
-    "test": [("case3/d", [(25, 30), (75, 60)], [(50, 20)]),
-             ("case3/e", [(60, 25)], [(20, 70)]),
-             ("case4/f", [], [])],
-}
-
-
-class ToyReader(list):
-    """A toy dataset reader (96 x 112 images at 0.25 um/px)."""
-
-    LAYOUT = "ROOT/ (any existing folder; images are generated)"
-    SOURCE = "https://example.org/toy"
-
-    def __init__(self, root, split="train", strict=True):
-        if not Path(root).is_dir():
-            raise DataError(f"toy: dataset root {root} not found. Expected layout:\n{self.LAYOUT}")
-        self.root = Path(root)
-        super().__init__(Sample(image=paint((96, 112), m, f), points=np.array(m, np.float32),
-                                hard_negatives=np.array(f, np.float32), mpp=0.25, id=i,
-                                group=i.split("/")[0])
-                         for i, m, f in TOY.get(split, []))
-
-
-class PixelBranch(Branch):
-    """features = a 1x1 conv of the RGB input (C = 1); head = identity."""
-
-    def __init__(self, num_classes: int = 2):
-        super().__init__()
-        self.feature_channels = 1
-        self.normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "scale": 1,
-                              "bgr": False}
-        self.feat = nn.Conv2d(3, 1, 1)
-        self.semantic = nn.Conv2d(1, 2, 1)
-
-    def features(self, x):
-        return self.feat(x)
-
-    def head(self, logits, size):
-        return logits
-
-
-class ToyPlugin:
-    @hookimpl
-    def partsup_register_datasets(self, register):
-        register("toy", ToyReader)
-
-    @hookimpl
-    def partsup_register_backbones(self, register):
-        register("pixel", PixelBranch)
-
-
-def toy_registries() -> Registries:
-    return Registries.from_pm(make_plugin_manager(objects=[ToyPlugin()]))
-
-
-def _set(branch: PixelBranch, rgb_weights, bias, gain):
-    """feature = rgb . weights + bias; p(mitosis) = sigmoid(gain * feature)."""
-    with torch.no_grad():
-        branch.feat.weight.copy_(torch.tensor(rgb_weights, dtype=torch.float32).view(1, 3, 1, 1))
-        branch.feat.bias.fill_(bias)
-        branch.semantic.weight.copy_(torch.tensor([0.0, gain]).view(2, 1, 1, 1))
-        branch.semantic.bias.zero_()
-
-
-def make_checkpoint(path: Path, regs: Registries, data_root: Path, detect=None) -> Path:
-    """A checkpoint of the toy two-branch model (independent mode) with a resolved recipe."""
-    from partsup.checkpoint.files import save_checkpoint
-    from partsup.recipe import load_recipe
-    recipe = load_recipe(data={
-        "name": "toy", "model": {"backbone": {"name": "pixel"}, "mode": "independent"},
-        "labels": {"weak": "concentric"},
-        "loss": {"weak": {"name": "concentric", "reduction": "mean"}},
-        "data": {"val": {"name": "toy", "root": str(data_root), "split": "val"}},
-        "detect": {"sigma": 1.0, "s1": 0.5, "a1": 0, "w": 0.5},
-        "calibrate": {"w": [0.0, 0.5, 1.0], "s1": [0.3, 0.6, 0.7], "a1": [0, 30, 200]},
-    }, registries=regs)
-    model = build_model(recipe["model"], regs)
-    _set(model.weak, [-1 / 3, -1 / 3, -1 / 3], 0.5, 12.0)   # dark: mitoses and mimics
-    _set(model.strong, [1.0, -2.0, 0.0], -0.12, 30.0)       # purple (R high, G low) only
-    save_checkpoint(path, {"recipe": recipe, "model": model.state_dict(),
-                           "normalization": model.normalization, "detect": detect})
-    return path
-
-
-def run_cli(regs: Registries, argv: list[str], capsys=None) -> int:
-    args = build_parser(regs).parse_args(argv)
-    from rich.console import Console
-    return args._command.run(args, Context(registries=regs, console=Console(width=150)))
-
-
-@pytest.fixture
-def toy(tmp_path):
-    regs = toy_registries()
-    root = tmp_path / "data"
-    root.mkdir()
-    ckpt = make_checkpoint(tmp_path / "run" / "model.pt", regs, root,
-                           detect={"w": 0.0, "s1": 0.5, "a1": 10.0, "sigma": 1.0,
-                                   "area_unit": "px"})
-    return regs, root, ckpt
+from helpers import ToyReader, make_checkpoint, run_cli, toy_registries
 
 
 def test_evaluate_with_checkpoint(toy, tmp_path, capsys):

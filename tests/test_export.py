@@ -1,7 +1,7 @@
 """``partsup export`` (onnx, torchscript, safetensors) and ``partsup predict --runtime onnx``:
 the exported model gives PyTorch's maps, and the onnx runtime PyTorch's detections.
 
-Models are built in the tests (tests/tiny_plugin.py, and test_predict's hand-set "dark" model):
+Models are built in the tests (tests/tiny_plugin.py, and the hand-set "dark" model of helpers.py):
 nothing is downloaded. Tests that need onnx/onnxruntime skip without them.
 """
 from __future__ import annotations
@@ -16,27 +16,12 @@ import torch
 from partsup.cli.main import main
 from partsup.errors import CheckpointError
 from partsup.manager import load
-from test_predict import checkpoint, he_like, plugin, save  # noqa: F401  (fixtures)
+
+from helpers import he_like, save, tiny_checkpoint
 
 SKIP_ONNX = "onnx/onnxruntime not installed: pip install 'partsup[onnx]'"
 #: largest |exported - PyTorch| probability accepted (docs/python-api.md states the measured one)
 TOL = 1e-5
-
-
-def tiny_checkpoint(path, mode="transfer", tile=128):
-    """A randomly initialised tiny two-branch model (tests/tiny_plugin.py) saved as a checkpoint."""
-    from partsup.model.partial import build_model
-    from partsup.checkpoint.files import save_checkpoint
-    section = {"backbone": {"name": "tiny", "width": 8}, "mode": mode}
-    model = build_model(section, load(["tiny_plugin"], disabled=()))
-    recipe = {"name": "tiny", "plugins": ["tiny_plugin"], "model": section,
-              "detect": {"w": 0.5, "sigma": 1.0, "a1": 4, "s1": 0.5, "tile": tile,
-                         "overlap": 32, "batch_tiles": 2}}
-    save_checkpoint(path, {"recipe": recipe, "model": model.state_dict(),
-                           "normalization": model.normalization,
-                           "detect": {"w": 0.4, "s1": 0.55, "a1": 6, "sigma": 1.0,
-                                      "area_unit": "px"}})
-    return path
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])

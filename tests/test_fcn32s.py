@@ -12,7 +12,7 @@ from partsup.model.partial import NORMALIZATIONS, build_model
 from partsup_fcn32s import FCN32s, make_fcn32s
 from partsup_fcn32s.network import CONV_NAMES
 from partsup_fcn32s.weights import TORCHVISION_CONV_INDEX
-from tolerance import assert_linear_close
+from helpers import assert_linear_close
 
 FC = 16  # small fc6/fc7 width for speed; the default (4096) is checked on the meta device
 BLOCK_ENDS = {"conv1_2", "conv2_2", "conv3_3", "conv4_3", "conv5_3"}

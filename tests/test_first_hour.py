@@ -29,8 +29,8 @@ def test_scientific_notation_is_a_number_in_recipes_and_overrides(tmp_path):
     """YAML 1.1 reads ``1e-3`` as a string; docs/recipes.md shows ``lr: 1e-3``."""
     import yaml
 
+    from helpers import TINY
     from partsup.recipe import load_recipe, parse_override
-    from test_train import TINY
     from partsup.manager import load
     regs = load(["tiny_plugin"], disabled=())
     path = tmp_path / "r.yaml"
@@ -51,7 +51,7 @@ def test_checkpoint_run_folder_means_its_best_pt(tmp_path):
     import pytest
 
     from partsup.errors import CheckpointError
-    from test_evaluate import make_checkpoint, run_cli, toy_registries
+    from helpers import make_checkpoint, run_cli, toy_registries
     regs = toy_registries()
     root = tmp_path / "data"
     root.mkdir()
@@ -78,10 +78,10 @@ def test_resume_hint_keeps_the_set_overrides(tmp_path, monkeypatch, capsys):
     import yaml
 
     import partsup.training.loop as train
+    from helpers import tiny_recipe
     from partsup.cli.main import main
-    from test_train import TINY
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "val_every": 0}}))
+    recipe.write_text(yaml.safe_dump(tiny_recipe({"train.val_every": 0})))
     out = tmp_path / "run"
     monkeypatch.setattr(train.StopRequest, "requested", property(lambda self: True))
     assert main(["train", str(recipe), "--set", "train.iterations=5", "--set",
@@ -142,12 +142,11 @@ def test_plugins_are_recorded_in_the_run_and_reloaded_by_predict(tmp_path, monke
     from PIL import Image
 
     from partsup.checkpoint.files import load_checkpoint
+    from helpers import DROP, tiny_recipe
     from partsup.cli.main import main
-    from test_train import TINY
     recipe = tmp_path / "r.yaml"
-    no_plugins = {k: v for k, v in TINY.items() if k != "plugins"}
-    recipe.write_text(yaml.safe_dump({**no_plugins, "train": {**TINY["train"], "iterations": 2,
-                                                              "val_every": 0}}))
+    recipe.write_text(yaml.safe_dump(tiny_recipe({"plugins": DROP, "train.iterations": 2,
+                                                  "train.val_every": 0})))
     run = tmp_path / "run"
     assert main(["train", str(recipe), "--out", str(run), "--plugin", "tiny_plugin"]) == 0
     assert load_checkpoint(run / "best.pt")["recipe"]["plugins"] == ["tiny_plugin"]

@@ -1,6 +1,6 @@
 """The layout keeps its promises: commands stay thin and apart, bench scripts use the library,
-modules of the core and of the bundled plugins stay small, and the training loop reads in one
-short file."""
+modules of the core and of the bundled plugins stay small, the training loop reads in one
+short file, and test modules share through tests/helpers.py and conftest.py only."""
 from __future__ import annotations
 
 import ast
@@ -102,3 +102,22 @@ def test_plugin_modules_are_small():
     assert not big, f"split these (over {MAX_CORE_LINES} lines):\n" + "\n".join(big)
     done = [p for p in KNOWN_BIG_PLUGIN_MODULES if sizes.get(p, 0) <= MAX_CORE_LINES]
     assert not done, f"gone or small now, remove from KNOWN_BIG_PLUGIN_MODULES: {done}"
+
+
+def test_no_test_module_imports_another():
+    """Test modules share through tests/helpers.py (functions, constants) and tests/conftest.py
+    (fixtures, used by name), never by importing one another or conftest."""
+    tests = REPO / "tests"
+    own = {p.stem for p in tests.glob("test_*.py")} | {"conftest"}
+    bad = [f"{path.relative_to(REPO)} imports {name}"
+           for path in sorted(tests.glob("test_*.py"))
+           for name in sorted({m.split(".")[0] for m in imported_modules(path, package="")}
+                              & own)]
+    assert not bad, ("move what is shared into tests/helpers.py or a conftest.py fixture:\n"
+                     + "\n".join(bad))
+
+
+def test_checker_sees_a_test_module_imported_in_a_function(tmp_path):
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("def test_x():\n    from test_predict import he_like\n")
+    assert "test_predict" in {m.split(".")[0] for m in imported_modules(probe, package="")}

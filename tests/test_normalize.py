@@ -16,7 +16,8 @@ from PIL import Image
 from partsup.data.normalize import NormalizedReader, normalize_image, resolve_normalize
 from partsup.errors import DataError, PartsupError, RecipeError
 from partsup.manager import load
-from test_predict import checkpoint, plugin  # noqa: F401  (fixtures; tests/ on sys.path)
+
+from helpers import he_like, make_slide, run_predict, tiny_recipe
 
 TESTS = Path(__file__).resolve().parent
 
@@ -133,22 +134,15 @@ def test_normalized_reader_keeps_the_samples_but_their_colours(tmp_path):
 # -- training records the target, prediction applies it -------------------------------------
 
 def _tiny_recipe(tmp_path: Path, reference: Path, iterations: int) -> Path:
-    recipe = {
-        "name": "tiny-normalize", "plugins": ["tiny_plugin"], "seed": 1, "device": "cpu",
-        "data": {"strong": {"name": "tiny", "split": "train", "n": 2, "masks": True},
-                 "weak": {"name": "tiny", "split": "train", "n": 2, "masks": False, "seed": 5},
-                 "val": {"name": "tiny", "split": "val", "n": 1},
-                 "patch": {"size": 32},
-                 "normalize": {"name": "reinhard", "reference": str(reference)}},
-        "labels": {"weak": {"name": "disk", "radius": 4}},
-        "loss": {"weak": {"name": "concentric", "reduction": "mean"}},
-        "model": {"backbone": {"name": "tiny", "dropout": 0.0}},
+    recipe = tiny_recipe({
+        "name": "tiny-normalize",
+        "data.strong.n": 2, "data.weak.n": 2, "data.patch": {"size": 32},
+        "data.normalize": {"name": "reinhard", "reference": str(reference)},
+        "model.backbone.dropout": 0.0,
         "train": {"schedule": "end2end", "iterations": iterations, "batch_size": 2,
                   "val_every": 2, "checkpoint_every": 2, "log_every": 1,
                   "optimizer": {"name": "adamw", "lr": 0.01}},
-        "detect": {"tile": 64, "overlap": 8},
-        "eval": {"protocol": "pixels"},
-    }
+    })
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -185,7 +179,6 @@ def test_training_normalises_its_data_records_the_target_and_resumes(tmp_path, m
 @pytest.fixture
 def normalised_checkpoint(tmp_path, plugin, checkpoint):
     """The dark-disk test model of test_predict with a Reinhard target in its recipe."""
-    from test_predict import he_like
     ckpt = torch.load(checkpoint, weights_only=True)
     norm = registries().normalizers.build("reinhard",
                                           reference=str(save(tmp_path / "r.png",
@@ -199,31 +192,31 @@ def normalised_checkpoint(tmp_path, plugin, checkpoint):
 def test_predict_applies_the_checkpoints_normalizer_and_the_options(tmp_path, plugin,
                                                                     normalised_checkpoint,
                                                                     capsys):
-    from test_predict import he_like, run
     path, norm = normalised_checkpoint
     image = recoloured(he_like(300, 400, centres=[(100.0, 100.0), (300.0, 200.0)]))
     save(tmp_path / "in.png", image)
     save(tmp_path / "pre.png", normalize_image(norm, image))
     common = ["--checkpoint", path, "--mpp", "0.25", "--device", "cpu", "--format", "csv",
               "--no-overlay"]
-    assert run([tmp_path / "in.png", *common, "--out", tmp_path / "a"], plugin) == 0
+    assert run_predict([tmp_path / "in.png", *common, "--out", tmp_path / "a"], plugin) == 0
     assert "colours normalised by reinhard" in capsys.readouterr().err
-    assert run([tmp_path / "pre.png", *common, "--normalize", "none", "--out", tmp_path / "b"],
-               plugin) == 0
+    assert run_predict([tmp_path / "pre.png", *common, "--normalize", "none", "--out",
+                        tmp_path / "b"], plugin) == 0
     assert "normalised" not in capsys.readouterr().err
     a = (tmp_path / "a" / "in.csv").read_text()
     assert a == (tmp_path / "b" / "pre.csv").read_text() and len(a.splitlines()) == 3
     # another reference on the command line
     ref = save(tmp_path / "ref2.png", tissue(3))
-    assert run([tmp_path / "in.png", *common, "--normalize", "macenko", "--normalize-reference",
-                ref, "--out", tmp_path / "c"], plugin) == 0
+    assert run_predict([tmp_path / "in.png", *common, "--normalize", "macenko",
+                        "--normalize-reference", ref, "--out", tmp_path / "c"], plugin) == 0
     assert "colours normalised by macenko" in capsys.readouterr().err
     for bad, message in [(["--normalize-reference", ref], "needs --normalize NAME"),
                          (["--normalize", "nope"], "unknown colour normalizer 'nope'"),
                          (["--normalize", "reinhard", "--normalize-reference",
                            tmp_path / "missing.png"], "no such file"),
                          (["--normalize", "none", "--normalize-reference", ref], "takes no")]:
-        assert run([tmp_path / "in.png", *common, *bad, "--out", tmp_path / "d"], plugin) == 2
+        assert run_predict([tmp_path / "in.png", *common, *bad, "--out", tmp_path / "d"],
+                           plugin) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err, err
 
@@ -232,7 +225,6 @@ def test_a_slide_is_normalised_by_one_estimate_from_its_tissue(tmp_path):
     from partsup.prediction.slide import detect_slide
     from partsup.slides.reader import SlideReader
     from partsup.slides.tissue import tissue_mask
-    from test_slides import make_slide
     path = make_slide(tmp_path / "s.tif")
     norm = registries().normalizers.build("reinhard", mean=[0.0, 0.0, 0.0],
                                           std=[0.1, 0.1, 0.1])
@@ -257,7 +249,6 @@ def test_onnx_export_carries_the_normalisation(tmp_path, plugin, normalised_chec
     pytest.importorskip("onnx", reason="onnx not installed (pip install 'partsup[onnx]')")
     pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
     from partsup.cli.main import main
-    from test_predict import he_like
     path, norm = normalised_checkpoint
     onnx_file = tmp_path / "n.onnx"
     assert main(["--plugin", plugin, "export", str(path), "--out", str(onnx_file)]) == 0

@@ -12,7 +12,7 @@ from partsup.checkpoint.files import load_checkpoint
 from partsup.errors import DataError
 from partsup.output.outdir import MARKER
 
-from test_evaluate import make_checkpoint, run_cli, toy, toy_registries  # noqa: F401
+from helpers import make_checkpoint, run_cli, toy_registries
 
 
 def _evaluate(regs, root, ckpt, out, *extra) -> int:

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+from helpers import documented_line
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def documented_line(script: str, page: str = "performance.md") -> list[str]:
-    """The first ``python bench/<script> ...`` command of ``docs/<page>``, as argv (a leading
-    ``$`` prompt and a trailing ``# comment`` removed)."""
-    text = (REPO / "docs" / page).read_text()
-    for line in text.splitlines():
-        line = line.strip().removeprefix("$").strip()
-        if line.startswith(f"python bench/{script}"):
-            return shlex.split(line.split("#", 1)[0])
-    raise AssertionError(f"docs/{page} shows no 'python bench/{script}' command")
 
 
 def test_documented_slide_memory_bench_runs_tiny(tmp_path):

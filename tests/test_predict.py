@@ -17,64 +17,7 @@ from partsup.errors import DataError
 from partsup.types import Detection
 from partsup.output.writers import read_detections
 
-# A backbone plugin whose "features" are darkness (1 - mean RGB in [0, 1]) and whose semantic
-# layer is set so that p(mitosis) = sigmoid(20 * darkness - 12): dark disks light up.
-PLUGIN = textwrap.dedent('''
-    import torch
-    from torch import nn
-    from partsup.model.partial import Branch
-    from partsup import hookimpl
-
-    class Dark(Branch):
-        feature_channels = 1
-
-        def __init__(self):
-            super().__init__()
-            self.normalization = {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
-                                  "scale": 1, "bgr": False}
-            self.semantic = nn.Conv2d(1, 2, 1)
-
-        def features(self, x):
-            return 1.0 - x.mean(dim=1, keepdim=True)
-
-        def head(self, logits, size):
-            return logits[..., : size[0], : size[1]]
-
-    @hookimpl
-    def partsup_register_backbones(register):
-        register("dark_test", Dark)
-''')
-
-CENTRES = [(150.0, 120.0), (900.0, 400.0), (1720.0, 1310.0)]  # x, y
-
-
-@pytest.fixture
-def plugin(tmp_path, monkeypatch):
-    (tmp_path / "pkg").mkdir()
-    (tmp_path / "pkg" / "partsup_dark_test.py").write_text(PLUGIN)
-    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
-    return "partsup_dark_test"
-
-
-@pytest.fixture
-def checkpoint(tmp_path, plugin):
-    from partsup.checkpoint.files import save_checkpoint
-    from partsup.model.partial import build_model
-    from partsup.manager import load
-    section = {"backbone": {"name": "dark_test"}, "mode": "weak_only"}
-    model = build_model(section, load([plugin], disabled=()))
-    with torch.no_grad():
-        model.weak.semantic.weight.copy_(torch.tensor([[[[0.0]]], [[[20.0]]]]))
-        model.weak.semantic.bias.copy_(torch.tensor([0.0, -12.0]))
-    recipe = {"name": "dark", "model": section,
-              "detect": {"w": 1.0, "sigma": 1.0, "a1": 100, "s1": 0.5, "area_unit": "px",
-                         "filters": [], "tile": 512, "overlap": 64, "batch_tiles": 2}}
-    path = tmp_path / "dark.pt"
-    save_checkpoint(path, {"recipe": recipe, "model": model.state_dict(),
-                           "normalization": model.normalization,
-                           "detect": {"w": 1.0, "s1": 0.6, "a1": 150, "sigma": 1.0,
-                                      "area_unit": "px"}})
-    return path
+from helpers import IMAGE_CENTRES as CENTRES, he_like, run_predict, save
 
 
 def test_build_detector_recipe_then_calibration_then_overrides(checkpoint, plugin):
@@ -90,35 +33,13 @@ def test_build_detector_recipe_then_calibration_then_overrides(checkpoint, plugi
         build_detector(checkpoint, regs, "cpu", {"tile": 32})
 
 
-def he_like(h: int, w: int, centres=CENTRES, radius: int = 12) -> np.ndarray:
-    """Pale pink background with a few small dark nuclei (too small to pass a1) and dark disks."""
-    rng = np.random.default_rng(0)
-    img = np.empty((h, w, 3), np.uint8)
-    img[:] = (235, 200, 220)
-    yy, xx = np.ogrid[:h, :w]
-    for cx, cy in rng.uniform(0, 1, (20, 2)) * (w, h):  # tiny dark specks: area < a1
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 <= 9] = (40, 20, 60)
-    for cx, cy in centres:
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 <= radius ** 2] = (40, 20, 60)
-    return img
-
-
-def save(path, img):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
-    return path
-
-
-def run(args, plugin):
-    return main(["--plugin", plugin, "predict", *map(str, args)])
-
-
 def test_big_image_all_formats(tmp_path, plugin, checkpoint, capsys):
     img = save(tmp_path / "in" / "roi.png", he_like(1500, 2000))
     out = tmp_path / "out"
     t0 = time.perf_counter()
-    rc = run([img, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.25", "--device", "cpu",
-              "--format", "csv,geojson,tupac,mitos-atypia,midog"], plugin)
+    rc = run_predict([img, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.25",
+                      "--device", "cpu", "--format", "csv,geojson,tupac,mitos-atypia,midog"],
+                     plugin)
     assert rc == 0
     assert time.perf_counter() - t0 < 20
     expected = np.array(CENTRES)
@@ -146,8 +67,8 @@ def test_corrupt_file_among_good_ones(tmp_path, plugin, checkpoint, capsys):
     (folder / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     (folder / "notes.txt").write_text("ignored: not an image")
     out = tmp_path / "out"
-    rc = run([folder, tmp_path / "missing.png", "--checkpoint", checkpoint, "--out", out,
-              "--recursive", "--format", "csv", "--no-overlay"], plugin)
+    rc = run_predict([folder, tmp_path / "missing.png", "--checkpoint", checkpoint, "--out", out,
+                      "--recursive", "--format", "csv", "--no-overlay"], plugin)
     assert rc == 1
     err = capsys.readouterr().err
     assert "b.png" in err and "missing.png" in err
@@ -164,8 +85,8 @@ def test_all_good_exit_zero_and_counts_per_hpf(tmp_path, plugin, checkpoint, cap
     folder = tmp_path / "hpfs"
     save(folder / "a.png", he_like(300, 400, centres=[(100.0, 100.0)]))
     save(folder / "b.bmp", he_like(300, 400, centres=[(100.0, 100.0), (300.0, 200.0)]))
-    rc = run([folder, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--format", "csv",
-              "--device", "auto"], plugin)
+    rc = run_predict([folder, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--format",
+                      "csv", "--device", "auto"], plugin)
     assert rc == 0
     out = capsys.readouterr().out
     assert "3 mitoses in 2 image(s)" in out
@@ -175,15 +96,15 @@ def test_all_good_exit_zero_and_counts_per_hpf(tmp_path, plugin, checkpoint, cap
 
 def test_user_errors_exit_2(tmp_path, plugin, checkpoint, capsys):
     img = save(tmp_path / "a.png", he_like(64, 64, centres=[]))
-    assert run([img, "--checkpoint", checkpoint, "--format", "csv,qupath"], plugin) == 2
+    assert run_predict([img, "--checkpoint", checkpoint, "--format", "csv,qupath"], plugin) == 2
     assert "unknown writer 'qupath'" in capsys.readouterr().err
-    assert run([img, "--checkpoint", tmp_path / "nope.pt"], plugin) == 2
+    assert run_predict([img, "--checkpoint", tmp_path / "nope.pt"], plugin) == 2
     assert "nope.pt" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
-    assert run([tmp_path / "empty", "--checkpoint", checkpoint], plugin) == 2
+    assert run_predict([tmp_path / "empty", "--checkpoint", checkpoint], plugin) == 2
     assert "no images" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert run([img, "--checkpoint", checkpoint, "--device", "cuda"], plugin) == 2
+        assert run_predict([img, "--checkpoint", checkpoint, "--device", "cuda"], plugin) == 2
         assert "no CUDA device" in capsys.readouterr().err
 
 
@@ -191,8 +112,8 @@ def test_user_errors_exit_2(tmp_path, plugin, checkpoint, capsys):
 def test_cuda_matches_cpu(tmp_path, plugin, checkpoint):
     img = save(tmp_path / "a.png", he_like(700, 900, centres=[(100.0, 100.0), (600.0, 500.0)]))
     for dev in ("cpu", "cuda"):
-        assert run([img, "--checkpoint", checkpoint, "--out", tmp_path / dev, "--device", dev,
-                    "--format", "csv"], plugin) == 0
+        assert run_predict([img, "--checkpoint", checkpoint, "--out", tmp_path / dev, "--device",
+                            dev, "--format", "csv"], plugin) == 0
     np.testing.assert_allclose(read_detections(tmp_path / "cuda" / "a.csv")[:, :2],
                                read_detections(tmp_path / "cpu" / "a.csv")[:, :2], atol=1.0)
 
@@ -263,7 +184,7 @@ def test_no_checkpoint_uses_a_plugin_default_and_says_so(tmp_path, plugin, check
     assert "1 detections in 1 image(s)" in captured.out  # the core's summary: no HPF counts
     assert "HPF" not in captured.out
     # no plugin offers one: a one-line error that names the option
-    assert run([img, "--out", tmp_path / "o2"], plugin) == 2
+    assert run_predict([img, "--out", tmp_path / "o2"], plugin) == 2
     assert "no --checkpoint given and no plugin ships a default model" in capsys.readouterr().err
 
 
@@ -279,7 +200,7 @@ def test_torchrun_shards_inputs_and_writes_what_one_process_writes(tmp_path, plu
     (folder / "f5.png").write_bytes(b"not a png")  # fails on whichever rank gets it
     common = ["--checkpoint", str(checkpoint), "--format", "csv,geojson", "--mpp", "0.25",
               "--device", "cpu"]
-    assert run([folder, *common, "--out", tmp_path / "one"], plugin) == 1
+    assert run_predict([folder, *common, "--out", tmp_path / "one"], plugin) == 1
     capsys.readouterr()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
         [str(tmp_path / "pkg"), os.environ.get("PYTHONPATH", "")]))

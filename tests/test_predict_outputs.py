@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from test_predict import checkpoint, he_like, plugin, run, save  # noqa: F401
+from helpers import he_like, run_predict, save
 
 
 def _rows(path):
@@ -17,11 +17,12 @@ def test_a_run_that_produced_nothing_keeps_the_previous_summary(tmp_path, plugin
                                                                 capsys):
     img = save(tmp_path / "in" / "a.png", he_like(200, 300, centres=[(100.0, 100.0)]))
     out = tmp_path / "out"
-    assert run([img, "--checkpoint", checkpoint, "--out", out, "--format", "csv"], plugin) == 0
+    assert run_predict([img, "--checkpoint", checkpoint, "--out", out, "--format", "csv"],
+                       plugin) == 0
     before = (out / "summary.csv").read_bytes()
     capsys.readouterr()
-    assert run([tmp_path / "in" / "typo.png", "--checkpoint", checkpoint, "--out", out,
-                "--format", "csv"], plugin) == 1
+    assert run_predict([tmp_path / "in" / "typo.png", "--checkpoint", checkpoint, "--out", out,
+                        "--format", "csv"], plugin) == 1
     assert (out / "summary.csv").read_bytes() == before
     assert "summary.csv not written" in capsys.readouterr().err
 
@@ -32,8 +33,8 @@ def test_a_run_that_produced_nothing_keeps_the_previous_summary(tmp_path, plugin
 def test_implausible_mpp_and_hpf_area_are_refused(tmp_path, plugin, checkpoint, capsys, option,
                                                   value, match):
     img = save(tmp_path / "a.png", he_like(64, 64, centres=[]))
-    assert run([img, "--checkpoint", checkpoint, "--out", tmp_path / "o", option, value],
-               plugin) == 2
+    assert run_predict([img, "--checkpoint", checkpoint, "--out", tmp_path / "o", option, value],
+                       plugin) == 2
     err = capsys.readouterr().err
     assert match in err and "between" in err and "unexpected" not in err
     assert not (tmp_path / "o").exists()
@@ -46,7 +47,7 @@ def test_out_naming_a_file_fails_once_before_inference(tmp_path, plugin, checkpo
     imgs = [save(tmp_path / f"{c}.png", he_like(64, 64, centres=[])) for c in "ab"]
     blocker = tmp_path / "out.txt"
     blocker.write_text("mine")
-    assert run([*imgs, "--checkpoint", checkpoint, "--out", blocker], plugin) == 2
+    assert run_predict([*imgs, "--checkpoint", checkpoint, "--out", blocker], plugin) == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "is a file, not a folder" in err
     assert "unexpected" not in err and blocker.read_text() == "mine"
@@ -62,8 +63,8 @@ def test_full_disk_leaves_no_files_for_the_failed_image(tmp_path, plugin, checkp
     monkeypatch.setattr(GeoJsonWriter, "write", full)
     img = save(tmp_path / "a.png", he_like(64, 64, centres=[]))
     out = tmp_path / "out"
-    assert run([img, "--checkpoint", checkpoint, "--out", out, "--format", "csv,geojson"],
-               plugin) == 1
+    assert run_predict([img, "--checkpoint", checkpoint, "--out", out, "--format", "csv,geojson"],
+                       plugin) == 1
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "a.geojson: no space left on device" in err
     assert not out.exists() or sorted(out.iterdir()) == []  # no a.csv, geojson, overlay, summary
@@ -74,8 +75,8 @@ def test_recursive_predict_never_reads_its_own_outputs(tmp_path, plugin, checkpo
     save(tmp_path / "slides" / "a.png", he_like(200, 300, centres=[(100.0, 100.0)]))
     monkeypatch.chdir(tmp_path / "slides")
     for _ in range(2):  # default --out ./predictions lies inside the input folder
-        assert run([".", "--recursive", "--checkpoint", checkpoint, "--format", "csv"],
-                   plugin) == 0
+        assert run_predict([".", "--recursive", "--checkpoint", checkpoint, "--format", "csv"],
+                           plugin) == 0
     rows = _rows(tmp_path / "slides" / "predictions" / "summary.csv")
     assert [r["id"] for r in rows] == ["a"]
     assert not (tmp_path / "slides" / "predictions" / "predictions").exists()
@@ -87,7 +88,7 @@ def test_nan_detection_parameters_are_refused_at_load(tmp_path, plugin, checkpoi
     ckpt["detect"]["s1"] = float("nan")
     save_checkpoint(checkpoint, ckpt)
     imgs = [save(tmp_path / f"{c}.png", he_like(64, 64, centres=[])) for c in "ab"]
-    assert run([*imgs, "--checkpoint", checkpoint, "--out", tmp_path / "o"], plugin) == 2
+    assert run_predict([*imgs, "--checkpoint", checkpoint, "--out", tmp_path / "o"], plugin) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert err.count("error:") == 1 and "dark.pt: detect.s1: nan is not a finite number" in err
 
@@ -113,8 +114,8 @@ def test_warnings_are_one_line_messages(tmp_path, plugin, checkpoint, capsys):
     import numpy as np
     gray = tmp_path / "g.png"
     Image.fromarray(np.full((64, 64), 200, np.uint8)).save(gray)
-    assert run([gray, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--format", "csv"],
-               plugin) == 0
+    assert run_predict([gray, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--format",
+                        "csv"], plugin) == 0
     err = " ".join(capsys.readouterr().err.split())
     assert "warning: " in err and "g.png: grayscale image" in err
     assert "DataWarning" not in err and "warnings.warn(" not in err
@@ -122,5 +123,6 @@ def test_warnings_are_one_line_messages(tmp_path, plugin, checkpoint, capsys):
 
 def test_a_run_that_produced_nothing_leaves_no_new_folder(tmp_path, plugin, checkpoint):
     out = tmp_path / "new"
-    assert run([tmp_path / "typo.png", "--checkpoint", checkpoint, "--out", out], plugin) == 1
+    assert run_predict([tmp_path / "typo.png", "--checkpoint", checkpoint, "--out", out],
+                       plugin) == 1
     assert not out.exists()

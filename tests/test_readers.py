@@ -7,11 +7,12 @@ import warnings
 import numpy as np
 import pytest
 
-from fixtures_formats import (SHAPE, disk_pixels, write_amida13, write_folder, write_icpr2012,
-                              write_icpr2014, write_image, write_midog)
 from partsup.errors import DataError
 from partsup.data.images import DataWarning
 from partsup.types import Sample
+
+from helpers import (SHAPE, disk_pixels, write_amida13, write_folder, write_icpr2012,
+                     write_icpr2014, write_image, write_midog)
 
 H, W = SHAPE
 

@@ -9,7 +9,6 @@ density. Needs the AMi-Br crops beside the repository (skipped otherwise).
 from __future__ import annotations
 
 import json
-import re
 import shlex
 import subprocess
 import sys
@@ -20,6 +19,8 @@ import pytest
 from PIL import Image
 
 from partsup.cli.main import main
+
+from helpers import documented_commands
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = ["docs/results.md", "docs/model-card.md", "docs/stain.md"]
@@ -37,19 +38,6 @@ TINY = {
 SEEDS_TINY = ["--seeds", "1", "--iterations", "2", "--train-set", "train.batch_size=2",
               "--train-set", "data.val.fields=2", "--train-set", "data.num_workers=0",
               "--train-set", "train.checkpoint_every=2", "--train-set", "train.log_every=1"]
-
-
-def documented_commands(page: str) -> list[str]:
-    """``partsup ...`` and ``python bench/...`` lines of the page's bash blocks, continuation
-    lines joined, comments dropped."""
-    text = (REPO / page).read_text()
-    out = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            line = line.split(" #")[0].strip()
-            if line.startswith(("partsup ", "python bench/")):
-                out.append(line)
-    return out
 
 
 def localise(cmd: str, tmp: Path) -> list[str]:

@@ -19,28 +19,20 @@ from partsup.recipe import load_run
 from partsup.training.loop import fit
 from partsup.training.rundir import RunDir
 
+from helpers import tiny_recipe
+
 TESTS = Path(__file__).resolve().parent
 ITERATIONS = 24
 
-RECIPE = {
+RECIPE = tiny_recipe({
     "name": "tiny-resume",
-    "plugins": ["tiny_plugin"],
     "seed": 3,
-    "device": "cpu",
-    "data": {"strong": {"name": "tiny", "split": "train", "n": 3, "masks": True},
-             "weak": {"name": "tiny", "split": "train", "n": 3, "masks": False, "seed": 5},
-             "val": {"name": "tiny", "split": "val", "n": 1},
-             "patch": {"size": 32, "positive_fraction": 0.5, "strong_fraction": 0.5},
-             "augment": {"stain": True}},
-    "labels": {"weak": {"name": "disk", "radius": 4}},
-    "loss": {"weak": {"name": "concentric", "reduction": "mean"}},
-    "model": {"backbone": {"name": "tiny", "dropout": 0.2}},  # dropout: the RNG matters
+    "data.augment": {"stain": True},
+    "model.backbone.dropout": 0.2,  # dropout: the RNG matters
     "train": {"schedule": "stagewise", "weak_iterations": 10, "iterations": ITERATIONS,
               "optimizer": {"name": "adamw", "lr": 0.01, "warmup": 3}, "batch_size": 2,
               "val_every": 8, "checkpoint_every": 4, "keep_last": 2, "log_every": 1},
-    "detect": {"tile": 64, "overlap": 8},
-    "eval": {"protocol": "pixels"},
-}
+})
 
 
 @pytest.fixture

@@ -15,18 +15,13 @@ import yaml
 
 from partsup.checkpoint.files import load_checkpoint
 from partsup.errors import PartsupError
-from partsup.recipe import load_recipe
 from partsup.training.loop import fit
 from partsup.training.rundir import CheckpointWarning, RunDir
 from partsup.training.step import NonFiniteLoss
 
-from test_train import TINY, tiny_regs  # noqa: F401  (tests/ on sys.path)
+from helpers import load_tiny, tiny_recipe
 
 TESTS = Path(__file__).resolve().parent
-
-
-def _recipe(regs, *overrides: str) -> dict:
-    return load_recipe(data=TINY, overrides=overrides, registries=regs)
 
 
 def _finite(path: Path) -> bool:
@@ -37,8 +32,8 @@ def _finite(path: Path) -> bool:
 def test_second_training_in_the_same_folder_is_refused_naming_the_pid(tmp_path: Path,
                                                                       tiny_regs) -> None:
     recipe_path = tmp_path / "recipe.yaml"
-    recipe_path.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "iterations": 400,
-                                                             "val_every": 0}}))
+    recipe_path.write_text(yaml.safe_dump(tiny_recipe({"train.iterations": 400,
+                                                       "train.val_every": 0})))
     out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
                OMP_NUM_THREADS="1", TINY_PLUGIN_DELAY="0.05")
@@ -54,7 +49,7 @@ def test_second_training_in_the_same_folder_is_refused_naming_the_pid(tmp_path: 
         before = (out / "recipe.yaml").read_bytes()
         with pytest.raises(PartsupError, match=rf"{out} is in use by another training "
                                                rf"\(PID {proc.pid}\)"):
-            fit(_recipe(tiny_regs, "train.iterations=2"), tiny_regs, out, resume=True)
+            fit(load_tiny(tiny_regs, "train.iterations=2"), tiny_regs, out, resume=True)
         assert (out / "recipe.yaml").read_bytes() == before  # nothing touched
     finally:
         proc.terminate()
@@ -62,15 +57,15 @@ def test_second_training_in_the_same_folder_is_refused_naming_the_pid(tmp_path: 
     # released when its holder exits (SIGTERM: it saved a checkpoint): the run can go on
     assert not (out / "train.lock").exists()
     (stopped, _), = RunDir(out).existing()[-1:]
-    result = fit(_recipe(tiny_regs, f"train.iterations={stopped + 1}", "train.val_every=0"),
+    result = fit(load_tiny(tiny_regs, f"train.iterations={stopped + 1}", "train.val_every=0"),
                  tiny_regs, out, resume=True)
     assert result.completed and result.iteration == stopped + 1
 
 
 def test_lock_is_released_when_fit_returns(tmp_path: Path, tiny_regs) -> None:
-    recipe = _recipe(tiny_regs, "train.iterations=2", "train.val_every=0")
+    recipe = load_tiny(tiny_regs, "train.iterations=2", "train.val_every=0")
     fit(recipe, tiny_regs, tmp_path / "run")
-    fit(_recipe(tiny_regs, "train.iterations=3", "train.val_every=0"), tiny_regs,
+    fit(load_tiny(tiny_regs, "train.iterations=3", "train.val_every=0"), tiny_regs,
         tmp_path / "run", resume=True)
     assert [i for i, _ in RunDir(tmp_path / "run").existing()] == [2, 3]
 
@@ -78,21 +73,21 @@ def test_lock_is_released_when_fit_returns(tmp_path: Path, tiny_regs) -> None:
 def test_resume_names_the_unreadable_checkpoint_and_keeps_a_readable_one(tmp_path: Path,
                                                                          tiny_regs) -> None:
     out = tmp_path / "run"
-    fit(_recipe(tiny_regs, "train.iterations=4", "train.val_every=0",
-                "train.checkpoint_every=2", "train.keep_last=2"), tiny_regs, out)
+    fit(load_tiny(tiny_regs, "train.iterations=4", "train.val_every=0",
+                  "train.checkpoint_every=2", "train.keep_last=2"), tiny_regs, out)
     runs = RunDir(out)
     newest = runs.checkpoint_path(4)
     newest.write_bytes(newest.read_bytes()[:1000])  # truncated (a full disk, a bad copy)
     # resume, then stop before the newest (corrupt) iteration is reached again
-    recipe = _recipe(tiny_regs, "train.iterations=3", "train.val_every=0",
-                     "train.checkpoint_every=1", "train.keep_last=1")
+    recipe = load_tiny(tiny_regs, "train.iterations=3", "train.val_every=0",
+                       "train.checkpoint_every=1", "train.keep_last=1")
     with pytest.warns(UserWarning, match=r"iter-00000004\.pt.*(truncated|not a readable).*"
                                          r"resuming from .*iter-00000002\.pt"):
         fit(recipe, tiny_regs, out, resume=True)
     readable = [i for i, p in runs.existing() if _readable(p)]
     assert readable == [3], runs.existing()  # the new one; the corrupt 4 was not the one kept
     with pytest.warns(CheckpointWarning):  # the corrupt 4 is still there, and skipped again
-        result = fit(_recipe(tiny_regs, "train.iterations=5", "train.val_every=0"), tiny_regs,
+        result = fit(load_tiny(tiny_regs, "train.iterations=5", "train.val_every=0"), tiny_regs,
                      out, resume=True)  # and the next resume works
     assert result.completed and _readable(runs.checkpoint_path(4))
 
@@ -121,9 +116,9 @@ def test_nan_weights_are_never_called_good_nor_saved_as_best(tmp_path: Path, tin
                 run.model.strong.semantic.weight.fill_(float("nan"))
         return out
     monkeypatch.setattr(train, "train_step", poisoned)
-    recipe = _recipe(tiny_regs, "train.schedule=stagewise", "train.iterations=6",
-                     "train.weak_iterations=3", "train.val_every=1", "train.checkpoint_every=1",
-                     "train.keep_last=5")
+    recipe = load_tiny(tiny_regs, "train.schedule=stagewise", "train.iterations=6",
+                       "train.weak_iterations=3", "train.val_every=1", "train.checkpoint_every=1",
+                       "train.keep_last=5")
     with pytest.raises(NonFiniteLoss, match=r"iteration 2: .*not finite.*strong\.semantic"
                                             r".*last good checkpoint is .*iter-00000001\.pt"):
         fit(recipe, tiny_regs, tmp_path / "run")
@@ -140,10 +135,10 @@ def test_a_failed_start_leaves_no_run_folder(tmp_path: Path, tiny_regs, monkeypa
         raise PartsupError("tiny: dataset root /nowhere not found")
     monkeypatch.setattr(tasks, "build", broken)  # e.g. data that is not there
     with pytest.raises(PartsupError, match="not found"):
-        fit(_recipe(tiny_regs), tiny_regs, tmp_path / "runs" / "new")
+        fit(load_tiny(tiny_regs), tiny_regs, tmp_path / "runs" / "new")
     assert not (tmp_path / "runs" / "new").exists()
     kept = tmp_path / "mine"
     kept.mkdir()
     with pytest.raises(PartsupError, match="not found"):
-        fit(_recipe(tiny_regs), tiny_regs, kept)
+        fit(load_tiny(tiny_regs), tiny_regs, kept)
     assert kept.is_dir() and list(kept.iterdir()) == []  # an existing folder stays

@@ -1,5 +1,5 @@
-"""Whole slides: pyramidal tiled TIFFs with resolution tags made here with tifffile, the dark-disk
-model of test_predict (dark disks = mitoses), tissue only, ROI, resampling, hotspot, Ctrl-C."""
+"""Whole slides: pyramidal tiled TIFFs with resolution tags made with tifffile (tests/helpers.py),
+the dark-disk model (dark disks = mitoses), tissue only, ROI, resampling, hotspot, Ctrl-C."""
 from __future__ import annotations
 
 import csv
@@ -16,44 +16,8 @@ from partsup.slides.reader import SlideReader, is_slide
 from partsup.slides.tissue import tissue_mask
 from partsup.slides.write import from_array, write_pyramid
 from partsup.types import Detection
-from test_predict import checkpoint, plugin, run  # noqa: F401  (tests/ on sys.path)
 
-PINK, DARK, GREY = (235, 170, 210), (40, 20, 60), (50, 50, 50)
-#: x, y at level 0 (0.25 um/px): spread, two on 256-px tile seams, and a cluster of five
-SPREAD = [(300.0, 400.0), (768.0, 600.0), (600.0, 512.0), (1300.0, 300.0)]
-CLUSTER = [(1150.0, 1150.0), (1190.0, 1170.0), (1230.0, 1140.0), (1160.0, 1220.0),
-           (1215.0, 1215.0)]
-CENTRES = SPREAD + CLUSTER
-OUTSIDE = (1900.0, 300.0)  # a grey disk on the glass, far from tissue: never run
-
-
-def slide_image(scale: float = 1.0, w: int = 2048, h: int = 1536) -> np.ndarray:
-    """White glass, a pink tissue block with noise, dark disks of radius 10 px (x ``scale``)."""
-    rng = np.random.default_rng(0)
-    W, H = int(w * scale), int(h * scale)
-    img = np.full((H, W, 3), 255, np.uint8)
-    t = [int(v * scale) for v in (100, 200, 1500, 1400)]  # x0, y0, x1, y1
-    img[t[1]:t[3], t[0]:t[2]] = PINK
-    img[t[1]:t[3], t[0]:t[2]] = np.clip(img[t[1]:t[3], t[0]:t[2]].astype(int)
-                                        + rng.integers(-8, 9, (t[3] - t[1], t[2] - t[0], 1)),
-                                        0, 255)
-    yy, xx = np.ogrid[:H, :W]
-    for (cx, cy), colour in [(c, DARK) for c in CENTRES] + [(OUTSIDE, GREY)]:
-        img[(xx - cx * scale) ** 2 + (yy - cy * scale) ** 2 <= (10 * scale) ** 2] = colour
-    return img
-
-
-def make_slide(path, scale=1.0, mpp=0.25, tile=256):
-    img = slide_image(scale)
-    return write_pyramid(path, from_array(img), img.shape[1], img.shape[0], mpp, tile=tile)
-
-
-def matched(got: np.ndarray, expected, atol=2.0) -> None:
-    exp = np.array(expected)
-    assert len(got) == len(exp), got
-    for x, y in exp:
-        d = np.hypot(got[:, 0] - x, got[:, 1] - y)
-        assert d.min() <= atol, (x, y, got[:, :2])
+from helpers import SLIDE_CENTRES as CENTRES, CLUSTER, make_slide, matched, run_predict, slide_image
 
 
 def test_reader_levels_regions_and_mpp(tmp_path):
@@ -77,9 +41,9 @@ def test_slide_detections_at_level0_tissue_only_and_hotspot(tmp_path, plugin, ch
                                                             capsys):
     path = make_slide(tmp_path / "case.tif")
     out = tmp_path / "out"
-    rc = run([path, "--checkpoint", checkpoint, "--out", out, "--device", "cpu",
-              "--slide-tile", "256", "--hotspot-area", "0.01", "--mitotic-cutoffs", "2,4"],
-             plugin)
+    rc = run_predict([path, "--checkpoint", checkpoint, "--out", out, "--device", "cpu",
+                      "--slide-tile", "256", "--hotspot-area", "0.01", "--mitotic-cutoffs", "2,4"],
+                     plugin)
     assert rc == 0
     got = read_detections(out / "case.csv")
     matched(got, CENTRES)  # level-0 px within 2 px; tile seams give no duplicates
@@ -101,8 +65,8 @@ def test_slide_detections_at_level0_tissue_only_and_hotspot(tmp_path, plugin, ch
 def test_slide_at_another_mpp_is_resampled(tmp_path, plugin, checkpoint):
     path = make_slide(tmp_path / "half.tif", scale=0.5, mpp=0.5, tile=128)
     out = tmp_path / "out"
-    rc = run([path, "--checkpoint", checkpoint, "--out", out, "--device", "cpu",
-              "--slide-tile", "256", "--format", "csv", "--no-overlay"], plugin)
+    rc = run_predict([path, "--checkpoint", checkpoint, "--out", out, "--device", "cpu",
+                      "--slide-tile", "256", "--format", "csv", "--no-overlay"], plugin)
     assert rc == 0
     matched(read_detections(out / "half.csv"), [(x / 2, y / 2) for x, y in CENTRES], atol=2.0)
 
@@ -112,9 +76,9 @@ def test_mpp_option_overrides_the_file(tmp_path, plugin, checkpoint):
     img = slide_image()
     path = write_pyramid(tmp_path / "s.tif", from_array(img), 2048, 1536, 0.5)
     out = tmp_path / "out"
-    assert run([path, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.25",
-                "--device", "cpu", "--format", "csv", "--no-overlay", "--slide-tile", "256"],
-               plugin) == 0
+    assert run_predict([path, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.25",
+                        "--device", "cpu", "--format", "csv", "--no-overlay", "--slide-tile",
+                        "256"], plugin) == 0
     matched(read_detections(out / "s.csv"), CENTRES)
 
 
@@ -127,8 +91,8 @@ def test_roi_restricts_the_region(tmp_path, plugin, checkpoint):
                                                           [1400, 1400], [1000, 1400],
                                                           [1000, 1000]]]}}]}))
     out = tmp_path / "out"
-    assert run([path, "--checkpoint", checkpoint, "--out", out, "--roi", roi, "--device",
-                "cpu", "--slide-tile", "256", "--format", "csv"], plugin) == 0
+    assert run_predict([path, "--checkpoint", checkpoint, "--out", out, "--roi", roi, "--device",
+                        "cpu", "--slide-tile", "256", "--format", "csv"], plugin) == 0
     got = read_detections(out / "case.csv")
     assert len(got) >= len(CLUSTER) and (got[:, :2] > 700).all()  # tiles touching the ROI
 
@@ -137,8 +101,8 @@ def test_bad_roi_is_one_line(tmp_path, plugin, checkpoint, capsys):
     path = make_slide(tmp_path / "case.tif")
     roi = tmp_path / "roi.geojson"
     roi.write_text('{"type": "FeatureCollection", "features": []}')
-    assert run([path, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--roi", roi],
-               plugin) == 2
+    assert run_predict([path, "--checkpoint", checkpoint, "--out", tmp_path / "o", "--roi", roi],
+                       plugin) == 2
     assert "no Polygon" in capsys.readouterr().err
 
 
@@ -169,7 +133,7 @@ def test_ctrl_c_leaves_complete_outputs_for_tiles_done(tmp_path):
 def test_corrupt_slide_fails_by_name(tmp_path, plugin, checkpoint, capsys):
     bad = tmp_path / "bad.svs"
     bad.write_bytes(b"II*\x00 not a slide")
-    assert run([bad, "--checkpoint", checkpoint, "--out", tmp_path / "o"], plugin) == 1
+    assert run_predict([bad, "--checkpoint", checkpoint, "--out", tmp_path / "o"], plugin) == 1
     assert "bad.svs" in capsys.readouterr().err
 
 
@@ -206,12 +170,12 @@ def test_undecodable_tiles_are_one_line_naming_the_slide(tmp_path, monkeypatch):
 
 
 def test_plain_image_of_known_mpp_is_resampled_to_the_model(tmp_path, plugin, checkpoint):
-    from test_predict import CENTRES as IMG_CENTRES, he_like, save
+    from helpers import IMAGE_CENTRES as IMG_CENTRES, he_like, save
     img = save(tmp_path / "roi.png", he_like(1500, 2000))
     out = tmp_path / "out"
     # the image says nothing; --mpp 0.5 against the model's 0.25: detected at 2x, mapped back
-    assert run([img, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.5", "--device",
-                "cpu", "--format", "csv", "--no-overlay"], plugin) == 0
+    assert run_predict([img, "--checkpoint", checkpoint, "--out", out, "--mpp", "0.5", "--device",
+                        "cpu", "--format", "csv", "--no-overlay"], plugin) == 0
     got = read_detections(out / "roi.csv")
     matched(got, IMG_CENTRES, atol=1.5)
     assert got.shape == (3, 3)

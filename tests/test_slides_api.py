@@ -1,5 +1,5 @@
 """``Detector.predict_slide``: a whole slide from Python, on the synthetic slides of
-test_slides.py with the dark-disk model of test_predict.py. Without ``out`` nothing is written;
+tests/helpers.py with the dark-disk model of tests/helpers.py. Without ``out`` nothing is written;
 with ``out`` the files are those ``partsup predict`` writes for the slide."""
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from partsup import Detector
 from partsup.output.writers import read_detections
-from test_predict import checkpoint, plugin, run  # noqa: F401  (tests/ on sys.path)
-from test_slides import CENTRES, CLUSTER, make_slide, matched
+
+from helpers import SLIDE_CENTRES as CENTRES, CLUSTER, make_slide, matched, run_predict
 
 
 @pytest.fixture
@@ -41,8 +41,8 @@ def test_slide_at_another_mpp_comes_back_in_its_own_level0_px(tmp_path, detector
 def test_out_writes_what_partsup_predict_writes(tmp_path, plugin, checkpoint, detector):
     path = make_slide(tmp_path / "case.tif")
     cli, api = tmp_path / "cli", tmp_path / "api"
-    assert run([path, "--checkpoint", checkpoint, "--out", cli, "--device", "cpu",
-                "--slide-tile", "256"], plugin) == 0
+    assert run_predict([path, "--checkpoint", checkpoint, "--out", cli, "--device", "cpu",
+                        "--slide-tile", "256"], plugin) == 0
     found = detector.predict_slide(path, tile=256, out=api)
     names = sorted(p.name for p in cli.iterdir() if p.name != "summary.csv")
     assert sorted(p.name for p in api.iterdir()) == names

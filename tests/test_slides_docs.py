@@ -1,6 +1,6 @@
 """Every command in docs/slides.md runs as written, on tiny settings: the bench scripts on a
 2048x1536 (make_slide) or 2048x2048 (slide_memory) slide, ``predict`` with the dark-disk test
-model (test_predict.py) in place of ``runs/quick``; ``slides/`` and ``predictions/`` live in a
+model (tests/helpers.py) in place of ``runs/quick``; ``slides/`` and ``predictions/`` live in a
 temporary folder."""
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_predict import checkpoint, plugin  # noqa: F401  (tests/ on sys.path)
-from test_results_docs import documented_commands
-
 from partsup.cli.main import main
+
+from helpers import documented_commands
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {"bench/make_slide.py": ["--width", "2048", "--height", "1536", "--cluster", "6"],

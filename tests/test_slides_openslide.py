@@ -11,8 +11,8 @@ import pytest
 from partsup.errors import DataError
 from partsup.output.writers import read_detections
 from partsup.slides.reader import SlideReader, is_slide, open_slide
-from test_predict import checkpoint, plugin, run  # noqa: F401  (tests/ on sys.path)
-from test_slides import CENTRES, make_slide, matched, slide_image
+
+from helpers import SLIDE_CENTRES as CENTRES, make_slide, matched, run_predict, slide_image
 
 
 def test_openslide_backend_reads_what_tifffile_reads(tmp_path, monkeypatch):
@@ -38,8 +38,8 @@ def test_slide_predicted_through_openslide_finds_the_disks(tmp_path, plugin, che
                         "(pip install 'partsup[openslide]')")
     path = make_slide(tmp_path / "case.tif")
     monkeypatch.setenv("PARTSUP_SLIDE_BACKEND", "openslide")
-    assert run([path, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--device", "cpu",
-                "--slide-tile", "256", "--format", "csv"], plugin) == 0
+    assert run_predict([path, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--device",
+                        "cpu", "--slide-tile", "256", "--format", "csv"], plugin) == 0
     matched(read_detections(tmp_path / "out" / "case.csv"), CENTRES)
 
 
@@ -61,7 +61,7 @@ def test_mrxs_is_a_slide_and_fails_in_one_line(tmp_path, monkeypatch, plugin, ch
     pytest.importorskip("openslide", reason="OpenSlide not installed")
     with pytest.raises(DataError, match="cannot read slide"):
         open_slide(bad)
-    assert run([bad, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--device",
-                "cpu"], plugin) == 1  # reported, skipped, exit 1
+    assert run_predict([bad, "--checkpoint", checkpoint, "--out", tmp_path / "out", "--device",
+                        "cpu"], plugin) == 1  # reported, skipped, exit 1
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
     assert "scan.mrxs: cannot read slide" in err and "Traceback" not in err

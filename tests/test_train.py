@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import errno
-import os
 import random
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +16,7 @@ from partsup.training.resume import rng_state, set_rng_state
 from partsup.errors import CheckpointError
 from partsup.training.optim import OPTIMIZERS, adamw, sgd_paper, warmup_cosine
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-
-@pytest.fixture
-def tiny_regs():
-    from partsup.manager import load
-    return load(["tiny_plugin"], disabled=())
+from helpers import TINY, load_tiny
 
 
 def _model(regs, mode="transfer"):
@@ -169,35 +161,11 @@ import json as _json
 import yaml as _yaml
 
 from partsup.errors import PartsupError, RecipeError
-from partsup.recipe import load_recipe
 from partsup.training.loop import fit
-from partsup.training.run import Losses, build, prepare_stage
+from partsup.training.run import build, prepare_stage
 from partsup.training.rundir import RunDir
 from partsup.training.stages import Stage, plan_stages
 from partsup.training.step import NonFiniteLoss, compute_losses
-
-TINY = {
-    "name": "tiny",
-    "plugins": ["tiny_plugin"],
-    "seed": 1,
-    "device": "cpu",
-    "data": {"strong": {"name": "tiny", "split": "train", "n": 3, "masks": True},
-             "weak": {"name": "tiny", "split": "train", "n": 3, "masks": False, "seed": 5},
-             "val": {"name": "tiny", "split": "val", "n": 1},
-             "patch": {"size": 32, "positive_fraction": 0.5, "strong_fraction": 0.5}},
-    "labels": {"weak": {"name": "disk", "radius": 4}},
-    "loss": {"weak": {"name": "concentric", "reduction": "mean"}},
-    "model": {"backbone": {"name": "tiny"}},
-    "train": {"schedule": "end2end", "optimizer": {"name": "adamw", "lr": 0.01, "warmup": 1},
-              "iterations": 6, "batch_size": 2, "val_every": 3, "checkpoint_every": 2,
-              "keep_last": 2, "log_every": 1},
-    "detect": {"tile": 64, "overlap": 8},
-    "eval": {"protocol": "pixels"},
-}
-
-
-def _recipe(regs, *overrides: str) -> dict:
-    return load_recipe(data=TINY, overrides=overrides, registries=regs)
 
 
 def _params(params) -> list[torch.Tensor]:
@@ -209,7 +177,7 @@ def _changed(before, after) -> list[bool]:
 
 
 def test_fit_writes_the_run_folder(tmp_path: Path, tiny_regs) -> None:
-    result = fit(_recipe(tiny_regs), tiny_regs, tmp_path / "run")
+    result = fit(load_tiny(tiny_regs), tiny_regs, tmp_path / "run")
     run = tmp_path / "run"
     assert result.completed and result.iteration == 6 and result.best_path == run / "best.pt"
     assert sorted(p.name for p in run.iterdir()) == [
@@ -232,20 +200,20 @@ def test_fit_writes_the_run_folder(tmp_path: Path, tiny_regs) -> None:
 
 
 def test_cpu_runs_are_repeatable(tmp_path: Path, tiny_regs) -> None:
-    recipe = _recipe(tiny_regs, "train.iterations=3", "train.val_every=0")
+    recipe = load_tiny(tiny_regs, "train.iterations=3", "train.val_every=0")
     fit(recipe, tiny_regs, tmp_path / "a")
     fit(recipe, tiny_regs, tmp_path / "b")
     a = load_checkpoint(RunDir(tmp_path / "a").checkpoint_path(3))["model"]
     b = load_checkpoint(RunDir(tmp_path / "b").checkpoint_path(3))["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    other = _recipe(tiny_regs, "train.iterations=3", "train.val_every=0", "seed=2")
+    other = load_tiny(tiny_regs, "train.iterations=3", "train.val_every=0", "seed=2")
     fit(other, tiny_regs, tmp_path / "c")
     c = load_checkpoint(RunDir(tmp_path / "c").checkpoint_path(3))["model"]
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_strong_loss_only_on_set_a(tiny_regs) -> None:
-    run = build(_recipe(tiny_regs, "model.backbone.dropout=0.0"), tiny_regs)
+    run = build(load_tiny(tiny_regs, "model.backbone.dropout=0.0"), tiny_regs)
     stage = plan_stages(run.recipe)[0]
     prepare_stage(run, stage)
     run.data.set_stage(stage)
@@ -267,9 +235,9 @@ def test_strong_loss_only_on_set_a(tiny_regs) -> None:
 
 
 def test_stagewise_freezes_what_each_stage_does_not_train(tmp_path: Path, tiny_regs) -> None:
-    recipe = _recipe(tiny_regs, "train.schedule=stagewise", "train.iterations=4",
-                     "train.weak_iterations=2", "train.val_every=0", "train.checkpoint_every=1",
-                     "train.keep_last=10")
+    recipe = load_tiny(tiny_regs, "train.schedule=stagewise", "train.iterations=4",
+                       "train.weak_iterations=2", "train.val_every=0", "train.checkpoint_every=1",
+                       "train.keep_last=10")
     assert [(s.name, s.start, s.end) for s in plan_stages(recipe)] == [("weak", 0, 2),
                                                                         ("strong", 2, 4)]
     fit(recipe, tiny_regs, tmp_path / "run")
@@ -286,7 +254,7 @@ def test_stagewise_freezes_what_each_stage_does_not_train(tmp_path: Path, tiny_r
 
 
 def test_strong_stage_draws_set_a_only(tiny_regs) -> None:
-    recipe = _recipe(tiny_regs, "train.schedule=stagewise")
+    recipe = load_tiny(tiny_regs, "train.schedule=stagewise")
     run = build(recipe, tiny_regs)
     run.data.set_stage(Stage("strong", 3, 6))
     assert all(run.data.batch(i)["is_strong"].all() for i in (3, 4, 5))
@@ -294,8 +262,8 @@ def test_strong_stage_draws_set_a_only(tiny_regs) -> None:
 
 @pytest.mark.parametrize("mode", ["weak_only", "independent"])
 def test_baseline_modes_train(tmp_path: Path, tiny_regs, mode: str) -> None:
-    recipe = _recipe(tiny_regs, f"model.mode={mode}", "train.schedule=stagewise",
-                     "train.iterations=2", "train.val_every=2")
+    recipe = load_tiny(tiny_regs, f"model.mode={mode}", "train.schedule=stagewise",
+                       "train.iterations=2", "train.val_every=2")
     stages = plan_stages(recipe)
     assert [s.name for s in stages] == (["weak"] if mode == "weak_only" else ["weak", "strong"])
     result = fit(recipe, tiny_regs, tmp_path / mode)
@@ -303,9 +271,9 @@ def test_baseline_modes_train(tmp_path: Path, tiny_regs, mode: str) -> None:
 
 
 def test_gradient_clipping_bounds_the_update(tmp_path: Path, tiny_regs) -> None:
-    recipe = _recipe(tiny_regs, "train.iterations=1", "train.val_every=0",
-                     "train.optimizer={name: sgd_paper, lr: 1.0, momentum: 0.0, "
-                     "weight_decay: 0.0, bias_lr_mult: 1.0}", "train.grad_clip=0.001")
+    recipe = load_tiny(tiny_regs, "train.iterations=1", "train.val_every=0",
+                       "train.optimizer={name: sgd_paper, lr: 1.0, momentum: 0.0, "
+                       "weight_decay: 0.0, bias_lr_mult: 1.0}", "train.grad_clip=0.001")
     run = build(recipe, tiny_regs)
     before = {k: v.clone() for k, v in run.model.state_dict().items()}
     fit(recipe, tiny_regs, tmp_path / "run")
@@ -315,9 +283,9 @@ def test_gradient_clipping_bounds_the_update(tmp_path: Path, tiny_regs) -> None:
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, tiny_regs) -> None:
-    recipe = _recipe(tiny_regs, "train.iterations=50", "train.val_every=0",
-                     "train.checkpoint_every=1", "train.keep_last=1",
-                     "train.optimizer={name: sgd_paper, lr: 1.0e+30, momentum: 0.0}")
+    recipe = load_tiny(tiny_regs, "train.iterations=50", "train.val_every=0",
+                       "train.checkpoint_every=1", "train.keep_last=1",
+                       "train.optimizer={name: sgd_paper, lr: 1.0e+30, momentum: 0.0}")
     with pytest.raises(NonFiniteLoss, match=r"iteration \d+: loss is not finite.*last good "
                                             r"checkpoint is .*iter-\d+\.pt"):
         fit(recipe, tiny_regs, tmp_path / "run")
@@ -330,12 +298,12 @@ def test_unwritable_output_is_a_clear_error(tmp_path: Path, tiny_regs) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(PartsupError, match="cannot write to the output folder"):
-        fit(_recipe(tiny_regs), tiny_regs, blocker / "run")
+        fit(load_tiny(tiny_regs), tiny_regs, blocker / "run")
 
 
 def test_stagewise_recipe_checks(tiny_regs) -> None:
     with pytest.raises(RecipeError, match="weak_iterations"):
-        plan_stages(_recipe(tiny_regs, "train.schedule=stagewise", "train.weak_iterations=6"))
+        plan_stages(load_tiny(tiny_regs, "train.schedule=stagewise", "train.weak_iterations=6"))
 
 
 def test_train_command(tmp_path: Path, tiny_regs, monkeypatch) -> None:
@@ -355,8 +323,8 @@ def test_train_command(tmp_path: Path, tiny_regs, monkeypatch) -> None:
 def test_weak_labels_per_set(tiny_regs) -> None:
     """labels.weak_set_a: set-A items get their own weak labels (e.g. ICPR 2012 random radii
     while ICPR 2014 uses r15/R30)."""
-    recipe = _recipe(tiny_regs, "labels.weak_set_a={name: disk, radius: 1.0}",
-                     "data.patch.positive_fraction=1.0", "train.batch_size=8")
+    recipe = load_tiny(tiny_regs, "labels.weak_set_a={name: disk, radius: 1.0}",
+                       "data.patch.positive_fraction=1.0", "train.batch_size=8")
     run = build(recipe, tiny_regs)
     run.data.set_stage(plan_stages(recipe)[0])
     batch = run.data.batch(0)
