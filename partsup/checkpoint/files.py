@@ -134,12 +134,19 @@ def load_model(path: str | Path, registries: Registries, device: str | torch.dev
         ``(model, checkpoint)``; the model is in eval mode on ``device``.
 
     Raises:
-        CheckpointError: unreadable file, or a state dict that does not fit the built model
-            (names the first missing / unexpected / mis-shaped key).
+        CheckpointError: unreadable file, a crop classifier's checkpoint (task: classify; one
+            line pointing to ``calibrate --second-look`` and ``evaluate --at``), or a state
+            dict that does not fit the built model (names the first missing / unexpected /
+            mis-shaped key).
     """
     from partsup.model.partial import build_model, load_strict
 
     ckpt = load_checkpoint(path)
+    if (ckpt.get("recipe") or {}).get("task") == "classify":
+        raise CheckpointError(f"{path} is a crop classifier (task: classify), not a detector; "
+                              f"give it with --second-look to partsup calibrate --checkpoint "
+                              f"DETECTOR.pt (which attaches it), or score it alone with "
+                              f"partsup evaluate --at")
     _load_plugins(ckpt, registries, path)
     try:
         section = ckpt["recipe"]["model"]

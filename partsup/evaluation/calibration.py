@@ -77,6 +77,8 @@ class Row:
     counts: Counts
     threshold: str | float = "otsu"
     view_f1: tuple[float, ...] = ()  # with several views: each view's F1 (counts are summed)
+    #: with a second look: keep candidates whose verify probability is >= this (None: all)
+    verify: float | None = None
 
     @property
     def score(self) -> float:
@@ -86,6 +88,8 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         out = {"w": self.w, "threshold": self.threshold, "s1": self.s1, "a1": self.a1,
                **self.counts.as_dict()}
+        if self.verify is not None:
+            out["verify_threshold"] = self.verify
         if self.view_f1:
             out.update(view_f1=list(self.view_f1), mean_f1=self.score)
         return out
@@ -170,7 +174,7 @@ def combine(results: Sequence[CalibrationResult]) -> CalibrationResult:
     summed and its score is the mean of the views' F1 (:attr:`Row.score`). One view: itself."""
     if len(results) == 1:
         return results[0]
-    keys = [[(r.w, r.threshold, r.s1, r.a1) for r in res.rows] for res in results]
+    keys = [[(r.w, r.threshold, r.s1, r.a1, r.verify) for r in res.rows] for res in results]
     if any(k != keys[0] for k in keys[1:]):
         raise ValueError("combine: the views were swept with different grids")
     rows = []
@@ -180,7 +184,7 @@ def combine(results: Sequence[CalibrationResult]) -> CalibrationResult:
             total = total + r.counts
         first = parts[0]
         rows.append(Row(first.w, first.s1, first.a1, total, first.threshold,
-                        tuple(r.counts.f1 for r in parts)))
+                        tuple(r.counts.f1 for r in parts), first.verify))
     ws = list(dict.fromkeys(r.w for r in rows))
     return _result(rows, ws, results[0].weak_only)
 
@@ -204,8 +208,12 @@ def _image_counts(im: CachedMaps, params: DetectParams, registries: Registries, 
     return out
 
 
-def plot_f1_vs_w(result: CalibrationResult, path: str | Path, title: str = "") -> Path:
-    """Save a PNG of the best F1 (and its precision, recall) at each w, like the paper's Fig. 8."""
+def plot_f1_vs_w(result: CalibrationResult, path: str | Path, title: str = "",
+                 before: CalibrationResult | None = None) -> Path:
+    """Save a PNG of the best F1 (and its precision, recall) at each w, like the paper's Fig. 8.
+
+    ``before``: with a second look, the sweep of the candidate rule alone (``result`` is then
+    the joint sweep with the verifier): its best score at each w is drawn too, dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -214,7 +222,12 @@ def plot_f1_vs_w(result: CalibrationResult, path: str | Path, title: str = "") -
     fig, ax = plt.subplots(figsize=(7.0, 3.8), dpi=120)
     views = bool(result.best.view_f1)
     ax.plot(ws, [r.score for r in result.per_w], "o-", color="tab:red",
-            label="mean F1 of the views" if views else "F1")
+            label=("mean F1 of the views" if views else "F1")
+            + (" after the second look" if before is not None else ""))
+    if before is not None:
+        ax.plot([r.w for r in before.per_w], [r.score for r in before.per_w], "o--",
+                color="tab:gray", label=f"before (candidate rule alone; best "
+                                        f"{before.best.score:.3f})")
     ax.plot(ws, [r.counts.precision for r in result.per_w], "s--", color="tab:blue", alpha=.5,
             ms=3, label="precision")
     ax.plot(ws, [r.counts.recall for r in result.per_w], "^--", color="tab:green", alpha=.5,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -25,10 +25,13 @@ from partsup.types import Detection, Protocol, Sample
 @dataclass
 class Found:
     """One image's detections at the operating point, and the scored ones the precision-recall
-    curve ranks (a superset, e.g. before the score threshold s1; None: no scores to rank)."""
+    curve ranks (a superset, e.g. before the score threshold s1; None: no scores to rank).
+    ``before``: with a second look, the same for the candidate rule alone (scored, not
+    written)."""
 
     detections: list[Detection]
     ranked: list[Detection] | None
+    before: "Found | None" = None
 
 
 class FileDetections:
@@ -72,6 +75,10 @@ class ImageScore:
     radius_px: float
     #: ``(scores (K,), tp (K,) bool)`` of the ranked detections, or None (no scores)
     ranked: tuple[np.ndarray, np.ndarray] | None = None
+    #: with a second look: the candidate rule alone (:attr:`Found.before`), scored the same way
+    before: "ImageScore | None" = None
+    #: matched ground truth with a known class: ``(class, the detection's probs)`` each
+    labelled: list[tuple[str, dict[str, float]]] = field(default_factory=list)
 
     @property
     def curve(self) -> PRCurve | None:
@@ -85,14 +92,19 @@ class ImageScore:
 
 
 def write_detection_csv(path: Path, detections: Sequence[Detection], tp: np.ndarray) -> None:
-    """``x,y,score,area,match`` (px; match = tp|fp); readable by ``read_detections``."""
+    """``x,y,score,area,match`` (px; match = tp|fp), then ``class`` and one ``p_<class>`` per
+    class when a second look gave the detections probabilities; readable by
+    ``read_detections``."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    classes = list(next((d.probs for d in detections if d.probs), {}))
     with path.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
-        w.writerow(["x", "y", "score", "area", "match"])
+        w.writerow(["x", "y", "score", "area", "match"]
+                   + (["class", *(f"p_{c}" for c in classes)] if classes else []))
         for d, t in zip(detections, tp):
+            extra = [d.label or "", *(f"{d.probs.get(c, float('nan')):.6f}" for c in classes)]
             w.writerow([f"{d.x:.2f}", f"{d.y:.2f}", f"{d.score:.6f}", f"{d.area:g}",
-                        "tp" if t else "fp"])
+                        "tp" if t else "fp"] + (extra if classes else []))
 
 
 def _xy_scores(detections: Sequence[Detection]) -> tuple[np.ndarray, np.ndarray]:
@@ -108,18 +120,35 @@ def score_image(sample: Sample, found: Found, protocol: Protocol, out: Path,
     detections = found.detections
     xy, scores = _xy_scores(detections)
     radius = protocol.radius_for(sample.mpp)
-    result = match(sample.points, xy, scores, radius_px=radius)
-    ranked = None
-    if found.ranked is not None:
-        rxy, rscores = _xy_scores(found.ranked)
-        ranked = (rscores, match_ranked(sample.points, rxy, rscores, radius_px=radius))
+    result, ranked = _match(sample, found, radius)
     write_detection_csv(out / "detections" / f"{sample.id}.csv", detections, result.det_tp)
     if overlays:
         from partsup.evaluation.overlay import save_overlay
         save_overlay(out / "overlays" / f"{sample.id}.png", sample.image, sample.points, xy,
                      result)
+    before = None
+    if found.before is not None:
+        b_result, b_ranked = _match(sample, found.before, radius)
+        before = ImageScore(sample.id, float(sample.mpp), len(sample.points),
+                            len(found.before.detections), b_result.counts, radius, b_ranked)
+    labelled = [(sample.point_labels[i], detections[j].probs)
+                for i, j in enumerate(result.gt_match)
+                if sample.point_labels and j >= 0 and detections[j].probs]
     return ImageScore(sample.id, float(sample.mpp), len(sample.points), len(xy), result.counts,
-                      radius, ranked)
+                      radius, ranked, before, labelled)
+
+
+def _match(sample: Sample, found: Found, radius: float
+           ) -> tuple[Any, tuple[np.ndarray, np.ndarray] | None]:
+    """The operating point's :class:`MatchResult` and the ranked detections' ``(scores,
+    tp flags)`` (None without scores)."""
+    xy, scores = _xy_scores(found.detections)
+    result = match(sample.points, xy, scores, radius_px=radius)
+    ranked = None
+    if found.ranked is not None:
+        rxy, rscores = _xy_scores(found.ranked)
+        ranked = (rscores, match_ranked(sample.points, rxy, rscores, radius_px=radius))
+    return result, ranked
 
 
 def evaluate(dataset: Sequence[Sample],

@@ -11,6 +11,12 @@ sigma and area_unit) into ``checkpoint["detect"]`` atomically, so that ``evaluat
 the same dataset with other reader options (another density, source, layout). Every view is
 swept with the same grid and the parameters with the best **mean F1 over the views** win, so
 one rule is chosen that holds on all of them.
+
+``--second-look CLASSIFIER.pt`` (a crop classifier's run, ``task: classify``) sweeps the
+candidate rule together with the classifier's verify threshold (``--verify-threshold``) on the
+same views (:class:`partsup.evaluation.second_look.JointSweep`) and stores the classifier, its
+rules and the chosen candidate rule in the checkpoint's ``second_look`` section; a checkpoint
+that already has a second look is always recalibrated that way, with its own classifier.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ from partsup.cli.common import (add_checkpoint_arguments, add_normalize_argument
 from partsup.errors import DataError, RecipeError
 from partsup.data.datasets import open_dataset
 from partsup.evaluation.protocols import protocol_dict, resolve_protocol
+from partsup.evaluation.second_look import parse_verify_grid
+from partsup.cli.calibrate_look import per_w_table
 
 
 def parse_grid(text: str | None, option: str) -> list[float] | None:
@@ -75,22 +83,6 @@ def view_label(name: str, split: str, options: dict[str, Any]) -> str:
     return " ".join([f"{name}/{split}", *(f"{k}={v}" for k, v in options.items())])
 
 
-def per_w_table(result: Any, title: str) -> Table:
-    table = Table(title=title)
-    views = bool(result.best.view_f1)
-    for c in ("w", "threshold", "s1", "a1", "TP", "FP", "FN", "precision", "recall",
-              "mean F1 of views" if views else "F1"):
-        table.add_column(c, justify="right")
-    for r in result.per_w:
-        c = r.counts
-        mark = "[bold green]" if r is result.best else ""
-        end = "[/]" if mark else ""
-        table.add_row(*(f"{mark}{v}{end}" for v in (
-            f"{r.w:g}", f"{r.threshold}", f"{r.s1:g}", f"{r.a1:g}", c.tp, c.fp, c.fn, f"{c.precision:.3f}",
-            f"{c.recall:.3f}", f"{r.score:.3f}")))
-    return table
-
-
 class CalibrateCommand:
     name = "calibrate"
     help = "tune the fusion weight w and the filters s1, a1 on a validation split (paper III.D)"
@@ -126,6 +118,14 @@ class CalibrateCommand:
         add_normalize_arguments(parser)
         parser.add_argument("--dry-run", action="store_true",
                             help="sweep and report, but leave the checkpoint unchanged")
+        parser.add_argument("--second-look", metavar="CLASSIFIER",
+                            help="a crop classifier's checkpoint (task: classify) or run folder: "
+                                 "sweep the candidate rule together with its verify threshold "
+                                 "and store it in the checkpoint as its second look")
+        parser.add_argument("--verify-threshold", metavar="GRID",
+                            help="comma-separated verify thresholds to try with a second look "
+                                 "(keep a candidate when p(positive) >= it; 0 keeps all; "
+                                 "default 0.1,0.2,...,0.9)")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
         from partsup.checkpoint.files import checkpoint_file, update_detect_params
@@ -135,6 +135,11 @@ class CalibrateCommand:
         args.checkpoint = str(checkpoint_file(args.checkpoint))  # a run folder: its best.pt
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
         normalize = apply_normalize_arguments(detector, args, ctx.registries)
+        look, classifier = second_look_of(args, ckpt, detector, ctx.registries)
+        if look is None and args.verify_threshold is not None:
+            raise RecipeError("--verify-threshold goes with a second look: pass --second-look "
+                              "CLASSIFIER.pt (or calibrate a checkpoint that has one)")
+        verify_grid = parse_verify_grid(args.verify_threshold)
         params = detector.params
         recipe = ckpt.get("recipe") or {}
         name = args.dataset or default_dataset(recipe)
@@ -161,6 +166,14 @@ class CalibrateCommand:
                                   f"pass --{key}")
         grid["threshold"] = parse_thresholds(args.threshold) or grid.get("threshold")
         out = Path(args.out or Path(args.checkpoint).parent / "calibration")
+        if look is not None:
+            if args.second_look is None:
+                ctx.console.print(f"{escape(str(args.checkpoint))} has a second look (a crop "
+                                  f"classifier): recalibrating its candidate rule and verify "
+                                  f"threshold with it")
+            from partsup.cli.calibrate_look import calibrate_with_look
+            return calibrate_with_look(args, ctx, detector, ckpt, look, classifier, views,
+                                       grid, verify_grid, out, normalize)
 
         with staged_dir(out, "partsup calibrate") as tmp, \
                 tempfile.TemporaryDirectory(dir=tmp) as cache_dir, progress_bar(ctx.console) as bar:
@@ -219,6 +232,36 @@ class CalibrateCommand:
                               f"{escape(str(args.checkpoint))}")
         ctx.console.print(f"wrote {escape(str(out))}/calibration.json and f1_vs_w.png")
         return 0
+
+
+def second_look_of(args: argparse.Namespace, ckpt: dict[str, Any], detector: Any,
+                   registries: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The second look to calibrate with, and the classifier checkpoint dict to store: from
+    ``--second-look`` (rules from its recipe), else the checkpoint's own; ``(None, None)``
+    when there is neither."""
+    from partsup.checkpoint.files import checkpoint_file, load_checkpoint
+    from partsup.checkpoint.safetensors_file import is_safetensors
+    from partsup.errors import CheckpointError
+    from partsup.evaluation.second_look import classifier_look, is_classifier
+    if args.second_look is None:
+        section = ckpt.get("second_look")
+        if detector.second_look is None or not isinstance(section, dict):
+            return None, None
+        return detector.second_look, {k: section.get(k) for k in
+                                      ("recipe", "model", "normalization")}
+    if is_safetensors(Path(args.checkpoint)):
+        raise CheckpointError(f"{args.checkpoint}: a .safetensors file cannot carry a second "
+                              f"look; calibrate the .pt checkpoint")
+    path = checkpoint_file(args.second_look)
+    classifier = load_checkpoint(path)
+    if not is_classifier(classifier):
+        task = (classifier.get("recipe") or {}).get("task", "segment")
+        raise CheckpointError(f"--second-look {path} is not a crop classifier (its recipe "
+                              f"says task: {task}); give a checkpoint trained with task: "
+                              f"classify")
+    look = classifier_look(classifier, registries, detector.device, str(path),
+                           tta=detector.params.tta)
+    return look, classifier
 
 
 COMMAND = CalibrateCommand

@@ -10,6 +10,11 @@ interrupted or failed run leaves nothing half-written; see :mod:`partsup.output.
     OUT/detections/<id>.csv     x,y,score,area,match (tp|fp) per detection
     OUT/overlays/<id>.png       TP green, FN blue, FP yellow circles (paper Fig. 10)
 
+A checkpoint with a second look (a crop classifier) is scored after it (the operating point)
+and before it (its candidate rule alone), and the matched objects whose class is known are
+scored by each labelling head (balanced accuracy, AUROC, confusion matrix). ``--at`` scores the
+classifier alone on the ground-truth points (:mod:`partsup.cli.evaluate_at`).
+
 Scoring and the files it writes live in :mod:`partsup.evaluation.scoring`; this module parses
 options, opens the dataset and prints the table.
 """
@@ -23,6 +28,7 @@ from typing import Any, Callable, Sequence
 from rich.markup import escape
 from rich.table import Table
 
+from partsup.cli.evaluate_at import class_table
 from partsup.cli.common import (add_checkpoint_arguments, add_normalize_arguments,
                                 add_option_argument, apply_normalize_arguments, normalize_label,
                                 parse_options, progress_bar, staged_dir, take_checkpoint)
@@ -110,16 +116,26 @@ class EvaluateCommand:
         add_normalize_arguments(parser)
         parser.add_argument("--no-overlays", dest="overlays", action="store_false",
                             help="skip the overlay PNGs")
+        parser.add_argument("--at", action="store_true",
+                            help="score the second look (crop classifier) alone on the "
+                                 "ground-truth points, no detection: balanced accuracy, AUROC, "
+                                 "confusion matrix per head (a detector checkpoint with a second "
+                                 "look, or a classifier's own checkpoint)")
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
         recipe: dict[str, Any] | None = None
         take_checkpoint(args, required=False)
+        if args.at:
+            from partsup.cli.evaluate_at import run_at
+            return run_at(args, ctx)
         if (args.checkpoint is None) == (args.detections is None):
             raise PartsupError("give one source of detections: a checkpoint (CHECKPOINT or "
                                "--checkpoint FILE) or --detections DIR"
                                + (", not both" if args.detections is not None else ""))
+        look = None
         if args.checkpoint:
             detect, recipe, source = self._checkpoint_detector(args, ctx)
+            look = detect.args[0].second_look
         else:
             if args.normalize is not None or args.normalize_reference is not None:
                 raise PartsupError("--normalize goes with --checkpoint: --detections files are "
@@ -150,6 +166,11 @@ class EvaluateCommand:
             curve = pooled_curve(scores)
             info.update(pr_scores="candidates before the score threshold s1" if args.checkpoint
                         else "the detections' own scores", pr_matching=PR_MATCHING)
+            if look is not None:
+                info.update(second_look_summary(look, scores, curve))
+                if look.params.verify is not None:
+                    info["pr_scores"] = ("the candidate rule's detections, ranked by the second "
+                                         "look's verify probability")
             total = write_metrics(tmp, scores, info, curve)
             plotted = write_pr_plot(tmp, curve, total, f"{args.dataset}/{args.split}, "
                                     f"{protocol.name}: {info['pr_scores']}")
@@ -158,6 +179,8 @@ class EvaluateCommand:
         ctx.console.print(f"F1 {total.f1:.3f}  precision {total.precision:.3f}  recall "
                           f"{total.recall:.3f}  AP {_ap(curve)}  (TP {total.tp}, FP {total.fp}, "
                           f"FN {total.fn}; summed over {len(scores)} images)")
+        if look is not None:
+            print_second_look(ctx.console, info["second_look"])
         if args.detections and files.unscored:
             ctx.console.print(f"AP -: {len(files.unscored)} detection file(s) carry no scores "
                               f"(e.g. {escape(str(files.unscored[0]))}), so nothing ranks them")
@@ -179,12 +202,80 @@ class EvaluateCommand:
 
 
 def _candidates(detector: Any, sample: Sample) -> Found:
-    """The operating point's detections and every candidate before s1 (for the PR curve)."""
+    """The operating point's detections and every candidate before s1 (for the PR curve).
+
+    With a second look: its kept detections (labelled), ranked by the verify probability,
+    and ``before``: the candidate rule alone, as without one."""
+    import dataclasses
+
+    import numpy as np
+
+    from partsup.evaluation.second_look import verify_column
     from partsup.inference.blobs import candidates_from_maps
     p_weak, p_strong = detector.maps(sample.image)
     cands, keep = candidates_from_maps(p_weak, p_strong, detector.params, sample.mpp,
                                        detector.registries)
-    return Found([d for d, k in zip(cands, keep) if k], cands)
+    kept = [d for d, k in zip(cands, keep) if k]
+    look = detector.second_look
+    if look is None:
+        return Found(kept, cands)
+    before = Found(kept, cands)
+    if not kept:
+        return Found([], [], before)
+    probs = look.probabilities(sample.image, np.array([[d.x, d.y] for d in kept]), sample.mpp)
+    column = verify_column(look)
+    ranked = kept if column is None else [
+        dataclasses.replace(d, score=float(probs[column[0]][i, column[1]]))
+        for i, d in enumerate(kept)]
+    return Found(look.apply(kept, probs), ranked, before)
+
+
+def second_look_summary(look: Any, scores: Sequence[ImageScore], curve: PRCurve | None
+                        ) -> dict[str, Any]:
+    """``{"second_look": {...}}`` for metrics.json: the look's params, the detection counts
+    and AP before it (the candidate rule alone), and each labelling head's scores on the
+    matched objects whose class is known (:func:`partsup.evaluation.second_look.class_report`)."""
+    from partsup.evaluation.second_look import class_report
+    before = [s.before for s in scores if s.before is not None]
+    b_curve = pooled_curve(before)
+    b_total = Counts.total(s.counts for s in before)
+    after = Counts.total(s.counts for s in scores)
+    pairs = [pair for s in scores for pair in s.labelled]
+    verify = look.params.verify
+    heads = {}
+    for head, classes in look.spec.heads.items():
+        if verify is not None and head == verify.head:
+            continue
+        report = class_report([t for t, _ in pairs], [p for _, p in pairs], classes)
+        if report["n"]:
+            heads[head] = report
+    return {"second_look": {
+        "params": look.params.to_dict(),
+        "before": {**b_total.as_dict(), "ap": None if b_curve is None else b_curve.ap,
+                   "detections": sum(s.n_det for s in before),
+                   "pr_scores": "candidates before the score threshold s1"},
+        "after": {**after.as_dict(), "ap": None if curve is None else curve.ap,
+                  "detections": sum(s.n_det for s in scores)},
+        "classification": {
+            "objects": "matched ground truth with a known class (Sample.point_labels); "
+                       "predicted: the head's most probable class",
+            "matched_with_class": len(pairs), "heads": heads}}}
+
+
+def print_second_look(console: Any, section: dict[str, Any]) -> None:
+    """Before / after lines and one confusion-matrix table per labelling head."""
+    for key, what in (("before", "before the second look (candidate rule alone)"),
+                      ("after", "after the second look")):
+        c = section[key]
+        ap = "-" if c["ap"] is None else f"{c['ap']:.3f}"
+        console.print(f"{what}: F1 {c['f1']:.3f}  precision {c['precision']:.3f}  recall "
+                      f"{c['recall']:.3f}  AP {ap}  (TP {c['tp']}, FP {c['fp']}, FN {c['fn']})")
+    heads = section["classification"]["heads"]
+    if not heads:
+        console.print("classification: no matched object with a known class (the dataset "
+                      "gives none, or no labelling head)")
+    for head, report in heads.items():
+        console.print(class_table(head, report, "matched objects"))
 
 
 COMMAND = EvaluateCommand
