@@ -52,6 +52,24 @@ def make_slide(path: Path, width: int = 1024, height: int = 768) -> Path:
     return path
 
 
+def second_look_checkpoint(path: Path) -> Path:
+    """The page's ``runs/look/best.pt``: the shipped model with an untrained core ``cnn`` crop
+    classifier attached as its second look (labelling head ``kind: [a, b]``)."""
+    from partsup.checkpoint.files import load_checkpoint, save_checkpoint
+    from partsup.checkpoint.second_look import attach_second_look
+    from partsup.manager import load
+    from partsup.model.classifier import build_classifier
+    regs = load()
+    section = {"crop_um": 16.0, "mpp": 0.5, "heads": {"kind": ["a", "b"]},
+               "model": {"name": "cnn", "widths": [8, 16]}}
+    net = build_classifier(section, regs).eval()
+    crops = {"recipe": {"name": "look", "task": "classify", "classifier": section},
+             "model": net.state_dict(), "normalization": net.normalization}
+    shipped = load_checkpoint(regs.pm.hook.partsup_default_checkpoint())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_checkpoint(path, attach_second_look(shipped, crops, {"label": {"head": "kind"}}))
+
+
 def test_page_shows_the_api_and_the_export():
     text = PAGE.read_text()
     kinds = [k for k, _ in blocks(text)]
@@ -75,6 +93,7 @@ def test_every_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_hpfs").mkdir()
     Image.fromarray(field).save(tmp_path / "my_hpfs" / "field.png")
     make_slide(tmp_path / "slides" / "case.tif")
+    second_look_checkpoint(tmp_path / "runs" / "look" / "best.pt")
     ran = 0
     for lang, code in blocks(PAGE.read_text()):
         if lang == "python":

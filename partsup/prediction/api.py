@@ -18,7 +18,7 @@ from partsup.inference.detector import Detector as InferenceDetector
 from partsup.prediction.inputs import Item, check_output_folder
 from partsup.prediction.settings import (PredictSettings, make_writers, polygons_of,
                                          predict_options, slide_extra)
-from partsup.prediction.slide import detect_slide, summary_line, write_slide
+from partsup.prediction.slide import detect_slide, slide_lines, write_slide
 from partsup.types import Detection
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,19 @@ FORMATS = ("csv", "geojson")
 
 
 class Detector(InferenceDetector):
-    """``partsup.Detector``: :class:`partsup.inference.detector.Detector` (``from_checkpoint``,
-    ``detect``, ``maps``) plus :meth:`predict_slide`."""
+    """``partsup.Detector``: :class:`partsup.inference.detector.Detector` plus
+    :meth:`predict_slide`.
+
+    - ``Detector.from_checkpoint(path=None, device="auto", *, plugins=(), **overrides)``;
+    - ``detect(rgb, mpp)``: detections of one ``(H, W, 3)`` uint8 image of ``mpp`` um/px (x, y,
+      area px; with a second look only those its verify rule keeps, with ``label`` and
+      ``probs``);
+    - ``classify(rgb, points, mpp)``: the second look alone on given ``(N, 2)`` x, y px
+      points: N detections in order, ``label`` and ``probs`` filled, ``score`` the verify
+      probability (else the label head's highest), area 0; PartsupError without a second
+      look (``partsup predict --at`` on files);
+    - ``maps(rgb)``: the probability maps; :meth:`predict_slide`: a whole slide.
+    """
 
     def predict_slide(self, path: str | Path, *, mpp: float | None = None,
                       roi: str | Path | Sequence[Any] | None = None, tile: int = 1024,
@@ -80,7 +91,7 @@ def predict_slide_file(detector: Any, path: str | Path, *, mpp: float | None = N
     if out is not None:
         _, lines = write_slide(item, found, writers, folder, label=settings.label,
                                extra=slide_extra(registries.pm, values))
-        for line in [summary_line(item.id, found, polygons is not None), *lines]:
+        for line in slide_lines(item.id, found, polygons is not None, lines):
             log.info(line)
     if found.interrupted:
         raise KeyboardInterrupt

@@ -1,5 +1,6 @@
 """One image: read it (with the um/px its file records), detect (resampled to the model's um/px
-when they differ), write every format and the overlay; a failed image leaves no files.
+when they differ; or, with ``--at``, classify given points), write every format and the
+overlay; a failed image leaves no files.
 
 Benchmarks and other tools call :func:`predict_one` directly. Units: image sizes in px, ``mpp``
 in micrometres per pixel.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -15,8 +17,9 @@ import numpy as np
 
 from partsup.data.images import read_image
 from partsup.errors import DataError
-from partsup.prediction.counts import ImageCount
+from partsup.prediction.counts import ImageCount, count_classes
 from partsup.prediction.inputs import Item
+from partsup.prediction.points import look_classes, points_file, read_points, second_look_of
 from partsup.prediction.result import DetectorLike, Result
 from partsup.slides.reader import file_mpp
 from partsup.types import Detection
@@ -53,7 +56,8 @@ def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection]
 
 def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], out: Path,
                 mpp: float | None, overlay: bool = True, default_mpp: float | None = None,
-                label: str | None = None, model_mpp: float | None = None) -> Result:
+                label: str | None = None, model_mpp: float | None = None,
+                at: Path | None = None) -> Result:
     """Read, detect, write every format (and the overlay) for one input; time it.
 
     The resolution used is ``mpp`` (um/px), else the one the file records, else ``default_mpp``
@@ -62,6 +66,16 @@ def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], 
     An image whose um/px is known (given or recorded, not assumed) is resampled to
     ``model_mpp`` for detection when they differ by more than 1%; detections come back in the
     image's own pixels.
+
+    ``at`` (``partsup predict --at DIR``): no detection; the points of ``DIR/<id>.csv`` (or
+    another readable file, :func:`partsup.prediction.points.points_file`) are classified by
+    the detector's second look (``Detector.classify``), one detection per point, in order.
+    With a second look the writers get its classes (``info["classes"]``: the ``p_<class>``
+    columns even for an image without detections) and the count its labels per class.
+
+    Raises:
+        DataError: no um/px; with ``at``: no points file, a point outside the image.
+        PartsupError: ``at`` with a detector without a second look.
     """
     t0 = time.perf_counter()
     image, image_mpp = read_input(item.path)
@@ -70,15 +84,23 @@ def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], 
         raise DataError(f"{item.path}: no --mpp given and the image records no resolution "
                         f"(um/px); pass --mpp")
     known = mpp or image_mpp
-    if model_mpp and known and abs(known / model_mpp - 1.0) > 0.01:
+    h, w = image.shape[:2]
+    if at is not None:
+        second_look_of(detector)
+        readers = getattr(getattr(detector, "registries", None), "writers", None)
+        points = read_points(points_file(at, item.id, readers), w, h, readers)
+        detections = list(detector.classify(image, points, use_mpp))  # type: ignore[attr-defined]
+    elif model_mpp and known and abs(known / model_mpp - 1.0) > 0.01:
         detections = detect_resampled(detector, image, known, model_mpp)
     else:
         detections = list(detector.detect(image, use_mpp))
-    h, w = image.shape[:2]
+    probs, labels = look_classes(detector)
     info = {"image": item.id, "width": int(w), "height": int(h), "mpp": float(use_mpp),
-            "source": str(item.path), **({"label": label} if label else {})}
-    result = Result(item, ImageCount(item.id, len(detections), int(w), int(h), float(use_mpp)),
-                    mpp_assumed=not (mpp or image_mpp))
+            "source": str(item.path), **({"label": label} if label else {}),
+            **({"classes": probs} if probs is not None else {})}
+    count = ImageCount(item.id, len(detections), int(w), int(h), float(use_mpp),
+                       count_classes((d.label for d in detections), labels))
+    result = Result(item, count, mpp_assumed=not (mpp or image_mpp))
     try:
         for writer in writers.values():
             result.outputs.append(out / f"{item.id}{writer.suffix}")
@@ -98,12 +120,12 @@ def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], 
 def detect_resampled(detector: DetectorLike, image: np.ndarray, mpp: float,
                      model_mpp: float) -> list[Detection]:
     """Detect on ``image`` (``mpp`` um/px) resampled to ``model_mpp``; detections (x, y, area)
-    in the image's own pixels."""
+    in the image's own pixels (a second look's ``label`` and ``probs`` kept)."""
     from PIL import Image
     r = mpp / model_mpp  # model px per image px
     h, w = image.shape[:2]
     size = (max(1, round(w * r)), max(1, round(h * r)))
     small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
     rx, ry = size[0] / w, size[1] / h
-    return [Detection((d.x + 0.5) / rx - 0.5, (d.y + 0.5) / ry - 0.5, d.score,
-                      d.area / (rx * ry)) for d in detector.detect(small, model_mpp)]
+    return [replace(d, x=(d.x + 0.5) / rx - 0.5, y=(d.y + 0.5) / ry - 0.5,
+                    area=d.area / (rx * ry)) for d in detector.detect(small, model_mpp)]

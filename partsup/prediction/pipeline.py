@@ -2,8 +2,8 @@
 run it (the Python API's side: :mod:`partsup.prediction.api`).
 
 ``paths --collect_inputs--> items --(rank r of w: every w-th)--> predict_input (an image:
-predict_one; a slide: predict_slide) --gather on rank 0--> results --> summary lines,
-summary.csv``.
+predict_one; a slide: predict_slide; with --at: the given points classified, predict_one(at=)
+or predict_slide_at) --gather on rank 0--> results --> summary lines, summary.csv``.
 
 :class:`PredictRun` is a run over files (the command calls its steps and prints between
 them); :func:`partsup.prediction.api.predict_slide_file` is one slide from Python. Both take
@@ -22,6 +22,7 @@ from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError, PartsupError
 from partsup.inference.detector import build_detector
 from partsup.output.outdir import check_not_foreign, record_owned
+from partsup.prediction.given import predict_slide_at
 from partsup.prediction.image import predict_one
 from partsup.prediction.inputs import Item, check_output_folder, collect_inputs, planned_outputs
 from partsup.prediction.result import DetectorLike, Result, failure_message
@@ -103,7 +104,14 @@ def load_run_detector(registries: Any, device: Any, overrides: dict[str, Any], *
 def predict_input(item: Item, detector: DetectorLike, settings: PredictSettings, pm: Any,
                   roi: Any = None, on_tile: Callable[[int, int], None] | None = None) -> Result:
     """One input with the run's settings: a slide (:func:`predict_slide`, ``roi`` polygons,
-    ``on_tile(done, total)``) or an image (:func:`predict_one`)."""
+    ``on_tile(done, total)``) or an image (:func:`predict_one`); with ``settings.at`` the
+    given points classified instead of detecting (:func:`predict_slide_at`,
+    ``predict_one(at=...)``)."""
+    if is_slide(item.path) and settings.at is not None:
+        return predict_slide_at(item, detector, settings.writers, settings.out, settings.at,
+                                mpp=settings.mpp, default_mpp=settings.default_mpp,
+                                label=settings.label, overlay=settings.overlay,
+                                on_tile=on_tile, extra=slide_extra(pm, settings.options))
     if is_slide(item.path):
         return predict_slide(item, detector, settings.writers, settings.out,
                              label=settings.label, overlay=settings.overlay, on_tile=on_tile,
@@ -111,7 +119,7 @@ def predict_input(item: Item, detector: DetectorLike, settings: PredictSettings,
                              **settings.slide_geometry(detector, roi))
     return predict_one(item, detector, settings.writers, settings.out, settings.mpp,
                        settings.overlay, settings.default_mpp, settings.label,
-                       model_mpp(detector, settings.default_mpp))
+                       model_mpp(detector, settings.default_mpp), at=settings.at)
 
 
 def predict_items(items: Sequence[Item], detector: DetectorLike, settings: PredictSettings,

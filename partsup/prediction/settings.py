@@ -100,6 +100,8 @@ class PredictSettings:
     area), as the hooks receive them. ``mpp``: um/px given for every input (None: each file's,
     else ``default_mpp``). ``overlay``: write ``<id>.overlay.png``. ``roi``: slides: polygons
     (level-0 px) or a GeoJSON file. ``slide_tile``: slides: core tile side, model px.
+    ``at``: ``partsup predict --at DIR``: no detection; the points of ``DIR/<id>.csv`` are
+    classified by the detector's second look (:mod:`partsup.prediction.points`).
     """
 
     out: Path
@@ -109,6 +111,7 @@ class PredictSettings:
     overlay: bool = True
     roi: str | Path | Polygons | None = None
     slide_tile: int = 1024
+    at: Path | None = None
 
     @property
     def default_mpp(self) -> float | None:

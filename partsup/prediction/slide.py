@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -26,10 +26,12 @@ import numpy as np
 
 from partsup.errors import DataError
 from partsup.output.outdir import check_not_foreign, record_owned
-from partsup.prediction.counts import ImageCount
+from partsup.prediction.counts import ImageCount, count_classes
 from partsup.prediction.image import write_overlay
 from partsup.prediction.inputs import Item
+from partsup.prediction.points import look_classes
 from partsup.prediction.result import DetectorLike, Result
+from partsup.prediction.summary import class_line
 from partsup.slides.reader import SlideReader, open_slide
 from partsup.slides.tissue import rasterize, tissue_mask
 from partsup.types import Detection
@@ -37,7 +39,10 @@ from partsup.types import Detection
 
 @dataclass
 class SlideOutput:
-    """What a slide gave, for writers and plugins (``partsup_slide_outputs``)."""
+    """What a slide gave, for writers and plugins (``partsup_slide_outputs``): ``xy`` (N, 3)
+    float64 x, y level-0 px, score and ``detections`` in the same order; after a labelling
+    second look, each detection's class in :attr:`labels` and ``classes`` (``class -> count``
+    over the slide, the labelling head's order; empty without one)."""
 
     id: str
     out: Path
@@ -51,6 +56,12 @@ class SlideOutput:
     label: str | None = None
     outputs: list[Path] = field(default_factory=list)
     detections: list[Detection] = field(default_factory=list)
+    classes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def labels(self) -> list[str | None]:
+        """Each detection's class (None: not labelled), in the order of ``xy``."""
+        return [d.label for d in self.detections]
 
 
 def tissue_tiles(tissue: np.ndarray, scale: float, width: int, height: int, tile: int
@@ -103,6 +114,24 @@ class SlideDetections:
     tiles: int
     #: Ctrl-C stopped it between tiles (``detections`` hold the tiles done)
     interrupted: bool = False
+    #: the detector's second look: every class (the writers' ``p_<class>`` columns; None:
+    #: none) and the labelling head's classes (``()``: none)
+    prob_classes: list[str] | None = None
+    label_classes: tuple[str, ...] = ()
+    #: ``partsup predict --at``: the given points were classified (no detection)
+    given: bool = False
+
+    @property
+    def classes(self) -> dict[str, int]:
+        """``class -> count`` of the detections' labels (empty without a labelling head)."""
+        return count_classes((d.label for d in self.detections), self.label_classes)
+
+
+def classes_of(detector: Any) -> dict[str, Any]:
+    """:class:`SlideDetections`' ``prob_classes`` and ``label_classes`` for ``detector``
+    (:func:`partsup.prediction.points.look_classes`)."""
+    probs, labels = look_classes(detector)
+    return {"prob_classes": probs, "label_classes": labels}
 
 
 def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None,
@@ -141,7 +170,8 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
         colour = {"colour": normalizer.estimate(thumb, tissue)} if normalizer else {}
         found: list[Detection] = []
         out = SlideDetections(found, int(width), int(height), float(use_mpp),
-                              not (mpp or slide.mpp), thumb, scale, tissue, 0, len(cores))
+                              not (mpp or slide.mpp), thumb, scale, tissue, 0, len(cores),
+                              **classes_of(detector))
         try:
             for cx, cy in cores:
                 box = (max(0, cx - margin), max(0, cy - margin),
@@ -149,8 +179,8 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
                 for d in detector.detect(_read_tile(slide, level, f, box), target, **colour):
                     gx, gy = d.x + box[0], d.y + box[1]
                     if cx <= gx < cx + tile and cy <= gy < cy + tile:
-                        found.append(Detection((gx + 0.5) / r - 0.5, (gy + 0.5) / r - 0.5,
-                                               d.score, d.area / (r * r)))
+                        found.append(replace(d, x=(gx + 0.5) / r - 0.5,
+                                             y=(gy + 0.5) / r - 0.5, area=d.area / (r * r)))
                 out.tiles_done += 1
                 if on_tile is not None:
                     on_tile(out.tiles_done, len(cores))
@@ -168,7 +198,8 @@ def write_slide(item: Item, found: SlideDetections, writers: Mapping[str, Any], 
     Returns the files written and ``extra``'s lines. A failure (a full disk, Ctrl-C) removes
     the files written so far, then raises."""
     info = {"image": item.id, "width": found.width, "height": found.height,
-            "mpp": found.mpp, "source": str(item.path), **({"label": label} if label else {})}
+            "mpp": found.mpp, "source": str(item.path), **({"label": label} if label else {}),
+            **({"classes": found.prob_classes} if found.prob_classes is not None else {})}
     dets = found.detections
     xy = np.array([(d.x, d.y, d.score) for d in dets], np.float64).reshape(-1, 3)
     planned = [out / f"{item.id}{w.suffix}" for w in writers.values()]
@@ -176,7 +207,8 @@ def write_slide(item: Item, found: SlideDetections, writers: Mapping[str, Any], 
                             out / f"{item.id}.overlay.png"])
     outputs: list[Path] = []
     slide_out = SlideOutput(item.id, out, found.width, found.height, found.mpp, xy,
-                            found.thumbnail, found.scale, found.tissue, label, outputs, dets)
+                            found.thumbnail, found.scale, found.tissue, label, outputs, dets,
+                            found.classes)
     try:
         for writer in writers.values():
             outputs.append(out / f"{item.id}{writer.suffix}")
@@ -186,7 +218,7 @@ def write_slide(item: Item, found: SlideDetections, writers: Mapping[str, Any], 
         if overlay:
             outputs.append(out / f"{item.id}.overlay.png")
             s = found.scale
-            small = [Detection(d.x * s, d.y * s, d.score, d.area * s * s) for d in dets]
+            small = [replace(d, x=d.x * s, y=d.y * s, area=d.area * s * s) for d in dets]
             write_overlay(outputs[-1], found.thumbnail, small)
         lines = extra(slide_out) if extra is not None else []
     except BaseException:  # a failed slide leaves no files behind (a full disk, Ctrl-C)
@@ -218,22 +250,46 @@ def predict_slide(item: Item, detector: DetectorLike, writers: Mapping[str, Any]
     t0 = time.perf_counter()
     found = detect_slide(item.path, detector, mpp=mpp, default_mpp=default_mpp,
                          model_mpp=model_mpp, roi=roi, tile=tile, margin=margin, on_tile=on_tile)
+    return slide_result(item, found, writers, out, t0, label=label, overlay=overlay,
+                        extra=extra, in_roi=roi is not None)
+
+
+def slide_result(item: Item, found: SlideDetections, writers: Mapping[str, Any], out: Path,
+                 t0: float, *, label: str | None = None, overlay: bool = True,
+                 extra: Callable[[SlideOutput], list[str]] | None = None, in_roi: bool = False
+                 ) -> Result:
+    """The :class:`Result` of a slide whose detections are ``found`` (started at ``t0``,
+    ``time.perf_counter``): its files (:func:`write_slide`), count and lines (the summary
+    line, each class's count after a labelling second look, then ``extra``'s)."""
     result = Result(item, mpp_assumed=found.mpp_assumed, interrupted=found.interrupted)
     result.count = ImageCount(item.id, len(found.detections), found.width, found.height,
-                              found.mpp)
+                              found.mpp, found.classes)
     outputs, lines = write_slide(item, found, writers, out, label=label, overlay=overlay,
                                  extra=extra)
     result.outputs.extend(outputs)
-    result.lines.extend(lines)
-    result.lines.insert(0, summary_line(item.id, found, roi is not None))
+    result.lines.extend(slide_lines(item.id, found, in_roi, lines))
     result.seconds = time.perf_counter() - t0
     return result
 
 
+def slide_lines(name: str, found: SlideDetections, in_roi: bool = False,
+                extra: Sequence[str] = ()) -> list[str]:
+    """What a slide prints: :func:`summary_line`, each class's count and fraction after a
+    labelling second look (``<name>: N detections: a <class1> (x%), ...``), then ``extra``
+    (the plugins' lines)."""
+    by_class = class_line(found.classes, len(found.detections))
+    return [summary_line(name, found, in_roi), *([f"{name}: {by_class}"] if by_class else []),
+            *extra]
+
+
 def summary_line(name: str, found: SlideDetections, in_roi: bool = False) -> str:
-    """``<name>: N detections on D of T tissue tiles (P% of the slide is tissue)``."""
-    return (f"{name}: {len(found.detections)} detections on {found.tiles_done} of "
-            f"{found.tiles} tissue tiles ({found.tissue.mean() * 100:.1f}% of the slide is "
+    """``<name>: N detections on D of T tissue tiles (P% of the slide is tissue)``; given
+    points (``--at``): ``<name>: N given points classified in D of T regions (...)``."""
+    what = (f"{len(found.detections)} given points classified in {found.tiles_done} of "
+            f"{found.tiles} regions" if found.given else
+            f"{len(found.detections)} detections on {found.tiles_done} of {found.tiles} "
+            f"tissue tiles")
+    return (f"{name}: {what} ({found.tissue.mean() * 100:.1f}% of the slide is "
             f"tissue{' in the ROI' if in_roi else ''})"
             + (" [interrupted: outputs hold the tiles done]" if found.interrupted else ""))
 

@@ -14,6 +14,10 @@ and set two defaults it reads (``partsup_command_options``): ``default_mpp`` (um
 neither ``--mpp`` nor the image gives one) and ``label`` (the objects' class name, given to the
 writers as ``info["label"]``).
 
+``--at DIR`` skips detection: the points of ``DIR/<image id>.csv`` (or ``.geojson``; predict's
+own output folder reads back) are classified by the checkpoint's second look
+(:mod:`partsup.prediction.points`, :mod:`partsup.prediction.given`), with the same outputs.
+
 Many processes, many machines: ``torchrun --nproc-per-node N -m partsup predict PATHS`` shards
 the inputs (images and slides) across the ranks (torch.distributed: gloo on CPU, nccl and one GPU
 per rank with CUDA); rank 0 gathers the results and prints one summary and writes one
@@ -35,8 +39,10 @@ from partsup.cli.common import (add_normalize_arguments, apply_normalize_argumen
 from partsup.errors import PartsupError
 from partsup.manager import Registries
 from partsup.options import check_range
+from partsup.prediction.counts import merge_classes
 from partsup.prediction.inputs import Item
 from partsup.prediction.pipeline import PredictRun, distributed, load_run_detector
+from partsup.prediction.points import second_look_of
 from partsup.prediction.result import Result, exit_code
 from partsup.prediction.settings import BASE_DEFAULTS, PredictSettings, make_writers
 
@@ -58,20 +64,40 @@ def option_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def results_table(results: Sequence[Result]) -> Table:
-    """One row per input: file, count, per mm², area mm², time s, status."""
+    """One row per input: file, count, (after a labelling second look: one column per class,
+    its count), per mm², area mm², time s, status."""
+    classes = list(merge_classes(r.count.classes for r in results if r.count is not None))
     table = Table(title="partsup predict", show_footer=False)
-    for col, just in (("file", "left"), ("count", "right"), ("per mm²", "right"),
+    for col, just in (("file", "left"), ("count", "right"),
+                      *((escape(name), "right") for name in classes), ("per mm²", "right"),
                       ("area mm²", "right"), ("time s", "right"), ("status", "left")):
         table.add_column(col, justify=just, overflow="fold")
     for r in results:
         if r.count is None:
-            table.add_row(escape(str(r.item.path)), "-", "-", "-", f"{r.seconds:.2f}",
-                          "[red]failed[/]")
+            table.add_row(escape(str(r.item.path)), "-", *(["-"] * len(classes)), "-", "-",
+                          f"{r.seconds:.2f}", "[red]failed[/]")
         else:
             c = r.count
-            table.add_row(escape(r.item.id), str(c.count), f"{c.per_mm2:.2f}",
-                          f"{c.area_mm2:.3f}", f"{r.seconds:.2f}", "ok")
+            table.add_row(escape(r.item.id), str(c.count),
+                          *(str(c.classes.get(name, 0)) for name in classes),
+                          f"{c.per_mm2:.2f}", f"{c.area_mm2:.3f}", f"{r.seconds:.2f}", "ok")
     return table
+
+
+def check_at(at: Path | None, out: Path, roi: Path | None) -> None:
+    """``--at DIR``: an existing folder, not ``--out`` (its points would be overwritten), and
+    not with ``--roi``. Raises PartsupError (one line)."""
+    if at is None:
+        return
+    if not at.is_dir():
+        raise PartsupError(f"--at {at}: no such folder (it should hold <image id>.csv files "
+                           f"of x, y px)")
+    if out.exists() and at.resolve() == out.resolve():
+        raise PartsupError(f"--at {at} is also --out: the points would be overwritten by the "
+                           f"outputs; choose another --out")
+    if roi is not None:
+        raise PartsupError("--at classifies the given points; --roi does not apply to them "
+                           "(leave one out)")
 
 
 class ProgressWatcher:
@@ -150,6 +176,10 @@ class PredictCommand:
                                  "annotations, level-0 px)")
         parser.add_argument("--slide-tile", type=int, default=1024, metavar="N",
                             help="slides: core tile side in model px (default 1024)")
+        parser.add_argument("--at", type=Path, default=None, metavar="DIR",
+                            help="no detection: classify the points of DIR/<image id>.csv "
+                                 "(x, y px; or .geojson: predict's own outputs read back) "
+                                 "with the checkpoint's second look")
         add_normalize_arguments(parser)
         parser.set_defaults(**BASE_DEFAULTS)  # plugins may set them
 
@@ -162,9 +192,10 @@ class PredictCommand:
         results, prints the summary and writes ``summary.csv`` (one process: rank 0 of 1)."""
         if args.mpp is not None:
             check_range("--mpp", args.mpp, *MPP_RANGE, "um/px")
+        check_at(args.at, args.out, args.roi)
         settings = PredictSettings(args.out, parse_formats(args.format, ctx.registries),
                                    option_values(args), mpp=args.mpp, overlay=args.overlay,
-                                   roi=args.roi, slide_tile=args.slide_tile)
+                                   roi=args.roi, slide_tile=args.slide_tile, at=args.at)
         run = PredictRun(settings, ctx.registries, dist)
         items, missing = run.inputs(args.paths, args.recursive)
         device = run.device(args.device, args.runtime)
@@ -175,13 +206,16 @@ class PredictCommand:
                                      runtime=args.runtime, checkpoint=checkpoint,
                                      model=args.model)
         apply_normalize_arguments(detector, args, ctx.registries)
+        if args.at is not None:
+            second_look_of(detector)
         if run.is_main:
             ranks = f" ({dist.world} processes)" if dist.enabled else ""
             colour = normalize_label(detector)
+            given = "" if args.at is None else f"classifying the points in {args.at}; "
             ctx.err.print(f"predict: {len(items)} image(s) on {device}{ranks}; formats "
                           f"{', '.join(settings.writers)}; "
                           f"{'' if colour == 'none' else f'colours normalised by {colour}; '}"
-                          f"writing to {escape(str(args.out))}",
+                          f"{escape(given)}writing to {escape(str(args.out))}",
                           highlight=False)
         results = run.missing(missing)
         for r in results if run.is_main else ():
