@@ -216,7 +216,8 @@ def test_plain_calibrate_recalibrates_an_attached_second_look(regs, world, tmp_p
     stale["second_look"]["params"]["verify"]["threshold"] = 0.05
     save_checkpoint(ckpt, stale)
     capsys.readouterr()
-    assert calibrate(regs, ckpt, data, tmp_path / "b", "--verify-threshold", "0.2,0.6") == 0
+    assert calibrate(regs, ckpt, data, tmp_path / "b", "--verify-threshold", "0.2,0.6",
+                     "--view", f"folder:test mpp={MPP} root={data}") == 0
     printed = capsys.readouterr().out
     assert "has a second look (a crop classifier): recalibrating its candidate rule and verify " \
            "threshold with it" in " ".join(printed.split())
@@ -224,6 +225,10 @@ def test_plain_calibrate_recalibrates_an_attached_second_look(regs, world, tmp_p
     assert params["verify"]["threshold"] == 0.6 and params["candidate"]["s1"] == 0.3
     cal = json.loads((tmp_path / "b" / "calibration.json").read_text())
     assert cal["second_look"]["verify_grid"] == [0.2, 0.6]
+    # two views (val: 15 objects, test: 9): each row's F1 per view, the mean chosen
+    assert [v["images"] for v in cal["views"]] == [2, 1]
+    assert cal["best"]["view_f1"] == [1.0, 1.0] and cal["best"]["verify_threshold"] == 0.6
+    assert cal["before"]["best"]["view_f1"] == pytest.approx([0.8, 0.8])
 
 
 def test_evaluate_before_and_after_and_the_confusion_matrix(regs, world, tmp_path, capsys):
