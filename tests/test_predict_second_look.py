@@ -109,7 +109,8 @@ def world(tmp_path_factory):
     (folder / "pkg" / f"{MODULE}.py").write_text(LOOK_PLUGIN)
     mp = pytest.MonkeyPatch()
     mp.syspath_prepend(str(folder / "pkg"))
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny nets: threads fighting over shared cores cost more
     from partsup.manager import load
     from partsup.model.classifier import build_classifier
     plain = write_dark_checkpoint(folder / "plain.pt", MODULE)
@@ -121,6 +122,7 @@ def world(tmp_path_factory):
     look = save_checkpoint(folder / "look.pt", attach_second_look(ckpt, cls_ckpt, PARAMS))
     yield {"plain": plain, "look": look}
     mp.undo()
+    torch.set_num_threads(threads)
 
 
 def predict(*args) -> int:
