@@ -79,6 +79,8 @@ def test_hotspot_larger_than_the_tissue_in_the_roi_counts_the_tissue(tmp_path):
     short = [line for line in lines if "smaller than the hotspot" in line]
     assert len(short) == 1 and "the tissue in the ROI is 0.25 mm²" in short[0], lines
     assert "7 mitoses in 0.25 mm²" in short[0]
+    ring = spot_ring(tmp_path / "out" / "case.hotspot.geojson")  # never past the tissue
+    assert ring[:, :2].min() >= 1000 - 130 and ring[:, :2].max() <= 3000 + 130  # mask px: 125
 
 
 def test_hotspot_inside_a_large_slide_says_nothing_more(tmp_path):
@@ -163,3 +165,18 @@ def test_heatmap_png_shows_the_tissue_in_empty_cells_and_a_red_hotspot(tmp_path)
 def test_scale_bar_is_a_round_fifth_of_the_width(width_mm, bar):
     from partsup_mitosis.heatmap import scale_bar_mm
     assert scale_bar_mm(width_mm) == pytest.approx(bar)
+
+
+def test_a_slide_with_few_mitoses_is_not_drawn_dark(tmp_path):
+    from matplotlib.collections import QuadMesh
+
+    from partsup_mitosis.heatmap import heatmap_figure
+    s = slide(tmp_path, 16000, 12000, [(1000.0, 1000.0), (1100.0, 1000.0), (9000.0, 9000.0)])
+    fig = heatmap_figure(s, hotspot(s, 2.0), 0.237, "few")
+    ax, bar = fig.axes
+    mesh = next(c for c in ax.collections if isinstance(c, QuadMesh))
+    assert int(mesh.get_array().max()) == 2 and bar.get_ylim() == pytest.approx((-0.5, 5.5))
+    r, g, b, _ = mesh.cmap(mesh.norm(2))
+    assert 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.6  # 2 of at least 5: still light
+    import matplotlib.pyplot as plt
+    plt.close(fig)

@@ -89,8 +89,8 @@ def slide_options() -> list[Option]:
         Option("field_diameter", None, flag="--field-diameter",
                type=_positive("--field-diameter", 0.1, 5.0, "mm"), metavar="MM",
                check=_in_range("--field-diameter", 0.1, 5.0, "mm"),
-               help="slides: hotspot = 10 HPFs of this field diameter (overrides "
-                    "--hotspot-area)"),
+               help="the microscope's field diameter: one HPF is a circle of it (overrides "
+                    "--hpf-area); slides: hotspot = 10 such HPFs (overrides --hotspot-area)"),
         Option("mitotic_cutoffs", None, flag="--mitotic-cutoffs", type=cutoffs, metavar="A,B",
                check=check_cutoffs,
                help="slides: score 1 when the hotspot count <= A, 2 when <= B, else 3 "
@@ -136,26 +136,47 @@ def tissue_mm2(slide: Any, box: tuple[float, float, float, float] | None = None)
     return float(mask.sum()) / (sx * sy) * (slide.mpp / 1000.0) ** 2
 
 
+def tissue_box(slide: Any) -> tuple[float, float, float, float] | None:
+    """``(x0, y0, x1, y1)`` level-0 px around the slide's tissue mask (tissue in the ROI), or
+    None when the mask is empty."""
+    mask = np.asarray(slide.tissue, bool)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    sx, sy = mask.shape[1] / slide.width, mask.shape[0] / slide.height
+    return (cols[0] / sx, rows[0] / sy, min((cols[-1] + 1) / sx, slide.width),
+            min((rows[-1] + 1) / sy, slide.height))
+
+
 def hotspot(slide: Any, area_mm2: float, in_roi: bool = False) -> Hotspot:
     """The square of ``area_mm2`` with the most detections, cut to the slide (level-0 px).
     When the slide, or its tissue (in the ROI: ``in_roi``), is smaller than ``area_mm2`` the
-    hotspot says so (``short``) and its count is over what exists."""
+    hotspot says so (``short``), is cut to the box around the tissue too, and its count is
+    over what exists."""
     side = math.sqrt(area_mm2) * 1000.0 / slide.mpp
-    win = best_window(slide.xy[:, :2], slide.width, slide.height, side)
-    width = side if win.x + side <= slide.width else slide.width - win.x
-    height = side if win.y + side <= slide.height else slide.height - win.y
-    x1, y1 = win.x + width, win.y + height
+    xy = slide.xy[:, :2]
+    win = best_window(xy, slide.width, slide.height, side)
+    x0, y0 = win.x, win.y
+    x1 = x0 + side if x0 + side <= slide.width else float(slide.width)
+    y1 = y0 + side if y0 + side <= slide.height else float(slide.height)
     px2 = (slide.mpp / 1000.0) ** 2
     slide_mm2 = slide.width * slide.height * px2
     all_tissue = tissue_mm2(slide)
-    short, short_mm2 = None, 0.0
+    short, short_mm2, count = None, 0.0, win.count
     if slide_mm2 < area_mm2:
         short, short_mm2 = "slide", slide_mm2
     elif all_tissue < area_mm2:
         short, short_mm2 = ("tissue in the ROI" if in_roi else "tissue"), all_tissue
-    return Hotspot(win.x, win.y, width, height, win.count, area_mm2,
-                   tissue_mm2(slide, (win.x, win.y, x1, y1)), float(slide.mpp), short,
-                   short_mm2)
+    box = tissue_box(slide) if short else None
+    if box is not None:  # never past the tissue: the best window inside the box around it
+        bx0, by0, bx1, by1 = box
+        inner = best_window(xy - (bx0, by0), math.ceil(bx1 - bx0), math.ceil(by1 - by0), side)
+        x0, y0 = bx0 + inner.x, by0 + inner.y
+        x1, y1 = min(x0 + side, bx1), min(y0 + side, by1)
+        count = int(np.count_nonzero((xy[:, 0] >= x0) & (xy[:, 0] < x1)
+                                     & (xy[:, 1] >= y0) & (xy[:, 1] < y1)))
+    return Hotspot(x0, y0, x1 - x0, y1 - y0, count, area_mm2,
+                   tissue_mm2(slide, (x0, y0, x1, y1)), float(slide.mpp), short, short_mm2)
 
 
 def write_hotspot_geojson(path: Path, slide: Any, win: Hotspot) -> Path:
@@ -171,7 +192,7 @@ def write_hotspot_geojson(path: Path, slide: Any, win: Hotspot) -> Path:
         "geometry": {"type": "Polygon",
                      "coordinates": [[[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]]},
         "properties": {"objectType": "annotation", "name": "Hotspot",
-                       "classification": {"name": "Hotspot", "color": [255, 255, 255]},
+                       "classification": {"name": "Hotspot", "color": [255, 31, 31]},
                        "measurements": {"mitoses": win.count,
                                         "area_mm2": counted_mm2(win)}}})
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -3,10 +3,10 @@
 The slide is cut into square cells of one field's area (:func:`partsup_mitosis.counts.hpf_mm2`:
 ``pi * (D / 2) ** 2`` with ``--field-diameter D``, else ``--hpf-area``); each cell holding
 mitoses is coloured by its count on a sequential scale from 0 (no colour) through pale (1) to
-dark (the slide's highest count), one colour per count up to :data:`MAX_STEPS`, integer ticks;
-empty cells are left out, so the tissue shows as it is. The hotspot (solid red) and the
-``--roi`` (dashed black) are outlined in colours the scale does not use, a scale bar gives
-millimetres and the title the counts.
+dark (the slide's highest count, at least :data:`MIN_TOP`), one colour per count up to
+:data:`MAX_STEPS`, integer ticks; empty cells are left out, so the tissue shows as it is. The
+hotspot (solid red) and the ``--roi`` (dashed black) are outlined in colours the scale does not
+use, a scale bar gives millimetres and the title the counts.
 """
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ CMAP = "Blues"
 HOTSPOT_COLOUR = "#ff1f1f"
 #: the ROI's outline (dashed black)
 ROI_COLOUR = "#111111"
+#: the scale runs to the slide's highest count per field, and at least to this, so that a
+#: slide with a few mitoses does not look dark
+MIN_TOP = 5
 #: at most this many distinct colours (one per count); above it the scale is continuous
 MAX_STEPS = 12
 
@@ -64,7 +67,7 @@ def heatmap_figure(slide: Any, win: Any, field_mm2: float, title: str,
 
     cell = math.sqrt(field_mm2) * 1000.0 / slide.mpp  # level-0 px
     grid = density_map(slide.xy[:, :2], slide.width, slide.height, cell)
-    top = max(1, int(grid.max()))
+    top = max(MIN_TOP, int(grid.max()))
     s = slide.scale  # thumbnail px per level-0 px
     h, w = slide.thumbnail.shape[:2]
     fig, ax = plt.subplots(figsize=(7.5, 7.5 * h / max(w, 1) + 0.6), dpi=120)
