@@ -38,6 +38,15 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def amibr_root() -> Path:
+    """The real AMi-Br crops (../shared/data/ami-br); the test is skipped without them."""
+    root = SHARED_DATA / "ami-br"
+    if not root.is_dir():
+        pytest.skip(f"{root} is absent (the real AMi-Br crops sit beside the repository)")
+    return root
+
+
 # -- shared worlds (helpers.py holds the functions these fixtures call) ------------------------
 
 @pytest.fixture
@@ -77,3 +86,12 @@ def toy(tmp_path):
                            detect={"w": 0.0, "s1": 0.5, "a1": 10.0, "sigma": 1.0,
                                    "area_unit": "px"})
     return regs, root, ckpt
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that take the ``shared_data`` or ``amibr_root`` fixture carry the
+    ``needs_shared_data`` marker
+    (``pytest -m "not needs_shared_data"`` leaves them out)."""
+    for item in items:
+        if {"shared_data", "amibr_root"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_shared_data)

@@ -73,15 +73,6 @@ def test_default_root_is_partsup_data(tmp_path, monkeypatch):
     assert "\n" not in message and "root=" in message and "PARTSUP_DATA is not set" in message
 
 
-@pytest.fixture(scope="module")
-def amibr_root():
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "ami-br"
-    if not root.is_dir():
-        pytest.skip(f"{root} is absent")
-    return root
-
-
 def test_registered_and_split_by_slide(registries, amibr_root):
     sets = {s: registries.datasets.build("ami-br", split=s, fields=50) for s in
             ("train", "val", "test")}

@@ -86,14 +86,6 @@ def test_two_daughter_clumps_are_both_kept_and_the_rule_is_deterministic():
 
 # -- the reader on the real crops ---------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def amibr_root():
-    root = REPO.parent / "shared" / "data" / "ami-br"
-    if not root.is_dir():
-        pytest.skip(f"{root} is absent (the real AMi-Br crops sit beside the repository)")
-    return root
-
-
 # sha256 of image + points bytes of two default fields, computed before the masks option existed
 BEFORE = {("val", (("fields", 5),), 3):
           "165595b77d2e7f84fa729e54047a75c65ee9fee7ae2da16bacd07881b0b87875",

@@ -14,14 +14,6 @@ from partsup_mitosis.amibr.crops import factory as crops_factory
 from partsup_mitosis.amibr.geometry import dihedral, dihedral_xy
 
 
-@pytest.fixture(scope="module")
-def amibr_root() -> Path:
-    root = Path(__file__).resolve().parents[2] / "shared" / "data" / "ami-br"
-    if not root.is_dir():
-        pytest.skip(f"{root} is absent (the real AMi-Br crops sit beside the repository)")
-    return root
-
-
 def test_windows_share_is_checked():
     with pytest.raises(DataError, match="windows must be a share in"):
         factory(root="/nonexistent", windows=1.5)
