@@ -232,9 +232,11 @@ def partsup_count_summary(counts: Sequence[Any], options: Mapping[str, Any]
     """The summary lines ``partsup predict`` prints for the counts of its images.
 
     ``counts`` are :class:`partsup.prediction.ImageCount` (detections, width and height in px,
-    mpp in um/px); ``options`` maps each of the command's option names (``dest``, plugins' own
-    included, e.g. a value of :func:`partsup_command_options`) to its value. First non-None
-    result wins; when every plugin abstains the core prints the total and the count per mm^2.
+    mpp in um/px) of the inputs that are not whole slides (a slide's count is on its own lines,
+    :func:`partsup_slide_outputs`; with slides only, the hook is not called); ``options``
+    maps each of the command's option names (``dest``, plugins' own included, e.g. a value of
+    :func:`partsup_command_options`) to its value. First non-None result wins; when every
+    plugin abstains the core prints the total and the count per mm^2.
     """
 
 

@@ -167,6 +167,73 @@ def test_scale_bar_is_a_round_fifth_of_the_width(width_mm, bar):
     assert scale_bar_mm(width_mm) == pytest.approx(bar)
 
 
+# -- item 8: one count per 10 HPFs ------------------------------------------------------------
+
+def test_hpfs_get_one_area_standardised_count_per_10_hpfs():
+    from partsup_mitosis.counts import ImageCount, summarize, summary_lines
+    # two ICPR 2012 HPFs: 2084 px at 0.2456 um/px = 0.262 mm^2 each
+    hpfs = [ImageCount("a", 5, 2084, 2084, 0.2456), ImageCount("b", 1, 2084, 2084, 0.2456)]
+    lines = summary_lines(hpfs)
+    assert lines == ["6 mitoses in 2 image(s), 0.524 mm²: 11.45 per mm²",
+                     "per 10 HPFs: 27.1 (area-standardised: 1 HPF = 0.237 mm², 10 HPFs = "
+                     "2.37 mm²)"]
+    assert summarize(hpfs).per_10_hpf == pytest.approx(6 / (2 * 0.26198) * 2.37, rel=1e-4)
+    assert sum(line.count("per 10 HPFs") for line in lines) == 1
+    assert not hasattr(summarize(hpfs), "per_10_images")  # one definition only
+    # docs/predict.md shows these lines, and those of its example run (a and b: two crops)
+    documented = (REPO / "docs/predict.md").read_text()
+    crops = [ImageCount("a", 3, 2000, 1500, 0.25), ImageCount("b", 1, 400, 300, 0.25)]
+    for line in lines + summary_lines(crops):
+        assert f"\n{line}\n" in documented, line
+
+
+def test_an_image_smaller_than_one_hpf_gets_no_per_10_hpf_or_per_mm2_figure():
+    from partsup_mitosis.counts import ImageCount, summary_lines
+    crop = [ImageCount("crop", 1, 128, 128, 0.25)]  # 0.001 mm^2: 976.56 per mm^2 before
+    lines = summary_lines(crop)
+    assert lines[0] == "1 mitoses in 1 image(s), 0.001 mm²"
+    assert lines[1].startswith("per 10 HPFs: none (each image is smaller than 1 HPF of "
+                               "0.237 mm², too small to stand for a field")
+    assert not any("976" in line or "per 10 HPFs: 1" in line for line in lines)
+    # mixed: the per-10-HPF figure is over the fields only, and says what it left out
+    mixed = [ImageCount("a", 5, 2084, 2084, 0.2456), *crop,
+             ImageCount("d", 3, 512, 512, 0.25)]
+    lines = summary_lines(mixed)
+    assert lines[0] == "9 mitoses in 3 image(s), 0.279 mm²"
+    assert lines[1].startswith("per 10 HPFs: 45.2 (area-standardised over the 1 image(s) of "
+                               "at least 1 HPF: 5 mitoses in 0.262 mm², 19.09 per mm²")
+    assert lines[2].startswith("left out of it: 2 image(s) smaller than 1 HPF (4 mitoses)")
+
+
+def test_the_field_diameter_defines_the_hpf_for_images_too():
+    from partsup_mitosis.counts import ImageCount, hpf_mm2, summary_lines
+    assert hpf_mm2({}) == 0.237 and hpf_mm2({"hpf_area": 0.3}) == 0.3
+    assert hpf_mm2({"hpf_area": 0.237, "field_diameter": 0.59}) == pytest.approx(0.27340, 1e-4)
+    lines = summary_lines([ImageCount("a", 10, 4000, 4000, 0.25)], hpf_mm2(
+        {"field_diameter": 0.59}))
+    assert lines[1] == ("per 10 HPFs: 27.3 (area-standardised: 1 HPF = 0.273 mm², 10 HPFs = "
+                        "2.73 mm²)")
+
+
+def test_a_slide_is_left_out_of_the_set_lines(tmp_path, registries):
+    from partsup.plugin import ImageCount
+    from partsup.prediction import Item
+    from partsup.prediction.result import Result
+    from partsup.prediction.summary import summary_lines
+    from partsup.slides.write import from_array, write_pyramid
+    img = np.full((1536, 2048, 3), 255, np.uint8)
+    slide_path = write_pyramid(tmp_path / "case.tif", from_array(img), 2048, 1536, 0.25)
+    hpf = tmp_path / "hpf.png"
+    hpf.write_bytes(b"")
+    slide_result = Result(Item(slide_path, "case"), ImageCount("case", 51, 2048, 1536, 0.25))
+    hpf_result = Result(Item(hpf, "hpf"), ImageCount("hpf", 3, 2084, 2084, 0.2456))
+    options = {"hpf_area": 0.237}
+    assert summary_lines([slide_result], options, registries.pm) == []  # "510.0" before
+    lines = summary_lines([slide_result, hpf_result], options, registries.pm)
+    assert lines[0] == "3 mitoses in 1 image(s), 0.262 mm²: 11.45 per mm²"
+    assert sum("per 10 HPFs" in line for line in lines) == 1
+
+
 def test_a_slide_with_few_mitoses_is_not_drawn_dark(tmp_path):
     from matplotlib.collections import QuadMesh
 

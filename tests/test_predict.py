@@ -90,7 +90,7 @@ def test_all_good_exit_zero_and_counts_per_hpf(tmp_path, plugin, checkpoint, cap
     assert rc == 0
     out = capsys.readouterr().out
     assert "3 mitoses in 2 image(s)" in out
-    assert "15.0 (each image = 1 HPF)" in out
+    assert "per 10 HPFs: none (each image is smaller than 1 HPF" in out  # 300x400 px crops
     assert "0.25 um/px assumed" in out  # no --mpp and PNG/BMP record none
 
 

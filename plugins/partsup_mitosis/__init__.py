@@ -60,8 +60,8 @@ def partsup_slide_outputs(slide: Any, options: Mapping[str, Any]) -> list[str] |
 @hookimpl
 def partsup_count_summary(counts: Sequence[Any], options: Mapping[str, Any]
                           ) -> list[str] | None:
-    from partsup_mitosis.counts import HPF_AREA_MM2, summary_lines
-    return summary_lines(counts, options.get("hpf_area", HPF_AREA_MM2))
+    from partsup_mitosis.counts import hpf_mm2, summary_lines
+    return summary_lines(counts, hpf_mm2(options))
 
 
 #: the shipped real-tissue model (weights, recipe and calibration; docs/model-card.md)
