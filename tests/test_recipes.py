@@ -10,6 +10,9 @@ from partsup.recipe import load_run
 from partsup.training.stages import plan_stages
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes").glob("*.yaml"))
+#: crop classifier recipes (task: classify) and the detector's (task: segment)
+CLASSIFY = [p for p in RECIPES if "\ntask: classify" in p.read_text()]
+SEGMENT = [p for p in RECIPES if p not in CLASSIFY]
 SPLITS = ("strong", "weak", "val", "test")
 
 
@@ -28,7 +31,7 @@ def test_the_expected_recipes_exist() -> None:
             "partmitosis-amibr", "partmitosis-amibr-gpu", "segmitos-amibr"} <= names
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
+@pytest.mark.parametrize("path", SEGMENT, ids=[p.stem for p in SEGMENT])
 def test_recipe_validates_with_overrides_and_env(path: Path, env: Path) -> None:
     recipe, regs = load_run(path, ["train.iterations=10", "train.weak_iterations=4", "seed=7",
                                    "train.batch_size=2"])
@@ -52,6 +55,26 @@ def test_recipe_validates_with_overrides_and_env(path: Path, env: Path) -> None:
     assert recipe["train"]["optimizer"]["name"] in regs.optimizers
     assert recipe["eval"]["protocol"] in regs.protocols
     assert recipe["data"]["val"] is not None and recipe["data"]["test"] is not None
+
+
+@pytest.mark.parametrize("path", CLASSIFY, ids=[p.stem for p in CLASSIFY])
+def test_classify_recipe_validates_and_builds_its_crop_net(path: Path, env: Path) -> None:
+    import torch
+    from partsup.model.classifier import build_classifier, crop_side
+    recipe, regs = load_run(path, ["train.iterations=10", "seed=7", "train.batch_size=2"])
+    assert recipe["name"] == path.stem and recipe["task"] == "classify"
+    assert (recipe["seed"], recipe["train"]["iterations"]) == (7, 10)
+    for split in ("train", "val"):
+        assert recipe["data"][split]["name"] in regs.datasets
+    section = recipe["classifier"]
+    verify = section["verify"]
+    assert section["heads"][verify["head"]][1] == verify["positive"]
+    net = build_classifier(section, regs).eval()
+    side = crop_side(section["crop_um"], section["mpp"])
+    with torch.no_grad():
+        out = net(torch.zeros(2, 3, side, side))
+    assert {h: tuple(v.shape) for h, v in out.items()} == \
+        {h: (2, len(c)) for h, c in section["heads"].items()}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.stem for p in RECIPES])
