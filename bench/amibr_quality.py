@@ -23,6 +23,12 @@ discs,windows`` adds fields whose figures and decoys are pasted as rectangles of
 adds ``ami-br-crops`` (whole crops side by side, about 244 figures per 2000x2000 px), reported
 under ``crops``.
 
+A checkpoint with a second look (``partsup calibrate --second-look``) is scored three ways on
+the same maps: ``calibrated`` (its own ``detect`` rule, as if it had no second look),
+``candidates`` (the second look's candidate rule alone) and ``second_look`` (those candidates
+kept when the crop classifier's verify probability reaches its threshold; AP ranks them by
+that probability): what ``partsup predict`` now does.
+
 ``--fields N`` scores a seeded subset of N fields per density (quicker; say so when quoting).
 Skips with a message when ../shared/data/ami-br is absent.
 """
@@ -113,9 +119,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from partsup.inference.detector import load_detector
     from partsup.manager import load
     regs = load()
+    from partsup.inference.detector import params_from_checkpoint
     detector, ckpt = load_detector(args.checkpoint, regs, device="cpu")
     detector.params.tta = bool(args.tta)
     rules = {"calibrated": detector.params}
+    if detector.second_look is not None:  # its own detect rule, the candidate rule, then both
+        own = params_from_checkpoint({k: v for k, v in ckpt.items() if k != "second_look"})
+        own.tta = bool(args.tta)
+        rules = {"calibrated": own, "candidates": detector.params}
     if args.otsu_from is not None:
         row = best_row(args.otsu_from, otsu=True)
         rules["otsu"] = dataclasses.replace(detector.params, threshold="otsu", w=row["w"],
@@ -130,6 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "fields": args.fields, "sources": sources, "tta": args.tta,
                            "rules": {k: dataclasses.asdict(v) for k, v in rules.items()},
                            "densities": {}}
+    if detector.second_look is not None:
+        out["second_look"] = detector.second_look.params.to_dict()
     views: list[tuple[str, str, float, dict[str, Any]]] = []
     for layout in args.layouts.split(","):
         if layout not in ("discs", "windows"):
@@ -150,35 +163,77 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         else:
             out.setdefault(layout, {})[key] = row
         label = layout if layout == "crops" else f"{layout} {density:>4g}"
-        print(table_line(label, row, list(rules)), flush=True)
+        names = [k for k in row if k in rules or k == "second_look"]
+        print(table_line(label, row, names), flush=True)
         for src, part in row["by_source"].items():
-            print(f"  {src:>8}: " + table_line(label, part, list(rules)), flush=True)
+            print(f"  {src:>8}: " + table_line(label, part, names), flush=True)
     return out
 
 
 def score_reader(reader: Any, detector: Any, rules: dict[str, Any], regs: Registries,
                  protocol: Any) -> dict[str, Any]:
     """One view: maps once per field, then every rule, overall and per source."""
+    from partsup.inference.blobs import candidates_from_maps
     t0 = time.perf_counter()
-    maps, source = [], []
+    maps, source, looks = [], [], []
     groups = reader.groups
+    look = detector.second_look
     for i in range(len(reader)):
         s = reader[i]
         maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp,
                      reader.hard_negatives(i).astype(np.float64)))
         source.append(reader.by_slide[groups[i]][0].source)
+        if look is not None:  # the candidates' verify probabilities, as predict computes them
+            cands, keep = candidates_from_maps(maps[-1][0], maps[-1][1], detector.params,
+                                               s.mpp, regs)
+            xy = np.array([[d.x, d.y] for d in cands], np.float64).reshape(-1, 2)[keep]
+            looks.append((xy, verify_probability(look, s.image, xy, s.mpp)))
     seconds = time.perf_counter() - t0
     radius = protocol.radius_for(reader.mpp(0))
     row: dict[str, Any] = {"fields": len(reader), "figures": int(sum(len(m[2]) for m in maps)),
                            "seconds_maps": round(seconds, 1)}
     row.update({name: score(maps, p, regs, radius) for name, p in rules.items()})
+    if look is not None:
+        row["second_look"] = score_look(maps, looks, look.params.verify.threshold, radius)
     row["by_source"] = {}
     for src in sorted(set(source)):  # the same fields, split by the slide's source
         sub = [m for m, k in zip(maps, source) if k == src]
         part = {"fields": len(sub), "figures": int(sum(len(m[2]) for m in sub))}
         part.update({name: score(sub, p, regs, radius) for name, p in rules.items()})
+        if look is not None:
+            part["second_look"] = score_look(sub, [lk for lk, k in zip(looks, source)
+                                                   if k == src],
+                                             look.params.verify.threshold, radius)
         row["by_source"][src] = part
     return row
+
+
+def verify_probability(look: Any, image: np.ndarray, xy: np.ndarray, mpp: float) -> np.ndarray:
+    """``(K,)`` the verify head's positive-class probability of the crops around ``xy``."""
+    rule = look.params.verify
+    if not len(xy):
+        return np.zeros(0, np.float64)
+    probs = look.probabilities(image, xy, mpp)[rule.head]
+    return probs[:, look.spec.heads[rule.head].index(rule.positive)].astype(np.float64)
+
+
+def score_look(maps: list[tuple], looks: list[tuple], threshold: float,
+               radius: float) -> dict[str, Any]:
+    """Counts of the candidates whose verify probability is ``>= threshold``, AP over the
+    candidates ranked by that probability, false alarms on decoys (as :func:`score`)."""
+    from partsup.evaluation.matching import Counts, match, pr_curve
+    total, gts, fp_decoy = Counts(0, 0, 0), [], 0
+    for (_, _, gt, _, decoys), (xy, p) in zip(maps, looks):
+        kept = p >= threshold
+        m = match(gt, xy[kept], p[kept], radius_px=radius)
+        total = total + m.counts
+        fp = xy[kept][~m.det_tp]
+        if len(fp) and len(decoys):
+            d = np.sqrt(((fp[:, None] - decoys[None]) ** 2).sum(-1)).min(1)
+            fp_decoy += int((d <= DECOY_PX).sum())
+        gts.append(gt)
+    curve = pr_curve(gts, [xy for xy, _ in looks], [p for _, p in looks], radius_px=radius)
+    return {**total.as_dict(), "ap": curve.ap, "fp_on_decoys": fp_decoy}
 
 
 def table_line(label: str, row: dict[str, Any], rules: list[str]) -> str:
