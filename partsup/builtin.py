@@ -1,14 +1,15 @@
 """The core's own plugin: generic defaults, registered through the same hooks as any plugin.
 
-Each registration hook reads a plain ``name -> factory`` dict from the core module that owns
-those components (the :data:`CORE_COMPONENTS` table), so a module lists its own components next
-to their code. The modules are imported by name when the hook runs: this plugin sits low in the
-layer order (docs/architecture.md) and imports none of them itself. The CLI's commands are
-registered by their own package, :mod:`partsup.cli.commands`.
+Each core module that owns components lists them in a plain ``name -> factory`` dict next to
+their code (the :data:`CORE_COMPONENTS` table names the module and the dict). The registration
+hooks register them lazily, as ``"module:attr"`` entries (:data:`CORE_NAMES`: each name's factory
+attribute), so describing the registries (``partsup --help``, ``partsup plugins``) imports none
+of those modules (nor torch); a module is imported when one of its components is first used.
+This plugin sits low in the layer order (docs/architecture.md) and imports none of them itself.
+The CLI's commands are registered by their own package, :mod:`partsup.cli.commands`.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import numpy as np
@@ -31,12 +32,27 @@ CORE_COMPONENTS: dict[str, tuple[str, str]] = {
 }
 
 
+#: component kind -> ``name -> attribute`` of each factory in the :data:`CORE_COMPONENTS` module
+#: (the same names and objects as its dict: tests/test_startup.py), registered lazily
+CORE_NAMES: dict[str, dict[str, str]] = {
+    "weight_transfers": {"affine": "make_affine", "mlp": "make_mlp"},
+    "losses": {"pixel_ce": "pixel_ce"},
+    "classifiers": {"cnn": "make_cnn"},
+    "optimizers": {"sgd_paper": "sgd_paper", "adamw": "adamw"},
+    "filters": {"area": "area", "score": "score"},
+    "writers": {"csv": "CsvWriter", "geojson": "GeoJsonWriter"},
+    "datasets": {"folder": "Folder"},
+    "normalizers": {"reinhard": "Reinhard"},
+    "protocols": {"pixels": "pixels", "microns": "microns"},
+}
+
+
 def _register_core(register: Register, kind: str) -> None:
-    """Register every entry of the ``name -> factory`` dict :data:`CORE_COMPONENTS` names for
-    ``kind`` (its module imported now, so importing this plugin stays cheap)."""
-    module, attr = CORE_COMPONENTS[kind]
-    for name, factory in getattr(importlib.import_module(module), attr).items():
-        register(name, factory)
+    """Register every component :data:`CORE_NAMES` lists for ``kind`` as a lazy
+    ``"module:attr"`` entry of its :data:`CORE_COMPONENTS` module (nothing imported now)."""
+    module, _ = CORE_COMPONENTS[kind]
+    for name, attr in CORE_NAMES[kind].items():
+        register(name, f"{module}:{attr}")
 
 
 @hookimpl

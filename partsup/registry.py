@@ -1,30 +1,139 @@
 """Registries: a dict of named factories plus a decorator.
 
 A duplicate name is an error naming both providers; an unknown name is an error listing the
-known names and the closest match. Factories take keyword arguments; :meth:`Registry.check_kwargs`
+known names and the closest match. A factory may be registered lazily, as a
+``"package.module:attr"`` string imported on first use (so describing the registries imports
+nothing heavy). Factories take keyword arguments; :meth:`Registry.check_kwargs`
 validates a recipe's keyword arguments against the factory's signature before anything is built.
 """
 from __future__ import annotations
 
+import ast
 import collections.abc
 import difflib
+import importlib
+import importlib.machinery
+import importlib.util
 import inspect
+import sys
 import types
 import typing
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from partsup.errors import PluginError, RecipeError
 
 
-@dataclass(frozen=True)
 class Entry:
-    """One registered component."""
+    """One registered component: ``name``, ``factory``, ``provider`` (the plugin that
+    registered it) and ``summary`` (one line, what ``partsup plugins`` shows).
 
-    name: str
-    factory: Callable[..., Any]
-    provider: str
-    summary: str
+    A lazy entry was registered with a ``"package.module:attr"`` string (:attr:`target`): its
+    module is imported on the first read of :attr:`factory` (or of :attr:`summary` when none
+    was given: the factory's docstring), so registering costs no import.
+    """
+
+    __slots__ = ("name", "provider", "kind", "target", "_factory", "_summary")
+
+    def __init__(self, name: str, factory: Callable[..., Any] | str, provider: str,
+                 summary: str | None, kind: str = "component") -> None:
+        self.name, self.provider, self.kind = name, provider, kind
+        self.target: str | None = factory if isinstance(factory, str) else None
+        self._factory: Callable[..., Any] | None = None if self.target else factory
+        self._summary = summary
+
+    @property
+    def loaded(self) -> bool:
+        """Whether :attr:`factory` is at hand (an eager entry, or a lazy one already used)."""
+        return self._factory is not None
+
+    @property
+    def factory(self) -> Callable[..., Any]:
+        """The factory (a lazy entry's module imported now, once; PluginError if it fails)."""
+        if self._factory is None:
+            self._factory = resolve_target(self.target or "", self.kind, self.name,
+                                           self.provider)
+        return self._factory
+
+    @property
+    def summary(self) -> str:
+        """The summary given at registration, else the factory's first docstring paragraph
+        (a lazy entry's read from its module's source when it can be, without importing)."""
+        if self._summary is None and self._factory is None and self.target:
+            self._summary = source_summary(self.target)
+        if self._summary is None:
+            self._summary = first_doc_line(self.factory)
+        return self._summary
+
+
+def is_target(text: str) -> bool:
+    """Whether ``text`` names a factory lazily: ``"package.module:attr"`` (dotted names)."""
+    module, sep, attr = text.partition(":")
+    return bool(sep) and all(p.isidentifier() for p in (*module.split("."), *attr.split(".")))
+
+
+def resolve_target(target: str, kind: str = "component", name: str = "?",
+                   provider: str = "?") -> Callable[..., Any]:
+    """The object ``"package.module:attr"`` names (``attr`` may be dotted), imported now.
+
+    Raises:
+        PluginError: naming the provider, the component and the target.
+    """
+    module, _, attr = target.partition(":")
+    where = f"{provider}: {kind} {name!r} ({target})"
+    try:
+        obj: Any = importlib.import_module(module)
+    except Exception as exc:
+        raise PluginError(f"{where} failed to import: {type(exc).__name__}: {exc}") from exc
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise PluginError(f"{where}: module {module!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise PluginError(f"{where} is not callable")
+    return obj
+
+
+def source_summary(target: str) -> str | None:
+    """:func:`first_doc_line` of the function or class ``"module:attr"`` names, read from the
+    module's source file with :mod:`ast` (nothing imported); None when the source or a
+    docstring there cannot be found (then only importing it tells)."""
+    module, _, attr = target.partition(":")
+    path = _source_file(module)
+    if path is None or not attr.isidentifier():
+        return None
+    try:
+        tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    defs = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef,
+                                                   ast.ClassDef)) and n.name == attr]
+    doc = ast.get_docstring(defs[-1]) if defs else None
+    return _first_paragraph(doc) if doc else None
+
+
+def _source_file(module: str) -> str | None:
+    """The ``.py`` file of ``module``, found without importing it or its packages."""
+    loaded = sys.modules.get(module)
+    if loaded is not None:
+        return getattr(loaded, "__file__", None)
+    parts = module.split(".")
+    try:
+        spec = importlib.util.find_spec(parts[0])
+        for i in range(1, len(parts)):
+            if spec is None or not spec.submodule_search_locations:
+                return None
+            spec = importlib.machinery.PathFinder.find_spec(
+                ".".join(parts[:i + 1]), list(spec.submodule_search_locations))
+    except (ImportError, ValueError):
+        return None
+    origin = getattr(spec, "origin", None)
+    return origin if origin and origin.endswith(".py") else None
+
+
+def _first_paragraph(doc: str) -> str:
+    doc = doc.strip()
+    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
 
 
 def closest(name: str, known: list[str] | tuple[str, ...]) -> str | None:
@@ -74,8 +183,7 @@ def scalar_or_pair(value: Any, key: str, cast: Callable[[Any], Any], expected: s
 
 def first_doc_line(obj: Any) -> str:
     """The first paragraph of ``obj``'s docstring, on one line (a summary may wrap)."""
-    doc = (inspect.getdoc(obj) or "").strip()
-    return " ".join(doc.split("\n\n")[0].split()) if doc else ""
+    return _first_paragraph(inspect.getdoc(obj) or "")
 
 
 class Registry:
@@ -91,9 +199,14 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     # -- filling -------------------------------------------------------------------------------
-    def register(self, name: str, factory: Callable[..., Any] | None = None, *,
+    def register(self, name: str, factory: Callable[..., Any] | str | None = None, *,
                  provider: str = "<direct>", summary: str | None = None):
-        """Register ``factory`` under ``name``; usable directly or as a decorator."""
+        """Register ``factory`` under ``name``; usable directly or as a decorator.
+
+        ``factory`` may be a ``"package.module:attr"`` string: a lazy entry, imported when
+        first used (:class:`Entry`); give its ``summary`` too, or showing the summary imports
+        it. Returns ``factory``.
+        """
         if factory is None:
             def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
                 self.register(name, fn, provider=provider, summary=summary)
@@ -101,15 +214,18 @@ class Registry:
             return deco
         if not isinstance(name, str) or not name:
             raise PluginError(f"{provider} registered a {self.kind} with an invalid name {name!r}")
-        if not callable(factory):
+        if isinstance(factory, str):
+            if not is_target(factory):
+                raise PluginError(f"{provider} registered {self.kind} {name!r} as {factory!r}: "
+                                  f"expected a callable or 'package.module:attr'")
+        elif not callable(factory):
             raise PluginError(f"{provider} registered {self.kind} {name!r} with a non-callable factory")
         if name in self._entries:
             other = self._entries[name].provider
             raise PluginError(
                 f"{self.kind} {name!r} is registered twice: by {other} and by {provider}; "
                 f"block one with PARTSUP_DISABLE_PLUGINS or rename it")
-        self._entries[name] = Entry(name, factory, provider,
-                                    summary if summary is not None else first_doc_line(factory))
+        self._entries[name] = Entry(name, factory, provider, summary, self.kind)
         return factory
 
     # -- reading -------------------------------------------------------------------------------

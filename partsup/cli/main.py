@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -27,7 +27,12 @@ def _pre_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser(registries: Registries) -> argparse.ArgumentParser:
+def build_parser(registries: Registries, commands: Iterable[str] | None = None
+                 ) -> argparse.ArgumentParser:
+    """The CLI's parser: every registered command as a subcommand (its one-line help from the
+    registry). Only the ``commands`` named (None: all) get their arguments, which imports their
+    modules (a command registered lazily is imported on first use): the others are listed
+    by ``partsup --help`` without being imported."""
     parser = argparse.ArgumentParser(
         prog="partsup",
         description="Partially supervised segmentation-based detection.")
@@ -36,7 +41,12 @@ def build_parser(registries: Registries) -> argparse.ArgumentParser:
                         help="import an extra plugin module (repeatable)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = None if commands is None else set(commands)
     for entry in registries.commands.entries():
+        if wanted is not None and entry.name not in wanted:
+            placeholder = sub.add_parser(entry.name, help=entry.summary, add_help=False)
+            placeholder.add_argument("_rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            continue
         cmd = entry.factory() if isinstance(entry.factory, type) else entry.factory
         sp = sub.add_parser(entry.name, help=entry.summary or getattr(cmd, "help", ""),
                             description=getattr(cmd, "help", None))
@@ -50,6 +60,13 @@ def build_parser(registries: Registries) -> argparse.ArgumentParser:
     return parser
 
 
+def command_named(rest: Sequence[str], registries: Registries) -> str | None:
+    """The command ``rest`` (the arguments the pre-parser left) runs: its first word that is
+    not an option, when it names a registered command."""
+    word = next((w for w in rest if not w.startswith("-")), None)
+    return word if word is not None and word in registries.commands else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code.
 
@@ -60,15 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv == ["--version"]:  # answered before any plugin (and torch) is loaded
         print(f"partsup {partsup.__version__}")
         return 0
-    pre, _ = _pre_parser().parse_known_args(argv)
+    pre, rest = _pre_parser().parse_known_args(argv)
     err = Console(stderr=True)
     shown = warnings.showwarning
     if not pre.debug:  # one line per warning, like errors (--debug: Python's own format)
         warnings.showwarning = _warning_printer(err)
     try:
         registries = Registries.from_pm(make_plugin_manager(pre.plugin))
-        parser = build_parser(registries)
+        parser = build_parser(registries, [command_named(rest, registries) or ""])
         args = parser.parse_args(argv)
+        if args.command is not None and getattr(args, "_command", None) is None:
+            args = build_parser(registries, [args.command]).parse_args(argv)  # not foreseen
         if getattr(args, "_command", None) is None:
             parser.print_help()
             return 0

@@ -1,49 +1,29 @@
-"""FCN-32s backbone plugin (the PartMitosis / SegMitos backbone), registered as ``fcn32s``."""
+"""FCN-32s backbone plugin (the PartMitosis / SegMitos backbone), registered as ``fcn32s``.
+
+The network and its factory (:mod:`.backbone`, :mod:`.network`: torch) are imported when the
+backbone is first built or one of their names is read here: registering the plugin
+(``partsup --help``, ``partsup plugins``) imports neither.
+"""
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+import importlib
+from typing import Any, Callable
 
-from partsup.plugin import hookimpl, named_normalization
-
-from .network import CROP, FCN32s, bilinear_kernel
-from .weights import NORMALIZATION, WeightsFormat, load_fcn_weights
+from partsup.plugin import hookimpl
 
 __all__ = ["FCN32s", "make_fcn32s", "bilinear_kernel", "CROP"]
 
+#: each public name -> the submodule that defines it (imported on first use)
+_HOMES = {"FCN32s": "network", "bilinear_kernel": "network", "CROP": "network",
+          "make_fcn32s": "backbone"}
 
-def make_fcn32s(weights: str | None = None, weights_format: WeightsFormat = "auto",
-                dropout: float = 0.5, fc_channels: int = 4096,
-                normalization: Literal["caffe", "imagenet", "unit"] | None = None) -> FCN32s:
-    """FCN-32s (VGG16, pad 100, frozen bilinear x32 upscore, crop 19), 2 classes.
 
-    Args:
-        weights: local weights file (None: random He-normal trunk; nothing is downloaded).
-        weights_format: ``auto`` (detect), ``caffe_voc`` (converted Pascal-VOC FCN-32s),
-            ``torchvision_vgg16`` (ImageNet VGG16) or ``partsup`` (a partsup checkpoint's weak
-            branch, or a bare FCN32s state dict).
-        dropout: element-wise dropout after fc6 and fc7.
-        fc_channels: fc6/fc7 width; 4096 is FCN-32s (smaller only for quick tests).
-        normalization: input normalisation override; None follows the weights (Caffe files:
-            ``caffe``; torchvision: ``imagenet``; partsup: as recorded; no weights: ``caffe``).
-    """
-    net = FCN32s(fc_channels=fc_channels, dropout=dropout)
-    if weights is not None:
-        fmt, recorded = load_fcn_weights(net, weights, weights_format)
-        if normalization is None:
-            if fmt in NORMALIZATION:
-                net.normalization = named_normalization(NORMALIZATION[fmt])
-            elif recorded is not None:
-                net.normalization = dict(recorded)
-            else:
-                from partsup.plugin import CheckpointError
-                raise CheckpointError(f"{weights}: the file does not record its input "
-                                      f"normalisation; set model.backbone.normalization "
-                                      f"(caffe, imagenet or unit)")
-    if normalization is not None:
-        net.normalization = named_normalization(normalization, "model.backbone.normalization")
-    return net
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl
 def partsup_register_backbones(register: Callable[..., Any]) -> None:
-    register("fcn32s", make_fcn32s)
+    register("fcn32s", "partsup_fcn32s.backbone:make_fcn32s")

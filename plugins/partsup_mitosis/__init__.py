@@ -12,34 +12,60 @@ from typing import Any, Callable, Mapping, Sequence
 from partsup.plugin import hookimpl
 
 
+#: registry kind -> ``name -> "module:attr"`` of each factory, registered lazily (the modules,
+#: some slow to import, load when a component is first used); the same names and objects as
+#: the modules' own tables (``readers.DATASETS``, ``amibr.DATASETS``, ``protocols.PROTOCOLS``,
+#: ``formats.WRITERS``; tests/test_startup.py checks them)
+LAZY: dict[str, dict[str, str]] = {
+    "datasets": {"icpr2012": "partsup_mitosis.readers.icpr:ICPR2012",
+                 "icpr2014": "partsup_mitosis.readers.icpr:ICPR2014",
+                 "amida13": "partsup_mitosis.readers.amida13:AMIDA13",
+                 "midog": "partsup_mitosis.readers.midog:MIDOG",
+                 "ami-br": "partsup_mitosis.amibr.dataset:factory",
+                 "ami-br-crops": "partsup_mitosis.amibr.crops:factory"},
+    "protocols": {"icpr2012": "partsup_mitosis.protocols:icpr2012",
+                  "icpr2012-8um": "partsup_mitosis.protocols:icpr2012_8um",
+                  "icpr2014": "partsup_mitosis.protocols:icpr2014",
+                  "amida13": "partsup_mitosis.protocols:amida13",
+                  "midog": "partsup_mitosis.protocols:midog"},
+    "writers": {"tupac": "partsup_mitosis.formats:TupacWriter",
+                "mitos-atypia": "partsup_mitosis.formats:MitosAtypiaWriter",
+                "midog": "partsup_mitosis.formats:MidogWriter"},
+}
+
+#: command name -> (``"module:attr"``, its one-line help: the command class's ``help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("partsup_mitosis.commands.synth:COMMAND",
+              "write a synthetic H&E mitosis dataset in the layout of "
+              "amida13/icpr2012/icpr2014/midog"),
+    "demo": ("partsup_mitosis.commands.demo:COMMAND",
+             "generate synthetic data, train quickstart + the weak-only baseline, compare "
+             "(make demo)"),
+}
+
+
 @hookimpl
 def partsup_register_datasets(register: Callable[..., Any]) -> None:
-    from partsup_mitosis import amibr, readers
-    for table in (readers.DATASETS, amibr.DATASETS):
-        for name, factory in table.items():
-            register(name, factory)
+    for name, target in LAZY["datasets"].items():
+        register(name, target)
 
 
 @hookimpl
 def partsup_register_protocols(register: Callable[..., Any]) -> None:
-    from partsup_mitosis import protocols
-    for name, factory in protocols.PROTOCOLS.items():
-        register(name, factory)
+    for name, target in LAZY["protocols"].items():
+        register(name, target)
 
 
 @hookimpl
 def partsup_register_writers(register: Callable[..., Any]) -> None:
-    from partsup_mitosis import formats
-    for name, factory in formats.WRITERS.items():
-        register(name, factory)
+    for name, target in LAZY["writers"].items():
+        register(name, target)
 
 
 @hookimpl
 def partsup_register_commands(register: Callable[..., Any]) -> None:
-    from partsup_mitosis.commands import demo, synth
-    for module in (synth, demo):
-        command = module.COMMAND
-        register(command.name, command, summary=command.help)
+    for name, (target, help) in COMMANDS.items():
+        register(name, target, summary=help)
 
 
 @hookimpl

@@ -7,92 +7,35 @@ MAnet, UPerNet, Segformer, DPT) with any smp encoder, including timm encoders th
 Also the ``timm`` crop classifier (a second look's net, :mod:`.classifier`): any timm model
 with a Linear per head.
 
-segmentation-models-pytorch (and timm, torchvision) are imported only when a backbone or
-classifier is built: registering the plugin (``partsup --help``, ``partsup plugins``) does not
-pay for them.
+segmentation-models-pytorch (and timm, torchvision, torch) are imported only when a backbone or
+classifier is built (:mod:`.backbone`, :mod:`.classifier`): registering the plugin
+(``partsup --help``, ``partsup plugins``) does not pay for them.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+import importlib
+from typing import Any, Callable
 
-from torch import nn
-
-from partsup.plugin import CheckpointError, RecipeError, hookimpl
+from partsup.plugin import hookimpl
 
 __all__ = ["SmpBranch", "make_smp"]
 
+#: each public name -> the submodule that defines it (imported on first use: ``from partsup_smp
+#: import SmpBranch`` imports segmentation-models-pytorch then)
+_HOMES = {"SmpBranch": "branch", "make_smp": "backbone"}
 
-def __getattr__(name: str) -> Any:  # ``from partsup_smp import SmpBranch`` imports smp then
-    if name == "SmpBranch":
-        from .branch import SmpBranch
-        return SmpBranch
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _hub_error(value: str) -> CheckpointError:
-    return CheckpointError(
-        f"model.backbone.encoder_weights: {value!r} would need a download from a model hub, "
-        f"which is not possible here; set encoder_weights to a local file (a state dict of the "
-        f"encoder, e.g. saved with torch.save(model.encoder.state_dict(), path)) or null")
-
-
-def make_smp(arch: str = "Unet", encoder: str = "resnet18", encoder_weights: str | None = None,
-             encoder_depth: int | None = None, decoder_channels: list[int] | int | None = None,
-             normalization: Literal["imagenet", "caffe", "unit"] = "imagenet",
-             **kw: Any) -> nn.Module:
-    """Any smp architecture + encoder (tu-<name> for timm), 2 classes, 1x1 semantic layer.
-
-    Args:
-        arch: smp architecture name, case-insensitive (e.g. Unet, FPN, DeepLabV3Plus).
-        encoder: smp encoder name (e.g. resnet18, efficientnet-b0) or ``tu-<timm model>``.
-        encoder_weights: a local file with encoder weights, or None (random init). Hub names
-            such as ``imagenet`` are refused (nothing is downloaded).
-        encoder_depth: number of encoder stages (smp default when None).
-        decoder_channels: passed to smp (a list for Unet-like, an int for DeepLabV3/FPN-like).
-        normalization: input normalisation the encoder weights expect (ImageNet by default).
-        **kw: further keyword arguments of the smp architecture.
-    """
-    import segmentation_models_pytorch as smp
-
-    from partsup.plugin import named_normalization
-
-    from .branch import SmpBranch
-    from .weights import load_encoder_weights
-    if encoder_weights is not None and not _looks_like_path(encoder_weights):
-        raise _hub_error(encoder_weights)
-    options = dict(kw)
-    if encoder_depth is not None:
-        options["encoder_depth"] = encoder_depth
-    if decoder_channels is not None:
-        options["decoder_channels"] = decoder_channels
-    known = sorted(smp.MODEL_ARCHITECTURES_MAPPING)
-    if arch.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
-        raise RecipeError(f"model.backbone.arch: unknown smp architecture {arch!r}; "
-                          f"known: {', '.join(known)}")
-    try:
-        model = smp.create_model(arch, encoder_name=encoder, encoder_weights=None,
-                                 in_channels=3, classes=2, **options)
-    except (KeyError, ValueError, TypeError, RuntimeError) as exc:
-        msg = str(exc.args[0] if exc.args else exc).splitlines()[0][:300]
-        raise RecipeError(f"model.backbone: smp cannot build {arch} with encoder {encoder!r} "
-                          f"and options {options}: {msg}") from None
-    if encoder_weights is not None:
-        load_encoder_weights(model.encoder, encoder_weights)
-    return SmpBranch(model, arch, named_normalization(normalization, "model.backbone.normalization"))
-
-
-def _looks_like_path(value: str) -> bool:
-    """A local-file value: contains a path separator or a file suffix, or exists."""
-    from pathlib import Path
-    return "/" in value or "\\" in value or Path(value).suffix != "" or Path(value).exists()
 
 
 @hookimpl
 def partsup_register_backbones(register: Callable[..., Any]) -> None:
-    register("smp", make_smp)
+    register("smp", "partsup_smp.backbone:make_smp")
 
 
 @hookimpl
 def partsup_register_classifiers(register: Callable[..., Any]) -> None:
-    from .classifier import make_timm_classifier
-    register("timm", make_timm_classifier)
+    register("timm", "partsup_smp.classifier:make_timm_classifier")

@@ -9,5 +9,5 @@ from partsup.plugin import hookimpl
 
 @hookimpl
 def partsup_register_normalizers(register: Callable[..., Any]) -> None:
-    from partsup_stain.macenko import Macenko
-    register("macenko", Macenko, summary="Macenko stain vectors and concentrations (H&E)")
+    register("macenko", "partsup_stain.macenko:Macenko",
+             summary="Macenko stain vectors and concentrations (H&E)")

@@ -36,12 +36,11 @@ from rich.table import Table
 
 from partsup.cli.common import (add_normalize_arguments, apply_normalize_arguments,
                                 normalize_label, progress_bar)
-from partsup.errors import PartsupError
+from partsup.errors import DataError, PartsupError
 from partsup.manager import Registries
 from partsup.options import check_range
 from partsup.prediction.counts import merge_classes
-from partsup.prediction.inputs import Item
-from partsup.prediction.pipeline import PredictRun, distributed, load_run_detector
+from partsup.prediction.inputs import Item, collect_inputs
 from partsup.prediction.points import second_look_of
 from partsup.prediction.result import Result, exit_code
 from partsup.prediction.settings import BASE_DEFAULTS, PredictSettings, make_writers
@@ -103,8 +102,9 @@ def check_at(at: Path | None, out: Path, roi: Path | None) -> None:
 class ProgressWatcher:
     """The run's progress on a transient rich bar (one more bar per slide: its tissue tiles)."""
 
-    def __init__(self, progress: Progress, total: int) -> None:
+    def __init__(self, progress: Progress, total: int, tile_px: int | None = None) -> None:
         self.progress = progress
+        self.tile_px = tile_px  # model px a slide tile covers: Mpx/s in a log's lines
         self.task = progress.add_task("predict", total=total, file="")
 
     def started(self, item: Item) -> None:
@@ -112,7 +112,7 @@ class ProgressWatcher:
 
     @contextlib.contextmanager
     def slide(self, item: Item) -> Iterator[Callable[[int, int], None]]:
-        task = self.progress.add_task("tiles", total=None, file=escape(item.id))
+        task = self.progress.add_task("tiles", total=None, file=escape(item.id), px=self.tile_px)
         try:
             yield lambda done, total: self.progress.update(task, completed=done, total=total)
         finally:
@@ -184,12 +184,17 @@ class PredictCommand:
         parser.set_defaults(**BASE_DEFAULTS)  # plugins may set them
 
     def run(self, args: argparse.Namespace, ctx: Any) -> int:
+        items, missing = collect_inputs(args.paths, args.recursive, exclude=args.out)
+        if missing and not items:  # one line, before the pipeline (and torch) is imported
+            raise DataError(f"{', '.join(str(m.path) for m in missing)}: no such file or folder")
+        from partsup.prediction.pipeline import distributed
         with distributed(args.device if args.runtime == "torch" else "cpu") as dist:
             return self._run(args, ctx, dist)
 
     def _run(self, args: argparse.Namespace, ctx: Any, dist: Any) -> int:
         """Under ``torchrun`` every rank predicts every ``world``-th input; rank 0 gathers the
         results, prints the summary and writes ``summary.csv`` (one process: rank 0 of 1)."""
+        from partsup.prediction.pipeline import PredictRun, load_run_detector
         if args.mpp is not None:
             check_range("--mpp", args.mpp, *MPP_RANGE, "um/px")
         check_at(args.at, args.out, args.roi)
@@ -220,8 +225,9 @@ class PredictCommand:
         results = run.missing(missing)
         for r in results if run.is_main else ():
             ctx.err.print(f"[bold red]error:[/] {escape(r.error)}", highlight=False)
+        tile_px = args.slide_tile ** 2 if args.at is None else None
         with progress_bar(ctx.err, TextColumn("{task.fields[file]}")) as progress:
-            results += run.predict(items, detector, ProgressWatcher(progress, len(items)),
+            results += run.predict(items, detector, ProgressWatcher(progress, len(items), tile_px),
                                    ctx.debug)
         if not run.is_main:  # rank 0 reports and writes summary.csv; the others agree on rc
             return exit_code(results)
