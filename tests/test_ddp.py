@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -39,6 +40,7 @@ RECIPE = tiny_recipe({
 })
 
 
+@pytest.mark.slow
 def test_torchrun_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(RECIPE))
@@ -109,6 +111,7 @@ tdist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_on_main_checks_once_and_every_rank_raises_the_same_error(tmp_path: Path) -> None:
     """A check with side effects (predict proving --out writable) runs on rank 0 alone; the
     other ranks raise its error (same class and message) instead of racing it."""

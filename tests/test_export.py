@@ -116,6 +116,7 @@ def test_missing_onnxruntime_is_one_line_naming_the_extra(tmp_path, monkeypatch,
         onnx_session(tmp_path / "m.onnx")
 
 
+@pytest.mark.slow
 def test_documented_export_bench_runs_tiny(tmp_path):
     """The ``python bench/export_speed.py`` line of docs/performance.md, on a 128 px image."""
     import re

@@ -99,6 +99,7 @@ def test_head_crop_offset_19_impulse() -> None:
     assert list(peak) == [32 * a + 12, 32 * a + 13]
 
 
+@pytest.mark.slow
 def test_receptive_field_centre_matches_crop() -> None:
     """fc6 unit r sees input rows centred on 32r + 12.5: where head() puts its score."""
     torch.manual_seed(0)
@@ -113,6 +114,7 @@ def test_receptive_field_centre_matches_crop() -> None:
 
 
 # -- frozen upscore ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_upscore_stays_frozen_through_optimizer_step() -> None:
     net = small_net()
     randomize_score(net)
@@ -223,6 +225,7 @@ def test_load_torchvision_vgg16(tmp_path, fmt: str) -> None:
     assert net.normalization == NORMALIZATIONS["imagenet"]
 
 
+@pytest.mark.slow
 def test_load_partsup_checkpoint_round_trip(tmp_path, registries) -> None:
     sec = {"backbone": {"name": "fcn32s", "fc_channels": FC}, "mode": "weak_only"}
     model = build_model(sec, registries).eval()

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).resolve().parent
 
 
@@ -71,6 +73,7 @@ def test_checkpoint_run_folder_means_its_best_pt(tmp_path):
                        "--checkpoint", str(tmp_path / "empty"), "--out", str(tmp_path / "e2")])
 
 
+@pytest.mark.slow
 def test_resume_hint_keeps_the_set_overrides(tmp_path, monkeypatch, capsys):
     import re
     import shlex
@@ -207,6 +210,7 @@ def _readme_block(heading: str) -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_readme_using_it_runs_as_written_from_a_fresh_clone(tmp_path, monkeypatch):
     """Each line of README "Using it", in order, in an empty folder; only made tiny (fewer and
     smaller images, iterations, batch, CPU), never reordered or completed."""
@@ -271,6 +275,7 @@ def test_backbone_contract_is_checked_whole():
     assert torch.is_tensor(NoWeight()(torch.zeros(1, 3, 4, 4)))
 
 
+@pytest.mark.slow
 def test_help_and_plugins_do_not_import_the_smp_and_timm_stack():
     """CLI start-up: --help and `partsup plugins` import no model zoo (smp, timm, torchvision
     cost seconds); they are imported when an smp backbone is built."""

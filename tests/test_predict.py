@@ -188,6 +188,7 @@ def test_no_checkpoint_uses_a_plugin_default_and_says_so(tmp_path, plugin, check
     assert "no --checkpoint given and no plugin ships a default model" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_torchrun_shards_inputs_and_writes_what_one_process_writes(tmp_path, plugin,
                                                                    checkpoint, capsys):
     import os

@@ -77,6 +77,7 @@ def _logged_at_least(out: Path, n: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_run_resumes_to_identical_weights(tmp_path: Path, sig: int, one_thread) -> None:
     recipe_path = _recipe_file(tmp_path)

@@ -29,6 +29,7 @@ def _finite(path: Path) -> bool:
                if t.is_floating_point())
 
 
+@pytest.mark.slow
 def test_second_training_in_the_same_folder_is_refused_naming_the_pid(tmp_path: Path,
                                                                       tiny_regs) -> None:
     recipe_path = tmp_path / "recipe.yaml"

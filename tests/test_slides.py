@@ -169,6 +169,7 @@ def test_undecodable_tiles_are_one_line_naming_the_slide(tmp_path, monkeypatch):
             s.read_region(0, 0, 0, 10, 10)
 
 
+@pytest.mark.slow
 def test_plain_image_of_known_mpp_is_resampled_to_the_model(tmp_path, plugin, checkpoint):
     from helpers import IMAGE_CENTRES as IMG_CENTRES, he_like, save
     img = save(tmp_path / "roi.png", he_like(1500, 2000))

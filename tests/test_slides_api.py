@@ -38,6 +38,7 @@ def test_slide_at_another_mpp_comes_back_in_its_own_level0_px(tmp_path, detector
     matched(xy(found), [(x / 2, y / 2) for x, y in CENTRES], atol=2.0)
 
 
+@pytest.mark.slow
 def test_out_writes_what_partsup_predict_writes(tmp_path, plugin, checkpoint, detector):
     path = make_slide(tmp_path / "case.tif")
     cli, api = tmp_path / "cli", tmp_path / "api"

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from partsup.cli.main import main
 
 from helpers import documented_commands
@@ -29,6 +31,7 @@ def torchrun_commands(page: str) -> list[list[str]]:
             for line in block.splitlines() if line.startswith("torchrun ")]
 
 
+@pytest.mark.slow
 def test_documented_slide_commands_run(tmp_path, plugin, checkpoint, monkeypatch):
     cmds = documented_commands("docs/slides.md")
     assert [shlex.split(c)[1] for c in cmds] == ["bench/make_slide.py", "predict", "predict",

@@ -333,6 +333,7 @@ def test_weak_labels_per_set(tiny_regs) -> None:
     assert len(a) and len(b) and int(a.max()) <= 5 * 2 < int(b.min())  # r=1 disks vs r=4
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_on_tiny_data(tmp_path: Path, monkeypatch, capsys) -> None:
     """`partsup demo` wiring (data generation, two trainings, calibrate, evaluate, table) with a
     tiny model and tiny synthetic data; the real demo's timing and F1 are in docs/performance.md."""
