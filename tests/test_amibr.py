@@ -91,6 +91,7 @@ def test_registered_and_split_by_slide(registries, amibr_root):
         assert sample.group in slides[s] and sample.mask is None
 
 
+@pytest.mark.slow
 def test_realistic_density_by_default(amibr_root):
     ds = factory(split="train")
     counts = np.array([len(ds.points(i)) for i in range(len(ds))])
@@ -159,6 +160,7 @@ def _tile_centres(ds):
     return np.stack([gx.ravel(), gy.ravel()], 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("density", [1.8, 18.0])
 def test_position_only_baselines_fail(amibr_root, density):
     train, test = factory(split="train", density=density), factory(split="test", density=density)
@@ -232,6 +234,7 @@ def test_hard_negatives_are_the_decoy_centres_and_off_by_default(shared_data):
     assert s.image[y - 3:y + 4, x - 3:x + 4].mean() < s.image.mean()
 
 
+@pytest.mark.slow
 def test_points_carry_their_metadata_label(shared_data):
     """Sample.point_labels: each point's metadata.csv label, in points order (both views);
     the fields' decoys are the Sample's hard negatives only with hard_negatives=True."""

@@ -175,6 +175,7 @@ def _doc_yaml(marker: str) -> dict:
     return yaml.safe_load(next(b for b in blocks if marker in b))
 
 
+@pytest.mark.slow
 def test_documented_recipe_trains_on_real_masks(amibr_root, registries):
     """The documented ``data`` fragment, on the real-tissue recipe, gives set-A items whose
     strong target holds mask pixels."""
@@ -218,6 +219,7 @@ def _doc_counts() -> dict[str, dict[str, int]]:
     return rows
 
 
+@pytest.mark.slow
 def test_documented_sheet_command_gives_the_documented_counts(amibr_root, tmp_path):
     import re
     import shlex

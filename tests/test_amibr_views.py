@@ -96,6 +96,7 @@ def test_crops_view_is_registered(registries, amibr_root):
     assert len(ds) == 3 and ds[0].points.shape[1] == 2
 
 
+@pytest.mark.slow
 def test_datasets_page_crops_command_runs(amibr_root, tmp_path, monkeypatch):
     """The ``partsup evaluate --dataset ami-br-crops`` line of docs/datasets.md, on 2 fields."""
     import re

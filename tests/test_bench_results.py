@@ -37,6 +37,7 @@ def tiny_results(tmp_path_factory):
     return json.loads((runs / "results.json").read_text()), done.stdout, tmp, runs
 
 
+@pytest.mark.slow
 def test_every_table_row_comes_from_its_runs(tiny_results):
     out, stdout, tmp, runs = tiny_results
     base = {r["label"]: r for r in out["tables"]["baselines"]}
@@ -59,6 +60,7 @@ def test_every_table_row_comes_from_its_runs(tiny_results):
     assert [r["config"] for r in out["tables"]["gamma"]] == ["partmitosis"]
 
 
+@pytest.mark.slow
 def test_w_sweep_is_written_and_plotted(tiny_results):
     out, _, tmp, _ = tiny_results
     sweep = out["w_sweep"]["partmitosis"]
@@ -67,6 +69,7 @@ def test_w_sweep_is_written_and_plotted(tiny_results):
     assert (tmp / "w_sweep.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_a_second_run_reuses_every_finished_step(tiny_results):
     _, _, tmp, runs = tiny_results
     argv = documented_results_line()

@@ -40,6 +40,7 @@ def with_value(argv: list[str], option: str, value: str) -> list[str]:
     return argv
 
 
+@pytest.mark.slow
 def test_postprocess_bench_finds_the_same_detections_as_scikit_image(tmp_path):
     argv = documented_line("postprocess.py")
     argv = with_value(with_value(argv, "--sizes", "300x420"), "--repeats", "1")
@@ -72,6 +73,7 @@ def test_skimage_pipeline_and_partsup_agree_on_a_map_with_many_blobs(threshold):
     assert not pp.identical(ours, moved)
 
 
+@pytest.mark.slow
 def test_hpf_speed_bench_runs_the_cpu_rows_and_names_the_gpu_ones(tmp_path):
     argv = documented_line("hpf_speed.py")
     argv = with_value(with_value(argv, "--sizes", "96x128"), "--repeats", "1")
@@ -86,6 +88,7 @@ def test_hpf_speed_bench_runs_the_cpu_rows_and_names_the_gpu_ones(tmp_path):
     assert folder and folder[0]["hpfs"] == 1 and folder[0]["s_per_hpf"] > 0
 
 
+@pytest.mark.slow
 def test_train_speed_bench_measures_loader_step_and_both(tmp_path):
     argv = documented_line("train_speed.py")
     out = tmp_path / "train.json"
@@ -97,6 +100,7 @@ def test_train_speed_bench_measures_loader_step_and_both(tmp_path):
     assert r["loader_over_step"] == pytest.approx(r["loader_batches_s"] / r["step_it_s"])
 
 
+@pytest.mark.slow
 def test_cli_startup_bench_times_every_case_and_names_heavy_imports(tmp_path):
     argv = with_value(documented_line("cli_startup.py"), "--repeats", "1")
     out = tmp_path / "cli.json"

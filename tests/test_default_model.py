@@ -30,6 +30,7 @@ def test_shipped_model_is_small_weights_only_and_calibrated():
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_predict_without_checkpoint_finds_a_real_figure(shared_data, tmp_path, capsys):
     from partsup_mitosis.amibr import factory
     reader = factory(root=shared_data / "ami-br", split="test", density=40.0, fields=40)
@@ -49,6 +50,7 @@ def test_predict_without_checkpoint_finds_a_real_figure(shared_data, tmp_path, c
     assert (d.min(1) <= 30).any(), "at least one planted figure is found within 7.5 um"
 
 
+@pytest.mark.slow
 def test_documented_quality_command_runs(shared_data, tmp_path):
     out = tmp_path / "quality.json"
     proc = subprocess.run(

@@ -121,6 +121,7 @@ def test_the_import_walk_sees_function_level_and_optional_imports() -> None:
     assert "partsup" not in found and "os" not in found and "partsup_mitosis" not in found
 
 
+@pytest.mark.slow
 def test_every_imported_package_is_declared() -> None:
     required, optional = core(), extras()
     missing = []
