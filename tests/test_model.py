@@ -249,6 +249,7 @@ def test_state_dict_round_trip_gives_identical_outputs(regs, tmp_path) -> None:
 
 
 # -- every registered backbone x every transfer --------------------------------------------------
+@pytest.mark.slow
 def test_every_backbone_and_transfer_forward_backward(registries) -> None:
     assert {"fcn32s", "smp"} <= set(registries.backbones.names())
     transfers = registries.weight_transfers.names()

@@ -8,11 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import documented_line
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_documented_slide_memory_bench_runs_tiny(tmp_path):
     argv = documented_line("slide_memory.py")
     assert "--size" in argv
@@ -28,6 +31,7 @@ def test_documented_slide_memory_bench_runs_tiny(tmp_path):
     assert re.search(r"peak_rss_mib", done.stdout)
 
 
+@pytest.mark.slow
 def test_documented_predict_memory_bench_runs_tiny(tmp_path):
     argv = documented_line("predict_memory.py", "predict.md")
     out = tmp_path / "image.json"

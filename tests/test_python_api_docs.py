@@ -81,6 +81,7 @@ def test_page_shows_the_api_and_the_export():
     assert "docs/python-api.md" in (REPO / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_every_block_of_the_page_runs(tmp_path, monkeypatch, capsys):
     pytest.importorskip("onnx", reason=SKIP_ONNX)
     pytest.importorskip("onnxruntime", reason=SKIP_ONNX)

@@ -64,6 +64,7 @@ def test_pages_show_the_commands_this_test_runs():
     assert shown and shown[0] in readme  # README shows the model card's (tested) line
 
 
+@pytest.mark.slow
 def test_documented_real_tissue_commands_run(shared_data, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)
     field = np.full((96, 96, 3), 200, np.uint8)
