@@ -22,9 +22,10 @@ def test_a_run_that_produced_nothing_keeps_the_previous_summary(tmp_path, plugin
     before = (out / "summary.csv").read_bytes()
     capsys.readouterr()
     assert run_predict([tmp_path / "in" / "typo.png", "--checkpoint", checkpoint, "--out", out,
-                        "--format", "csv"], plugin) == 1
+                        "--format", "csv"], plugin) == 2  # no input exists: one line, at once
     assert (out / "summary.csv").read_bytes() == before
-    assert "summary.csv not written" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith("typo.png: no such file or folder")
 
 
 @pytest.mark.parametrize("option,value,match", [
@@ -124,5 +125,5 @@ def test_warnings_are_one_line_messages(tmp_path, plugin, checkpoint, capsys):
 def test_a_run_that_produced_nothing_leaves_no_new_folder(tmp_path, plugin, checkpoint):
     out = tmp_path / "new"
     assert run_predict([tmp_path / "typo.png", "--checkpoint", checkpoint, "--out", out],
-                       plugin) == 1
+                       plugin) == 2
     assert not out.exists()
