@@ -12,12 +12,7 @@ import pytest
 from partsup.errors import DataError, PartsupError
 from partsup.output.outdir import MARKER, check_not_foreign, owners, record_owned
 
-try:  # the shared test helpers (tests/helpers.py; the toy fixture in conftest.py)
-    from helpers import TINY, run_cli, tiny_checkpoint
-except ImportError:  # the layout before tests/helpers.py
-    from test_evaluate import run_cli, toy  # noqa: F401
-    from test_export import tiny_checkpoint
-    from test_train import TINY
+from helpers import TINY, run_cli, tiny_checkpoint  # the toy fixture is in conftest.py
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

@@ -11,11 +11,7 @@ from rich.console import Console
 from partsup.cli.main import build_parser, main
 from partsup.command import Context
 
-try:  # the shared test helpers (tests/helpers.py; fixtures toy, tiny_regs in conftest.py)
-    from helpers import load_tiny, run_cli
-except ImportError:  # the layout before tests/helpers.py
-    from test_evaluate import run_cli, toy  # noqa: F401
-    from test_train import _recipe as load_tiny, tiny_regs  # noqa: F401
+from helpers import load_tiny, run_cli  # fixtures toy, tiny_regs are in conftest.py
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -126,10 +122,7 @@ def test_make_slide_says_how_many_planted_disks_are_on_the_slide(tmp_path):
 def test_torchscript_export_says_once_that_it_is_deprecated_and_what_to_use(tmp_path, capsys):
     """torch's own "`torch.jit.load` is deprecated" came from the export's check, naming no
     alternative; now one line says it, with onnx as the portable format (nothing hidden)."""
-    try:
-        from helpers import tiny_checkpoint
-    except ImportError:  # the layout before tests/helpers.py
-        from test_export import tiny_checkpoint
+    from helpers import tiny_checkpoint
     ckpt = tiny_checkpoint(tmp_path / "t.pt", tile=64)
     assert main(["--plugin", "tiny_plugin", "export", str(ckpt), "--format", "torchscript"]) == 0
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
