@@ -204,7 +204,8 @@ def test_outputs_without_a_second_look_are_unchanged(world, tmp_path, capsys):
     assert (tmp_path / "pred" / "a.csv").read_text().splitlines()[0] == "x,y,score,area"
     assert len(rows(tmp_path / "pred" / "a.csv")) == 4  # the ring too: nothing filters it
     header = (tmp_path / "pred" / "summary.csv").read_text().splitlines()[0]
-    assert header == "file,id,status,count,width,height,mpp,area_mm2,per_mm2,seconds,error"
+    assert header == ("file,id,status,count,width,height,mpp,area_mm2,per_mm2,seconds,error,"
+                      "model_sha256")
     assert "detections:" not in out and "blue" not in out and "│ red" not in out
 
 

@@ -8,6 +8,8 @@ training alike.
   detection parameters.
 - :mod:`.safetensors_file`: the weights alone as a ``.safetensors`` file (tensors plus the
   recipe, normalisation and detection parameters as JSON metadata).
+- :mod:`.digest`: the SHA-256 of a model file (:func:`.digest.file_sha256`, streamed and
+  cached per process), which model made a result.
 - :mod:`.second_look`: a detector checkpoint's ``second_look`` section (a crop classifier run
   after the blob step): :func:`.second_look.attach_second_look`, reading and building it.
 

@@ -26,7 +26,7 @@ from partsup.runtime import resolve_device
 from partsup.types import Detection
 
 __all__ = ["DetectParams", "Detector", "build_detector", "check_threshold", "default_checkpoint",
-           "load_detector", "model_mpp_of", "params_from_checkpoint"]
+           "load_detector", "model_mpp_of", "params_from_checkpoint", "provenance_of"]
 
 
 class Detector:
@@ -43,12 +43,18 @@ class Detector:
     :mod:`partsup.data.normalize`. ``second_look``: the crop classifier run on the
     candidates (:class:`partsup.inference.second_look.SecondLook`; None: none), from the
     checkpoint's ``second_look`` section.
+    Which model this is (None when not loaded from a file): ``model_name`` (the model file's
+    name, e.g. ``best.pt``), ``model_sha256`` (its SHA-256, 64 hex digits,
+    :func:`partsup.checkpoint.digest.file_sha256`) and, for an exported model,
+    ``source_sha256`` (the SHA-256 of the checkpoint it was exported from);
+    :meth:`provenance` gives them as the fields ``partsup predict`` writes.
     """
 
     def __init__(self, model: Any, params: DetectParams, registries: Registries,
                  device: str | torch.device = "cpu", amp: bool = True,
                  model_mpp: float | None = None, normalizer: Normalizer | None = None,
-                 second_look: SecondLook | None = None) -> None:
+                 second_look: SecondLook | None = None, *, model_name: str | None = None,
+                 model_sha256: str | None = None, source_sha256: str | None = None) -> None:
         self.model = model
         self.params = params
         self.registries = registries
@@ -57,6 +63,16 @@ class Detector:
         self.model_mpp = model_mpp
         self.normalizer = normalizer
         self.second_look = second_look
+        self.model_name = model_name
+        self.model_sha256 = model_sha256
+        self.source_sha256 = source_sha256
+
+    def provenance(self) -> dict[str, str]:
+        """``{"model": name, "model_sha256": hex, "source_sha256": hex}``, each only when
+        known: what ``partsup predict`` records in ``summary.csv`` and the GeoJSON files."""
+        found = {"model": self.model_name, "model_sha256": self.model_sha256,
+                 "source_sha256": self.source_sha256}
+        return {k: v for k, v in found.items() if v}
 
     @classmethod
     def from_checkpoint(cls, path: str | Path | None = None, device: str | torch.device = "auto",
@@ -85,7 +101,9 @@ class Detector:
         copied): how a subclass such as ``partsup.Detector`` (:mod:`partsup.prediction.api`,
         which adds ``predict_slide``) comes from a loaded one."""
         return cls(detector.model, detector.params, detector.registries, detector.device,
-                   detector.amp, detector.model_mpp, detector.normalizer, detector.second_look)
+                   detector.amp, detector.model_mpp, detector.normalizer, detector.second_look,
+                   model_name=detector.model_name, model_sha256=detector.model_sha256,
+                   source_sha256=detector.source_sha256)
 
     def normalized(self, image: np.ndarray, colour: dict[str, Any] | None = None
                    ) -> np.ndarray:
@@ -152,15 +170,18 @@ def load_detector(checkpoint: str | Path, registries: Registries,
 
     The model comes from :func:`partsup.checkpoint.files.load_model` on ``device`` (see
     :func:`resolve_device`); the parameters from :func:`params_from_checkpoint` (recipe, then
-    calibrated values, then the non-None ``overrides``).
+    calibrated values, then the non-None ``overrides``). The detector records the file's name
+    and SHA-256 (a run folder: its ``best.pt``'s).
 
     Raises:
         CheckpointError: unreadable checkpoint. RecipeError: bad ``detect`` values (message
         prefixed with the checkpoint path). PartsupError: unknown or unavailable device.
     """
-    from partsup.checkpoint.files import load_model
+    from partsup.checkpoint.digest import file_sha256
+    from partsup.checkpoint.files import checkpoint_file, load_model
     dev = resolve_device(device)
     model, ckpt = load_model(checkpoint, registries, device=dev)
+    source = checkpoint_file(checkpoint)
     try:
         params = params_from_checkpoint(ckpt, **overrides)
     except PartsupError as exc:
@@ -172,7 +193,15 @@ def load_detector(checkpoint: str | Path, registries: Registries,
         raise type(exc)(f"{checkpoint}: {exc}") from exc
     second_look = load_second_look(ckpt, registries, dev, str(checkpoint), tta=params.tta)
     return Detector(model, params, registries, dev, model_mpp=model_mpp_of(ckpt),
-                    normalizer=normalizer, second_look=second_look), ckpt
+                    normalizer=normalizer, second_look=second_look, model_name=source.name,
+                    model_sha256=file_sha256(source)), ckpt
+
+
+def provenance_of(detector: Any) -> dict[str, str]:
+    """:meth:`Detector.provenance` of ``detector``; ``{}`` for an object without it (any
+    object with ``detect`` can predict)."""
+    get = getattr(detector, "provenance", None)
+    return dict(get()) if callable(get) else {}
 
 
 def build_detector(checkpoint: Path, registries: Registries, device: str | torch.device,

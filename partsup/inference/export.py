@@ -12,6 +12,10 @@ Beside the model, ``<FILE>.json`` (the *sidecar*, :func:`sidecar_path`) holds th
 the outputs, the size rule and the checkpoint's detection parameters (the recipe's ``detect:``
 then the calibrated values): everything ``partsup predict --runtime onnx`` needs.
 
+Which model it is travels with the ONNX file itself too: its ``metadata_props`` (the model's
+metadata, :data:`METADATA_KEYS`) hold the source checkpoint's SHA-256, the partsup version and
+the model's um/px; the sidecar repeats ``source_sha256`` and ``partsup_version``.
+
 Nothing is overwritten (:func:`check_targets`): an existing output file (or sidecar) is refused,
 and with ``force`` only a file ``partsup export`` wrote before is replaced; the source checkpoint
 never is. Files are written under a temporary name and moved into place when complete.
@@ -26,7 +30,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence, TYPE_CHECKING
+from typing import Any, Mapping, Sequence, TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -45,6 +49,9 @@ SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "safetensors": ".safetensors"
 SIDECAR_FORMAT = "partsup-export/1"
 OPSET = 17
 ONNX_HINT = "install the onnx extra: pip install 'partsup[onnx]'"
+#: the ONNX ``metadata_props`` keys an export writes: the source checkpoint's file name and
+#: SHA-256 (64 hex digits), the partsup version and the model's um/px ("" when unknown)
+METADATA_KEYS = ("partsup_version", "source", "source_sha256", "mpp")
 #: the one line a TorchScript export warns with (in place of torch's own deprecation messages
 #: from the trace, save and check load, which say the same without the alternative)
 TORCHSCRIPT_NOTE = ("torchscript: torch.jit is deprecated upstream (PyTorch points to "
@@ -129,10 +136,12 @@ def onnx_session(path: str | Path, threads: int | None = None) -> Any:
 
 
 def export_model(model: nn.Module, out: str | Path, fmt: str,
-                 sizes: Sequence[tuple[int, int]] = ((256, 256), (192, 320))) -> ExportReport:
+                 sizes: Sequence[tuple[int, int]] = ((256, 256), (192, 320)),
+                 metadata: Mapping[str, str] | None = None) -> ExportReport:
     """Trace ``model`` (a PartialModel, eval mode, CPU) at ``sizes[0]`` and write it as ``fmt``
     (``onnx`` or ``torchscript``) to ``out``; then run the file at every size in ``sizes`` and
-    compare with PyTorch.
+    compare with PyTorch. ``metadata``: string pairs stored in an ONNX file's
+    ``metadata_props`` (ignored for torchscript).
 
     Returns:
         an :class:`ExportReport` (no sidecar yet): ``max_abs_diff`` over the sizes the graph
@@ -147,7 +156,7 @@ def export_model(model: nn.Module, out: str | Path, fmt: str,
     fd, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     try:
-        report = _write_and_check(model, Path(name), fmt, sizes, out)
+        report = _write_and_check(model, Path(name), fmt, sizes, out, metadata or {})
         os.replace(name, out)  # complete before it takes the name (a link there is replaced)
     finally:
         with contextlib.suppress(OSError):
@@ -157,7 +166,7 @@ def export_model(model: nn.Module, out: str | Path, fmt: str,
 
 
 def _write_and_check(model: nn.Module, out: Path, fmt: str, sizes: Sequence[tuple[int, int]],
-                     label: Path) -> ExportReport:
+                     label: Path, metadata: Mapping[str, str]) -> ExportReport:
     """:func:`export_model`'s work, into ``out`` (a temporary name; messages say ``label``)."""
     wrapper = MapsModule(model.cpu().eval()).eval()
     x0 = check_input(model, sizes[0])
@@ -173,6 +182,8 @@ def _write_and_check(model: nn.Module, out: Path, fmt: str, sizes: Sequence[tupl
                               dynamic_axes={"image": {2: "H", 3: "W"}, **axes})
         else:
             torch.jit.trace(wrapper, (x0,), check_trace=False).save(str(out))
+    if fmt == "onnx" and metadata:
+        set_onnx_metadata(out, metadata)
     report = ExportReport(out)
     for i, size in enumerate(dict.fromkeys(tuple(s) for s in sizes)):
         x = check_input(model, size, seed=i)
@@ -192,6 +203,23 @@ def _write_and_check(model: nn.Module, out: Path, fmt: str, sizes: Sequence[tupl
         report.max_abs_diff = max(diff, report.max_abs_diff or 0.0)
         report.sizes.append(size)
     return report
+
+
+def set_onnx_metadata(path: Path, metadata: Mapping[str, str]) -> None:
+    """Add ``metadata`` (str -> str) to the ``metadata_props`` of the ONNX file ``path``
+    (rewritten in place; entries of the same key replaced)."""
+    import onnx
+    proto = onnx.load(str(path))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({str(k): str(v) for k, v in metadata.items()})
+    onnx.helper.set_model_props(proto, props)
+    onnx.save(proto, str(path))
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
+    """The ``metadata_props`` of the ONNX file ``path`` as a dict, read with onnxruntime."""
+    meta = onnx_session(path).get_modelmeta()
+    return dict(meta.custom_metadata_map)
 
 
 def _need_onnx() -> None:
@@ -279,8 +307,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
         (a crop classifier after the blob step, which no export format carries yet: refused
         rather than dropped); CheckpointError: unreadable file.
     """
+    from partsup import __version__
+    from partsup.checkpoint.digest import file_sha256
+    from partsup.checkpoint.files import checkpoint_file, load_model
     from partsup.inference.detector import model_mpp_of, params_from_checkpoint
-    from partsup.checkpoint.files import load_model
     from partsup.checkpoint.safetensors_file import save_safetensors
     if fmt not in FORMATS:
         raise PartsupError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -294,7 +324,13 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
         ckpt = {**ckpt, "model": model.state_dict(), "normalization": model.normalization}
         return ExportReport(save_safetensors(out, ckpt), max_abs_diff=0.0)
     tile = params.tile
-    report = export_model(model, out, fmt, sizes=((tile, tile), (max(32, tile // 64 * 32), tile)))
+    source = checkpoint_file(checkpoint)
+    sha = file_sha256(source)
+    mpp = model_mpp_of(ckpt)
+    metadata = {"partsup_version": __version__, "source": source.name, "source_sha256": sha,
+                "mpp": "" if mpp is None else repr(mpp)}
+    report = export_model(model, out, fmt, sizes=((tile, tile), (max(32, tile // 64 * 32), tile)),
+                          metadata=metadata)
     recipe = ckpt.get("recipe") or {}
     sidecar = {
         "format": SIDECAR_FORMAT, "model": report.model.name, "runtime": fmt,
@@ -304,8 +340,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, fmt: str, registr
         "dynamic_size": report.dynamic, "size": None if report.dynamic else [tile, tile],
         "detect": dataclasses.asdict(params),
         "recipe": recipe.get("name"), "plugins": list(recipe.get("plugins") or []),
-        "mpp": model_mpp_of(ckpt), "normalize": (recipe.get("data") or {}).get("normalize"),
-        "source": str(checkpoint), "max_abs_diff": report.max_abs_diff,
+        "mpp": mpp, "normalize": (recipe.get("data") or {}).get("normalize"),
+        "source": str(checkpoint), "source_sha256": sha, "partsup_version": __version__,
+        "max_abs_diff": report.max_abs_diff,
         "checked_sizes": [list(s) for s in report.sizes],
     }
     report.sidecar = sidecar_path(report.model)

@@ -84,7 +84,11 @@ def load_onnx_detector(path: str | Path, registries: Registries, threads: int | 
                        **overrides: Any) -> Any:
     """A :class:`partsup.inference.detector.Detector` running the exported model ``path``
     (``.onnx`` or its sidecar) with onnxruntime on the CPU, with the sidecar's detection
-    parameters updated by the non-None ``overrides``."""
+    parameters updated by the non-None ``overrides``.
+
+    The detector records the ``.onnx`` file's name and SHA-256, and as ``source_sha256`` the
+    checkpoint's that the model's metadata (else the sidecar) records."""
+    from partsup.checkpoint.digest import file_sha256
     from partsup.inference.detector import Detector
     from partsup.data.normalize import build_normalizer
     from partsup.inference.params import DetectParams
@@ -94,5 +98,10 @@ def load_onnx_detector(path: str | Path, registries: Registries, threads: int | 
     params = DetectParams.from_dict(dict(info["detect"]), **overrides)
     normalizer = build_normalizer(info.get("normalize"), registries,
                                   f"{path}: the sidecar's normalize")
-    return Detector(OnnxMaps(model, info, threads), params, registries, device="cpu",
-                    model_mpp=info.get("mpp"), normalizer=normalizer)
+    maps = OnnxMaps(model, info, threads)
+    source = (maps.session.get_modelmeta().custom_metadata_map.get("source_sha256")
+              or info.get("source_sha256"))
+    return Detector(maps, params, registries, device="cpu", model_mpp=info.get("mpp"),
+                    normalizer=normalizer, model_name=model.name,
+                    model_sha256=file_sha256(model),
+                    source_sha256=source if isinstance(source, str) and source else None)

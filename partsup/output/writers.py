@@ -6,7 +6,8 @@ per format so a file's format is known from its name) and ``write(path, detectio
 [0, 1]; area in px). ``info`` describes the image: ``image`` (name), ``width``, ``height`` (px),
 ``mpp`` (micrometres per pixel) and, when known, ``label`` (the objects' class name) and
 ``classes`` (the class names of a second look, in order: the ``p_<class>`` columns to write even
-when no detection carries them, e.g. an image without detections).
+when no detection carries them, e.g. an image without detections), and which model made the
+detections (:data:`PROVENANCE`: ``model`` file name, ``model_sha256``, ``source_sha256``).
 
 Detections a second look labelled carry ``label`` (a class) and ``probs`` (class ->
 probability): the core's formats then add them (:func:`class_columns`); detections without them
@@ -50,6 +51,9 @@ from partsup.types import Detection
 DEFAULT_COLOR = (220, 40, 40)
 #: class name written when neither the writer nor ``info["label"]`` names one
 DEFAULT_LABEL = "object"
+#: ``info`` keys naming the model that made the detections (the model file's name and SHA-256;
+#: an exported model's source checkpoint's SHA-256), written where a format has room for them
+PROVENANCE = ("model", "model_sha256", "source_sha256")
 
 
 def prepare(path: str | Path) -> Path:
@@ -126,7 +130,9 @@ class GeoJsonWriter:
     QuPath writes and reads since 0.4). ``id`` is a UUID derived from image name and index,
     so the file is deterministic. A detection a second look labelled is named ``"<name>
     (<label>)"`` (e.g. ``"Cell (dividing)"``) and its ``probs`` become ``p_<class>``
-    measurements.
+    measurements. When ``info`` names the model (:data:`PROVENANCE`), the collection has
+    top-level ``properties`` ``{"model": ..., "model_sha256": ...}`` (features unchanged;
+    QuPath reads the features and ignores it).
     """
 
     def __init__(self, classification: str | None = None,
@@ -160,8 +166,11 @@ class GeoJsonWriter:
         path = prepare(path)
         image = str(info.get("image", path.stem))
         label = str(info.get("label") or DEFAULT_LABEL)
-        doc = {"type": "FeatureCollection",
-               "features": [self.feature(d, image, i, label) for i, d in enumerate(detections)]}
+        doc: dict[str, Any] = {"type": "FeatureCollection"}
+        made_by = {k: str(info[k]) for k in PROVENANCE if info.get(k)}
+        if made_by:
+            doc["properties"] = made_by
+        doc["features"] = [self.feature(d, image, i, label) for i, d in enumerate(detections)]
         path.write_text(json.dumps(doc, indent=1) + "\n")
         return path
 

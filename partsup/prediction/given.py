@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from partsup.errors import DataError
+from partsup.inference.detector import provenance_of
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import points_file, read_points, second_look_of
 from partsup.prediction.result import Result
@@ -75,7 +76,7 @@ def classify_slide(path: Path, detector: Any, points: np.ndarray, *, mpp: float 
         found: list[Detection | None] = [None] * len(pts)
         out = SlideDetections([], int(width), int(height), float(use_mpp),
                               not (mpp or slide.mpp), thumb, scale, tissue, 0, len(cells),
-                              given=True, **classes_of(detector))
+                              given=True, made_by=provenance_of(detector), **classes_of(detector))
         try:
             for key in sorted(cells):
                 idx = cells[key]

@@ -17,6 +17,7 @@ import numpy as np
 
 from partsup.data.images import read_image
 from partsup.errors import DataError
+from partsup.inference.detector import provenance_of
 from partsup.prediction.counts import ImageCount, count_classes
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import look_classes, points_file, read_points, second_look_of
@@ -97,7 +98,7 @@ def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], 
     probs, labels = look_classes(detector)
     info = {"image": item.id, "width": int(w), "height": int(h), "mpp": float(use_mpp),
             "source": str(item.path), **({"label": label} if label else {}),
-            **({"classes": probs} if probs is not None else {})}
+            **({"classes": probs} if probs is not None else {}), **provenance_of(detector)}
     count = ImageCount(item.id, len(detections), int(w), int(h), float(use_mpp),
                        count_classes((d.label for d in detections), labels))
     result = Result(item, count, mpp_assumed=not (mpp or image_mpp))

@@ -20,7 +20,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, 
 
 from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError, PartsupError
-from partsup.inference.detector import build_detector
+from partsup.inference.detector import build_detector, provenance_of
 from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction.given import predict_slide_at
 from partsup.prediction.image import predict_one
@@ -171,6 +171,8 @@ class PredictRun:
         self.settings = settings
         self.registries = registries
         self.dist = dist or Dist()
+        #: the SHA-256 of the model file :meth:`predict` ran (``summary.csv``'s column)
+        self.model_sha256: str | None = None
 
     @property
     def is_main(self) -> bool:
@@ -214,6 +216,7 @@ class PredictRun:
         """This rank's share of ``items`` (every ``world``-th), predicted; on every rank the
         results of all ranks in input order (:func:`gather_results`)."""
         mine = list(range(len(items)))[self.dist.rank::self.dist.world]
+        self.model_sha256 = provenance_of(detector).get("model_sha256")
         done = predict_items([items[i] for i in mine], detector, self.settings,
                              self.registries.pm, watcher, debug)
         return gather_results(list(zip(mine, done)), self.dist)
@@ -230,5 +233,5 @@ class PredictRun:
         out = self.settings.out
         written = [p for r in results for p in r.outputs if p.exists()]
         record_owned(out, [*written, out / "summary.csv"], "partsup predict")
-        write_summary_csv(out / "summary.csv", results)
+        write_summary_csv(out / "summary.csv", results, self.model_sha256)
         return True

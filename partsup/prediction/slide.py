@@ -25,6 +25,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from partsup.errors import DataError
+from partsup.inference.detector import provenance_of
 from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction.counts import ImageCount, count_classes
 from partsup.prediction.image import write_overlay
@@ -120,6 +121,9 @@ class SlideDetections:
     label_classes: tuple[str, ...] = ()
     #: ``partsup predict --at``: the given points were classified (no detection)
     given: bool = False
+    #: which model found them (``Detector.provenance``: model file name and SHA-256), written
+    #: into the formats that have room for it (GeoJSON)
+    made_by: dict[str, str] = field(default_factory=dict)
 
     @property
     def classes(self) -> dict[str, int]:
@@ -171,7 +175,7 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
         found: list[Detection] = []
         out = SlideDetections(found, int(width), int(height), float(use_mpp),
                               not (mpp or slide.mpp), thumb, scale, tissue, 0, len(cores),
-                              **classes_of(detector))
+                              made_by=provenance_of(detector), **classes_of(detector))
         try:
             for cx, cy in cores:
                 box = (max(0, cx - margin), max(0, cy - margin),
@@ -199,7 +203,8 @@ def write_slide(item: Item, found: SlideDetections, writers: Mapping[str, Any], 
     the files written so far, then raises."""
     info = {"image": item.id, "width": found.width, "height": found.height,
             "mpp": found.mpp, "source": str(item.path), **({"label": label} if label else {}),
-            **({"classes": found.prob_classes} if found.prob_classes is not None else {})}
+            **({"classes": found.prob_classes} if found.prob_classes is not None else {}),
+            **found.made_by}
     dets = found.detections
     xy = np.array([(d.x, d.y, d.score) for d in dets], np.float64).reshape(-1, 3)
     planned = [out / f"{item.id}{w.suffix}" for w in writers.values()]

@@ -67,23 +67,29 @@ def summary_lines(results: Sequence[Result], options: Mapping[str, Any], pm: Any
     return lines
 
 
-def write_summary_csv(path: Path, results: Sequence[Result]) -> Path:
+def write_summary_csv(path: Path, results: Sequence[Result], model_sha256: str | None = None
+                      ) -> Path:
     """One row per input (file, id, status, count, width and height px, mpp um/px, area mm^2,
     count per mm^2, seconds, error); after a labelling second look, then one ``count_<class>``
-    column per class (empty for a failed input)."""
+    column per class (empty for a failed input).
+
+    The last column, ``model_sha256``, is the SHA-256 of the model file the run used, on every
+    row (empty when unknown)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    sha = model_sha256 or ""
     classes = list(merge_classes(r.count.classes for r in results if r.count is not None))
     with path.open("w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["file", "id", "status", "count", "width", "height", "mpp", "area_mm2",
-                    "per_mm2", "seconds", "error", *(f"count_{name}" for name in classes)])
+                    "per_mm2", "seconds", "error", *(f"count_{name}" for name in classes),
+                    "model_sha256"])
         for r in results:
             c = r.count
             if c is None:
                 w.writerow([r.item.path, r.item.id, "failed", "", "", "", "", "", "",
-                            f"{r.seconds:.3f}", r.error, *([""] * len(classes))])
+                            f"{r.seconds:.3f}", r.error, *([""] * len(classes)), sha])
             else:
                 w.writerow([r.item.path, r.item.id, "ok", c.count, c.width, c.height, c.mpp,
                             f"{c.area_mm2:.6f}", f"{c.per_mm2:.4f}", f"{r.seconds:.3f}", "",
-                            *(c.classes.get(name, 0) for name in classes)])
+                            *(c.classes.get(name, 0) for name in classes), sha])
     return path
