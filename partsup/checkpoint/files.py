@@ -137,7 +137,8 @@ def load_model(path: str | Path, registries: Registries, device: str | torch.dev
         CheckpointError: unreadable file, a crop classifier's checkpoint (task: classify; one
             line pointing to ``calibrate --second-look`` and ``evaluate --at``), or a state
             dict that does not fit the built model (names the first missing / unexpected /
-            mis-shaped key).
+            mis-shaped key), weights that are not finite or an input normalisation with a
+            std of 0 (:func:`check_usable`).
     """
     from partsup.model.partial import build_model, load_strict
 
@@ -160,9 +161,31 @@ def load_model(path: str | Path, registries: Registries, device: str | torch.dev
         # the input normalisation the trained weights expect (built without weight files, a
         # backbone may otherwise fall back to another default)
         model.normalization = ckpt["normalization"]
+    check_usable(path, ckpt["model"], model.normalization)
     model.to(device)
     model.eval()
     return model, ckpt
+
+
+def check_usable(path: str | Path, state: Any, normalization: Any) -> None:
+    """Refuse a model whose weights hold NaN/inf or whose input normalisation divides by zero
+    (:func:`partsup.data.normalize.check_input_normalization`): every map would be NaN.
+
+    Raises:
+        CheckpointError: one line naming the checkpoint and the rule.
+    """
+    from partsup.data.normalize import check_input_normalization
+    from partsup.errors import DataError
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"{path}: the weights are not finite (NaN/inf in {len(bad)} "
+                              f"tensor(s), e.g. {', '.join(bad[:3])}); the model cannot detect "
+                              f"anything: use an earlier checkpoint")
+    try:
+        check_input_normalization(normalization, str(path))
+    except DataError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def _load_plugins(ckpt: dict[str, Any], registries: Registries, path: str | Path) -> None:

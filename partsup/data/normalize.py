@@ -32,10 +32,44 @@ import numpy as np
 from partsup.errors import DataError
 
 __all__ = ["NORMALIZERS", "NormalizedReader", "Normalizer", "Reinhard", "build_normalizer",
-           "fit_normalize", "fit_reference", "normalize_image", "read_reference", "resolve_normalize"]
+           "check_input_normalization", "fit_normalize", "fit_reference", "normalize_image",
+           "read_reference", "resolve_normalize"]
 
 #: pixels used to estimate an image's colours (a regular subsample of larger images)
 ESTIMATE_PIXELS = 250_000
+
+
+def check_input_normalization(norm: Any, where: str) -> dict[str, Any]:
+    """``norm``, a model's input normalisation (``{"mean", "std", "scale", "bgr"}``: RGB 0..255
+    times ``scale / 255``, minus ``mean``, over ``std``; :func:`partsup.model.partial.normalize`),
+    when ``mean`` and ``std`` are three finite numbers each, every ``std`` > 0, and ``scale``
+    (if given) a finite number > 0. A ``std`` of 0 would divide by zero and make every
+    probability NaN, whatever the image.
+
+    Raises:
+        DataError: one line naming ``where`` (e.g. the checkpoint) and the rule.
+    """
+    def numbers(key: str) -> np.ndarray | None:
+        try:
+            values = np.asarray(norm[key], np.float64).reshape(-1)
+        except (KeyError, TypeError, ValueError):
+            return None
+        return values if values.size == 3 and np.isfinite(values).all() else None
+
+    if not isinstance(norm, dict):
+        raise DataError(f"{where}: the input normalisation must be a mapping with mean and std, "
+                        f"got {type(norm).__name__}")
+    mean, std = numbers("mean"), numbers("std")
+    if mean is None or std is None or not (std > 0).all():
+        raise DataError(f"{where}: the input normalisation needs mean and std of three finite "
+                        f"numbers each, std > 0 (got mean {norm.get('mean')!r}, std "
+                        f"{norm.get('std')!r}); a std of 0 divides by zero")
+    scale = norm.get("scale", 255)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+            np.isfinite(scale) and scale > 0):
+        raise DataError(f"{where}: the input normalisation's scale must be a finite number "
+                        f"> 0, got {scale!r}")
+    return norm
 
 
 class Normalizer(Protocol):

@@ -3,6 +3,11 @@
 :class:`OnnxMaps` has the two methods the tiled inference needs (``preprocess``,
 ``probabilities``), so the same :class:`partsup.inference.detector.Detector` (tiling, fusion,
 threshold, blobs, filters) turns its maps into detections: only the network runs elsewhere.
+
+A sidecar is trusted only as far as it agrees with its model (:func:`read_sidecar`): it must
+name the ``.onnx`` file given, hold the keys a run reads, and list as many outputs as the
+graph gives. Its ``plugins`` (the training recipe's) are never imported from it: they must be
+loaded by the user (``partsup --plugin``), else the run is refused (:func:`check_plugins`).
 """
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from partsup.data.normalize import check_input_normalization
 from partsup.errors import PartsupError
 from partsup.inference.export import SIDECAR_FORMAT, onnx_session, sidecar_path
 from partsup.model.partial import normalize
@@ -24,10 +30,14 @@ if TYPE_CHECKING:
 
 def read_sidecar(path: str | Path) -> tuple[dict[str, Any], Path]:
     """``(sidecar, model file)`` of an exported model: ``path`` is the ``.onnx`` file or its
-    ``.json`` sidecar.
+    ``.json`` sidecar. The sidecar must name the model file beside it: a ``.onnx`` given is
+    run only with a sidecar that names that very file, and a sidecar's ``model`` is a plain
+    file name in its own folder.
 
     Raises:
-        PartsupError: missing files, or a JSON that is not a partsup export sidecar.
+        PartsupError: missing files, a JSON that is not a partsup export sidecar, a sidecar
+            that names another model file, or one without the keys a run needs (one line
+            naming the sidecar).
     """
     path = Path(path)
     side = path if path.suffix.lower() == ".json" else sidecar_path(path)
@@ -40,10 +50,62 @@ def read_sidecar(path: str | Path) -> tuple[dict[str, Any], Path]:
         raise PartsupError(f"{side}: not JSON ({exc})") from exc
     if not isinstance(info, dict) or info.get("format") != SIDECAR_FORMAT:
         raise PartsupError(f"{side} is not a partsup export sidecar ({SIDECAR_FORMAT})")
-    model = side.with_name(str(info.get("model", "")))
+    name = info.get("model")
+    if not isinstance(name, str) or not name or name != Path(name).name or name in (".", ".."):
+        raise PartsupError(f"{side}: 'model' must be the file name of the ONNX file beside it, "
+                           f"got {name!r}")
+    if side is not path and name != path.name:
+        raise PartsupError(f"{side} belongs to the model {name}, not to {path.name}: a sidecar "
+                           f"runs only the model it names (export {path.name} again, or give "
+                           f"--model {side.with_name(name)})")
+    model = side.with_name(name)
     if info.get("runtime") != "onnx" or not model.is_file():
         raise PartsupError(f"{side}: its model {model} is not an ONNX file that exists")
+    _check_sidecar(info, side)
     return info, model
+
+
+def _check_sidecar(info: dict[str, Any], side: Path) -> None:
+    """The keys a run reads, with the types it needs (PartsupError naming ``side``)."""
+    norm = (info.get("input") or {}).get("normalization") if isinstance(info.get("input"),
+                                                                         dict) else None
+    outputs = info.get("outputs")
+    problem = None
+    if not isinstance(norm, dict):
+        problem = "'input.normalization' is missing"
+    elif not isinstance(outputs, list) or not 1 <= len(outputs) <= 2:
+        problem = f"'outputs' must list one or two output names, got {outputs!r}"
+    elif not isinstance(info.get("detect"), dict):
+        problem = "'detect' (the detection parameters) is missing"
+    elif not info.get("dynamic_size", True) and not (
+            isinstance(info.get("size"), list) and len(info["size"]) == 2):
+        problem = "a fixed-size graph needs 'size': [H, W]"
+    if problem is not None:
+        raise PartsupError(f"{side}: {problem}; export the model again (partsup export)")
+    check_input_normalization(norm, f"{side}: input.normalization")
+
+
+def check_plugins(info: dict[str, Any], registries: Any, side: Path) -> None:
+    """Refuse a sidecar whose ``plugins`` are not loaded: a sidecar never imports code (a
+    model file from elsewhere must not run modules); load them with ``partsup --plugin``.
+
+    Raises:
+        PluginError: one line naming the sidecar, the plugins and what to do.
+    """
+    from partsup.errors import PluginError
+    wanted = [str(m) for m in info.get("plugins") or []]
+    pm = getattr(registries, "pm", None)
+    loaded: set[str] = set()
+    if pm is not None:
+        for plugin in pm.get_plugins():
+            loaded.update(n for n in (pm.get_name(plugin), getattr(plugin, "__name__", None))
+                          if n)
+    missing = [m for m in wanted if m not in loaded]
+    if missing:
+        flags = " ".join(f"--plugin {m}" for m in missing)
+        raise PluginError(f"{side}: the model needs plugin(s) {', '.join(missing)}, which are "
+                          f"not loaded; a sidecar never imports code itself: load them "
+                          f"yourself (partsup {flags} predict ...) if you trust them")
 
 
 class OnnxMaps:
@@ -56,6 +118,13 @@ class OnnxMaps:
         self.normalization = dict(sidecar["input"]["normalization"])
         self.outputs = list(sidecar["outputs"])
         self.size = None if sidecar.get("dynamic_size", True) else tuple(sidecar["size"])
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != ["image"] or len(outputs) != len(self.outputs):
+            raise PartsupError(f"{model_file}: the model takes {inputs} and gives {len(outputs)} "
+                               f"output(s), but its sidecar says ['image'] and "
+                               f"{len(self.outputs)} ({', '.join(map(str, self.outputs))}): "
+                               f"the sidecar does not belong to this model; export it again")
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """``(H, W, 3)`` uint8 RGB -> ``(1, 3, H, W)`` float32 normalised."""
@@ -83,8 +152,9 @@ class OnnxMaps:
 def load_onnx_detector(path: str | Path, registries: Registries, threads: int | None = None,
                        **overrides: Any) -> Any:
     """A :class:`partsup.inference.detector.Detector` running the exported model ``path``
-    (``.onnx`` or its sidecar) with onnxruntime on the CPU, with the sidecar's detection
-    parameters updated by the non-None ``overrides``.
+    (``.onnx`` or its sidecar, :func:`read_sidecar`) with onnxruntime on the CPU, with the
+    sidecar's detection parameters updated by the non-None ``overrides``. The sidecar's
+    ``plugins`` must be loaded already (:func:`check_plugins`): it imports none.
 
     The detector records the ``.onnx`` file's name and SHA-256, and as ``source_sha256`` the
     checkpoint's that the model's metadata (else the sidecar) records."""
@@ -93,8 +163,7 @@ def load_onnx_detector(path: str | Path, registries: Registries, threads: int | 
     from partsup.data.normalize import build_normalizer
     from partsup.inference.params import DetectParams
     info, model = read_sidecar(path)
-    if info.get("plugins") and hasattr(registries, "add_modules"):
-        registries.add_modules(info["plugins"])
+    check_plugins(info, registries, sidecar_path(model))
     params = DetectParams.from_dict(dict(info["detect"]), **overrides)
     normalizer = build_normalizer(info.get("normalize"), registries,
                                   f"{path}: the sidecar's normalize")

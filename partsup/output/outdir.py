@@ -256,8 +256,11 @@ def _relative(out: Path, paths: Iterable[Path]) -> list[str]:
 
 def check_not_foreign(out: Path, paths: Iterable[Path], command: str = "partsup predict") -> None:
     """Refuse to write ``paths`` (files inside ``out``) for ``command`` when ``out`` holds
-    another command's outputs (:func:`foreign_entry`), or when one of ``paths`` exists and the
-    marker does not give it to ``command``: partsup replaces only files its command wrote.
+    another command's outputs (:func:`foreign_entry`), or when one of ``paths`` exists (a
+    symbolic link too, even one pointing nowhere) and the marker does not give it to
+    ``command``: partsup replaces only files its command wrote. A link at a name the marker
+    does give to ``command`` is replaced by the new file, never written through
+    (:mod:`partsup.output.atomic`).
 
     Raises:
         DataError: names the folder and the owning command, or the first such file, and what to
@@ -267,8 +270,9 @@ def check_not_foreign(out: Path, paths: Iterable[Path], command: str = "partsup 
     _refuse_foreign(out, command, "--out")
     owned = {rel for rel, owner in (owners(out) or {}).items() if owner == command}
     for rel in _relative(out, paths):
-        if rel not in owned and (out / rel).exists():
-            raise DataError(f"{out / rel} exists and was not written by partsup; partsup never "
+        if rel not in owned and os.path.lexists(out / rel):  # a link, even a dangling one
+            what = "is a symbolic link" if (out / rel).is_symlink() else "exists"
+            raise DataError(f"{out / rel} {what} and was not written by partsup; partsup never "
                             f"replaces such a file: choose another --out (or move the file)")
 
 

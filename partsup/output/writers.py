@@ -45,6 +45,7 @@ import numpy as np
 
 from partsup.errors import DataError
 from partsup.data.readers import Problems, floats, read_csv_rows
+from partsup.output.atomic import replacing  # the core's writers write through it
 from partsup.types import Detection
 
 #: default colour of the objects' class in QuPath (RGB, 0-255)
@@ -96,11 +97,11 @@ class CsvWriter:
         self.suffix = suffix
 
     def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
-        path = prepare(path)
+        path = Path(path)
         d = self.decimals
         classes = class_columns(detections, info)
         extra = [] if classes is None else ["class", *(f"p_{c}" for c in classes)]
-        with path.open("w", newline="") as fh:
+        with replacing(path, "w", newline="") as fh:
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(["x", "y", "score", "area", *extra])
             for det in detections:
@@ -163,7 +164,7 @@ class GeoJsonWriter:
         }
 
     def write(self, path: str | Path, detections: Sequence[Detection], info: dict[str, Any]) -> Path:
-        path = prepare(path)
+        path = Path(path)
         image = str(info.get("image", path.stem))
         label = str(info.get("label") or DEFAULT_LABEL)
         doc: dict[str, Any] = {"type": "FeatureCollection"}
@@ -171,7 +172,8 @@ class GeoJsonWriter:
         if made_by:
             doc["properties"] = made_by
         doc["features"] = [self.feature(d, image, i, label) for i, d in enumerate(detections)]
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        with replacing(path, "w") as fh:
+            fh.write(json.dumps(doc, indent=1) + "\n")
         return path
 
     @staticmethod

@@ -8,16 +8,22 @@ output folders or plugins' slide outputs.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from partsup.data.images import DataWarning
 from partsup.inference.detector import Detector as InferenceDetector
 from partsup.prediction.inputs import Item, check_output_folder
-from partsup.prediction.settings import (PredictSettings, make_writers, polygons_of,
-                                         predict_options, slide_extra)
+from partsup.errors import PartsupError
+from partsup.prediction.image import detect_resampled
+from partsup.prediction.settings import (MPP_RANGE, PredictSettings, check_mpp,  # noqa: F401
+                                         make_writers, model_mpp, polygons_of,
+                                         predict_defaults, predict_options, slide_extra)
 from partsup.prediction.slide import detect_slide, slide_lines, write_slide
 from partsup.types import Detection
 
@@ -34,13 +40,43 @@ class Detector(InferenceDetector):
     - ``Detector.from_checkpoint(path=None, device="auto", *, plugins=(), **overrides)``;
     - ``detect(rgb, mpp)``: detections of one ``(H, W, 3)`` uint8 image of ``mpp`` um/px (x, y,
       area px; with a second look only those its verify rule keeps, with ``label`` and
-      ``probs``);
+      ``probs``), resampled to the model's um/px first as ``partsup predict --mpp`` does;
+      ``mpp`` must lie in :data:`MPP_RANGE` (the range of ``--mpp``);
     - ``classify(rgb, points, mpp)``: the second look alone on given ``(N, 2)`` x, y px
       points: N detections in order, ``label`` and ``probs`` filled, ``score`` the verify
       probability (else the label head's highest), area 0; PartsupError without a second
       look (``partsup predict --at`` on files);
     - ``maps(rgb)``: the probability maps; :meth:`predict_slide`: a whole slide.
     """
+
+    #: detection on an image as it is (no resampling, no checks): what the pipeline calls
+    #: (:func:`partsup.prediction.image.detect_as_given`), which resamples itself
+    detect_unresampled = InferenceDetector.detect
+
+    @functools.cached_property
+    def resample_mpp(self) -> float | None:
+        """The um/px :meth:`detect` resamples images to, as ``partsup predict`` does: the
+        model's (``model_mpp``), else the plugins' ``default_mpp``; None: no resampling."""
+        return model_mpp(self, predict_defaults(self.registries.pm).get("default_mpp"))
+
+    def detect(self, image: np.ndarray, mpp: float, colour: dict[str, Any] | None = None
+               ) -> list[Detection]:
+        """Detections of one ``(H, W, 3)`` uint8 RGB image of ``mpp`` um/px, as ``partsup
+        predict --mpp`` finds them: an image whose ``mpp`` differs from the model's
+        (:attr:`resample_mpp`) by more than 1% is resampled to it first
+        (:func:`partsup.prediction.image.detect_resampled`); ``x``, ``y`` and ``area`` come back
+        in the image's own px. ``colour``: see :meth:`normalized`.
+
+        Raises:
+            PartsupError: ``mpp`` not a number within :data:`MPP_RANGE` um/px (the range of
+            ``--mpp``); ``image`` not a non-empty ``(H, W, 3)`` uint8 array.
+        """
+        image = check_rgb(image, "detect")
+        mpp = check_mpp(mpp, "detect: mpp")
+        target = self.resample_mpp
+        if target and abs(mpp / target - 1.0) > 0.01:
+            return detect_resampled(self, image, mpp, target, colour=colour)
+        return super().detect(image, mpp, colour)
 
     def predict_slide(self, path: str | Path, *, mpp: float | None = None,
                       roi: str | Path | Sequence[Any] | None = None, tile: int = 1024,
@@ -61,6 +97,21 @@ class Detector(InferenceDetector):
         return predict_slide_file(self, path, mpp=mpp, roi=roi, tile=tile, out=out, **options)
 
 
+def check_rgb(image: Any, who: str = "detect") -> np.ndarray:
+    """``image`` when it is a non-empty ``(H, W, 3)`` uint8 NumPy array (RGB).
+
+    Raises:
+        PartsupError: one line naming ``who``, what it got and what it needs.
+    """
+    if not isinstance(image, np.ndarray):
+        raise PartsupError(f"{who}: expected an (H, W, 3) uint8 RGB NumPy array, got "
+                           f"{type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape) < 1:
+        raise PartsupError(f"{who}: expected a non-empty (H, W, 3) uint8 RGB image, got shape "
+                           f"{tuple(image.shape)} {image.dtype}")
+    return image
+
+
 def predict_slide_file(detector: Any, path: str | Path, *, mpp: float | None = None,
                        roi: str | Path | Sequence[Any] | None = None, tile: int = 1024,
                        out: str | Path | None = None, **options: Any) -> list[Detection]:
@@ -71,9 +122,11 @@ def predict_slide_file(detector: Any, path: str | Path, *, mpp: float | None = N
 
     Raises:
         DataError: unreadable slide or ROI, no um/px anywhere. PartsupError: an unknown or
-        refused option. KeyboardInterrupt: Ctrl-C (with ``out``, after writing the outputs of
-        the tiles done).
+        refused option, ``mpp`` not a number within :data:`MPP_RANGE` um/px.
+        KeyboardInterrupt: Ctrl-C (with ``out``, after writing the outputs of the tiles done).
     """
+    if mpp is not None:
+        mpp = check_mpp(mpp, "predict_slide: mpp")
     registries = detector.registries
     values = predict_options(registries.pm, options)
     polygons = polygons_of(roi)

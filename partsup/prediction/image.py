@@ -18,6 +18,7 @@ import numpy as np
 from partsup.data.images import read_image
 from partsup.errors import DataError
 from partsup.inference.detector import provenance_of
+from partsup.output.atomic import unlink_link
 from partsup.prediction.counts import ImageCount, count_classes
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import look_classes, points_file, read_points, second_look_of
@@ -50,8 +51,16 @@ def write_overlay(path: Path, image: np.ndarray, detections: Sequence[Detection]
     n = len(detections)
     legend_band(draw, [(f"{n} detection{'s' if n != 1 else ''} (green circles)",
                         (0, 230, 90))], max(small.size))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    small.save(path)
+    save_png(path, small)
+    return path
+
+
+def save_png(path: Path, image: Any) -> Path:
+    """Save the PIL ``image`` as PNG at ``path`` (folders created) through a temporary file
+    that replaces it: a symbolic link at ``path`` is replaced, never written through."""
+    from partsup.output.atomic import replacing
+    with replacing(path, "wb") as fh:
+        image.save(fh, format="PNG")
     return path
 
 
@@ -94,7 +103,7 @@ def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], 
     elif model_mpp and known and abs(known / model_mpp - 1.0) > 0.01:
         detections = detect_resampled(detector, image, known, model_mpp)
     else:
-        detections = list(detector.detect(image, use_mpp))
+        detections = detect_as_given(detector, image, use_mpp)
     probs, labels = look_classes(detector)
     info = {"image": item.id, "width": int(w), "height": int(h), "mpp": float(use_mpp),
             "source": str(item.path), **({"label": label} if label else {}),
@@ -104,7 +113,7 @@ def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], 
     result = Result(item, count, mpp_assumed=not (mpp or image_mpp))
     try:
         for writer in writers.values():
-            result.outputs.append(out / f"{item.id}{writer.suffix}")
+            result.outputs.append(unlink_link(out / f"{item.id}{writer.suffix}"))
             writer.write(result.outputs[-1], detections, info)
         if overlay:
             result.outputs.append(out / f"{item.id}.overlay.png")
@@ -119,9 +128,10 @@ def predict_one(item: Item, detector: DetectorLike, writers: Mapping[str, Any], 
 
 
 def detect_resampled(detector: DetectorLike, image: np.ndarray, mpp: float,
-                     model_mpp: float) -> list[Detection]:
+                     model_mpp: float, colour: dict[str, Any] | None = None) -> list[Detection]:
     """Detect on ``image`` (``mpp`` um/px) resampled to ``model_mpp``; detections (x, y, area)
-    in the image's own pixels (a second look's ``label`` and ``probs`` kept)."""
+    in the image's own pixels (a second look's ``label`` and ``probs`` kept). ``colour``: the
+    colour normaliser's estimate passed on to ``detector.detect`` (None: not passed)."""
     from PIL import Image
     r = mpp / model_mpp  # model px per image px
     h, w = image.shape[:2]
@@ -129,4 +139,15 @@ def detect_resampled(detector: DetectorLike, image: np.ndarray, mpp: float,
     small = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
     rx, ry = size[0] / w, size[1] / h
     return [replace(d, x=(d.x + 0.5) / rx - 0.5, y=(d.y + 0.5) / ry - 0.5,
-                    area=d.area / (rx * ry)) for d in detector.detect(small, model_mpp)]
+                    area=d.area / (rx * ry)) for d in detect_as_given(
+                        detector, small, model_mpp,
+                        **({} if colour is None else {"colour": colour}))]
+
+
+def detect_as_given(detector: DetectorLike, image: np.ndarray, mpp: float, **kw: Any
+                    ) -> list[Detection]:
+    """``detector.detect(image, mpp, **kw)`` on ``image`` as it is: the pipeline resamples
+    itself, so the Python API's :meth:`partsup.Detector.detect` (which resamples to the
+    model's um/px) is bypassed through its ``detect_unresampled``."""
+    raw = getattr(detector, "detect_unresampled", None) or detector.detect
+    return list(raw(image, mpp, **kw))

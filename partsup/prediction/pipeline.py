@@ -24,7 +24,8 @@ from partsup.inference.detector import build_detector, provenance_of
 from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction.given import predict_slide_at
 from partsup.prediction.image import predict_one
-from partsup.prediction.inputs import Item, check_output_folder, collect_inputs, planned_outputs
+from partsup.prediction.inputs import (Item, check_not_input, check_output_folder,
+                                      check_summary_clash, collect_inputs, planned_outputs)
 from partsup.prediction.result import DetectorLike, Result, failure_message
 from partsup.prediction.settings import PredictSettings, model_mpp, polygons_of, slide_extra
 from partsup.prediction.slide import predict_slide
@@ -125,10 +126,26 @@ def predict_input(item: Item, detector: DetectorLike, settings: PredictSettings,
 def predict_items(items: Sequence[Item], detector: DetectorLike, settings: PredictSettings,
                   pm: Any, watcher: Watcher | None = None, debug: bool = False) -> list[Result]:
     """Every item in turn; a failed one becomes a :class:`Result` with its one-line error
-    (``debug``: raised instead) and the run goes on; Ctrl-C in a slide stops after it."""
+    (``debug``: raised instead) and the run goes on; Ctrl-C in a slide stops after it. Ctrl-C
+    in an image raises KeyboardInterrupt once the files of the inputs done are recorded in
+    the output folder's marker (so a rerun replaces them instead of refusing them)."""
     watcher = watcher or Quiet()
     roi = polygons_of(settings.roi)
     results: list[Result] = []
+    try:
+        _predict_each(items, detector, settings, pm, watcher, debug, roi, results)
+    except KeyboardInterrupt:  # the files of the inputs done stay partsup's (a rerun replaces them)
+        written = [p for r in results for p in r.outputs if p.exists()]
+        if written:
+            record_owned(settings.out, written, "partsup predict")
+        raise
+    return results
+
+
+def _predict_each(items: Sequence[Item], detector: DetectorLike, settings: PredictSettings,
+                  pm: Any, watcher: Watcher, debug: bool, roi: Any, results: list[Result]
+                  ) -> None:
+    """:func:`predict_items`' loop: appends to ``results``."""
     for item in items:
         watcher.started(item)
         t0 = time.perf_counter()
@@ -147,7 +164,6 @@ def predict_items(items: Sequence[Item], detector: DetectorLike, settings: Predi
                                   error=failure_message(item.path, exc)))
             watcher.failed(results[-1])
         watcher.finished(item)
-    return results
 
 
 def gather_results(mine: list[tuple[int, Result]], dist: Dist) -> list[Result]:
@@ -184,8 +200,13 @@ class PredictRun:
         """``(items, missing)`` of :func:`collect_inputs` (the output folder left out).
 
         Raises:
-            DataError: nothing to predict (no image in the folders, no path exists)."""
+            DataError: nothing to predict (no image in the folders, no path exists), an
+            input folder that is (or is inside) the output folder
+            (:func:`partsup.prediction.inputs.check_not_input`), an input whose output
+            would be ``summary.csv`` (:func:`partsup.prediction.inputs.check_summary_clash`)."""
+        check_not_input(self.settings.out, paths)
         items, missing = collect_inputs(paths, recursive, exclude=self.settings.out)
+        check_summary_clash(items, self.settings.writers, self.settings.out)
         if not items and not missing:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in "
                             f"{', '.join(map(str, paths))}"

@@ -8,6 +8,7 @@ give the CLI its flags and defaults (:mod:`partsup.command`) and the Python API 
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -16,8 +17,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from partsup.errors import PartsupError
-from partsup.options import command_options, option_defaults
-from partsup.slides.tissue import read_roi
+from partsup.options import check_range, command_options, option_defaults
+from partsup.slides.tissue import check_roi, read_roi
 
 #: the command whose plugin options prediction reads
 COMMAND = "predict"
@@ -26,6 +27,9 @@ COMMAND = "predict"
 BASE_DEFAULTS: Mapping[str, Any] = MappingProxyType({"default_mpp": None, "label": None})
 #: least context around a slide tile, model px (more when the detector's tiles overlap more)
 MIN_MARGIN = 64
+#: accepted um/px (``--mpp``, ``Detector.detect(mpp=)``, ``predict_slide(mpp=)``): wide, but
+#: finite and physically possible
+MPP_RANGE = (0.01, 100.0)
 
 Polygons = Sequence[Sequence[np.ndarray]]
 
@@ -58,6 +62,20 @@ def predict_options(pm: Any, given: Mapping[str, Any], who: str = "predict_slide
     return values
 
 
+def check_mpp(value: Any, option: str = "mpp") -> float:
+    """``value`` as um/px when it is a real number within :data:`MPP_RANGE` (``option`` names
+    it in the message, e.g. ``"--mpp"``).
+
+    Raises:
+        PartsupError: not a number (None, a string, a bool), NaN, inf, or outside the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise PartsupError(f"{option} must be a number of um/px between {MPP_RANGE[0]:g} and "
+                           f"{MPP_RANGE[1]:g}, got {value!r}")
+    check_range(option, float(value), *MPP_RANGE, "um/px")
+    return float(value)
+
+
 def make_writers(names: Sequence[str], registries: Any, where: str) -> dict[str, Any]:
     """``{name: writer}`` for the writer names (unknown names raise, naming ``where`` and the
     known ones)."""
@@ -87,8 +105,18 @@ def slide_extra(pm: Any, options: Mapping[str, Any]) -> Callable[[Any], list[str
 
 def polygons_of(roi: str | Path | Polygons | None) -> Polygons | None:
     """``roi`` as polygons: a GeoJSON file read (:func:`partsup.slides.tissue.read_roi`),
-    polygons as they are, None as None."""
-    return read_roi(Path(roi)) if isinstance(roi, (str, Path)) else roi
+    polygons checked (:func:`partsup.slides.tissue.check_roi`), None as None.
+
+    Raises:
+        DataError: an unreadable file, a vertex that is not finite, a polygon without area."""
+    if roi is None:
+        return None
+    return read_roi(Path(roi)) if isinstance(roi, (str, Path)) else check_roi(roi, "roi")
+
+
+def roi_name(roi: str | Path | Polygons | None) -> str:
+    """How messages name ``roi``: ``--roi FILE`` for a file, else ``roi``."""
+    return f"--roi {roi}" if isinstance(roi, (str, Path)) else "roi"
 
 
 @dataclass(frozen=True)
@@ -126,7 +154,8 @@ class PredictSettings:
     def slide_geometry(self, detector: Any, roi: Polygons | None) -> dict[str, Any]:
         """The keyword arguments of :func:`partsup.prediction.slide.detect_slide` (and
         ``predict_slide``) for this run and ``detector``: um/px given, assumed and the model's,
-        ``roi`` polygons, tile and margin."""
+        ``roi`` polygons (and how messages name them), tile and margin."""
         return {"mpp": self.mpp, "default_mpp": self.default_mpp,
                 "model_mpp": model_mpp(detector, self.default_mpp), "roi": roi,
-                "tile": self.slide_tile, "margin": slide_margin(detector)}
+                "roi_name": roi_name(self.roi), "tile": self.slide_tile,
+                "margin": slide_margin(detector)}

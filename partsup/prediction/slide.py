@@ -28,13 +28,14 @@ from partsup.errors import DataError
 from partsup.inference.detector import provenance_of
 from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction.counts import ImageCount, count_classes
-from partsup.prediction.image import write_overlay
+from partsup.output.atomic import unlink_link
+from partsup.prediction.image import detect_as_given, save_png, write_overlay
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import look_classes
 from partsup.prediction.result import DetectorLike, Result
 from partsup.prediction.summary import class_line
 from partsup.slides.reader import SlideReader, open_slide
-from partsup.slides.tissue import rasterize, tissue_mask
+from partsup.slides.tissue import check_roi_extent, rasterize, tissue_mask
 from partsup.types import Detection
 
 
@@ -141,8 +142,8 @@ def classes_of(detector: Any) -> dict[str, Any]:
 def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None,
                  default_mpp: float | None = None, model_mpp: float | None = None,
                  roi: Sequence[Sequence[np.ndarray]] | None = None, tile: int = 1024,
-                 margin: int = 64, on_tile: Callable[[int, int], None] | None = None
-                 ) -> SlideDetections:
+                 margin: int = 64, on_tile: Callable[[int, int], None] | None = None,
+                 roi_name: str = "roi") -> SlideDetections:
     """Detect on the tissue of the slide ``path``, tile by tile; write nothing.
 
     The slide's um/px is ``mpp``, else the file's, else ``default_mpp`` (then
@@ -151,7 +152,15 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
     A detector with a colour ``normalizer`` maps every tile by one estimate, made from the
     thumbnail's tissue.
     ``on_tile(done, total)`` is called after each tile. Ctrl-C stops between tiles
-    (``interrupted``)."""
+    (``interrupted``).
+
+    An object is counted by the tile whose core holds its centre (:func:`merge_seams`: within
+    :data:`SEAM_TOLERANCE` model px of a seam, the two tiles' estimates are one object).
+    ``roi_name`` names ``roi`` in messages (e.g. ``"--roi FILE"``).
+
+    Raises:
+        DataError: no um/px; a polygon of ``roi`` wholly outside the slide (naming the slide
+        and ``roi_name``)."""
     if tile < 32 or margin < 0:
         raise DataError(f"{path}: slide tiles need tile >= 32 and margin >= 0 px")
     with open_slide(path) as slide:
@@ -165,6 +174,7 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
         thumb, scale = slide.thumbnail()
         tissue = tissue_mask(thumb)
         if roi is not None:
+            check_roi_extent(roi, width, height, f"{path}: {roi_name}")
             tissue &= rasterize(list(roi), tissue.shape, scale)
         mw, mh = math.ceil(width * r), math.ceil(height * r)
         cores = tissue_tiles(tissue, scale / r, mw, mh, tile)
@@ -176,21 +186,79 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
         out = SlideDetections(found, int(width), int(height), float(use_mpp),
                               not (mpp or slide.mpp), thumb, scale, tissue, 0, len(cores),
                               made_by=provenance_of(detector), **classes_of(detector))
+        seen: list[Seen] = []
         try:
-            for cx, cy in cores:
+            for k, (cx, cy) in enumerate(cores):
                 box = (max(0, cx - margin), max(0, cy - margin),
                        min(mw, cx + tile + margin), min(mh, cy + tile + margin))
-                for d in detector.detect(_read_tile(slide, level, f, box), target, **colour):
+                e = SEAM_TOLERANCE
+                for d in detect_as_given(detector, _read_tile(slide, level, f, box), target,
+                                         **colour):
                     gx, gy = d.x + box[0], d.y + box[1]
-                    if cx <= gx < cx + tile and cy <= gy < cy + tile:
-                        found.append(replace(d, x=(gx + 0.5) / r - 0.5,
-                                             y=(gy + 0.5) / r - 0.5, area=d.area / (r * r)))
+                    if cx - e <= gx < cx + tile + e and cy - e <= gy < cy + tile + e:
+                        seen.append(Seen(k, gx, gy, d))
                 out.tiles_done += 1
                 if on_tile is not None:
                     on_tile(out.tiles_done, len(cores))
         except KeyboardInterrupt:
             out.interrupted = True
+        done = set(cores[:out.tiles_done])
+        found.extend(replace(s.det, x=(s.gx + 0.5) / r - 0.5, y=(s.gy + 0.5) / r - 0.5,
+                             area=s.det.area / (r * r))
+                     for s in merge_seams(seen, cores, done, tile))
     return out
+
+
+#: model px: two tiles' estimates of one object's centre may differ by this much across their
+#: seam (each tile is resampled from the slide on its own pixel phase, so the same object's
+#: pixel values, hence its centre, differ slightly between the two)
+SEAM_TOLERANCE = 1.0
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A detection of tile ``tile`` (index into the cores) at ``gx, gy`` model px."""
+
+    tile: int
+    gx: float
+    gy: float
+    det: Detection
+
+
+def merge_seams(seen: Sequence[Seen], cores: Sequence[tuple[int, int]],
+                done: set[tuple[int, int]], tile: int) -> list[Seen]:
+    """The detections to count, in tile order: each object once, by the tile whose core holds
+    its centre (cores: top-left corners on a ``tile``-px grid; ``done``: the cores run).
+
+    ``seen`` holds each tile's detections whose centre lies in its core widened by
+    :data:`SEAM_TOLERANCE`. A centre in its own core is kept, unless another tile's estimate
+    of it (within the tolerance) was kept already: two tiles can each place an object lying on
+    their seam inside their own core. A centre in the widened band only is kept when the tile
+    whose core holds it ran and kept no estimate within the tolerance (both tiles can also
+    place it just outside their own core). Detections further than the tolerance from every
+    seam are kept as they come."""
+    e = SEAM_TOLERANCE
+    owned = [cores[s.tile][0] <= s.gx < cores[s.tile][0] + tile
+             and cores[s.tile][1] <= s.gy < cores[s.tile][1] + tile for s in seen]
+
+    def near_seam(s: Seen) -> bool:
+        fx, fy = s.gx % tile, s.gy % tile
+        return min(fx, tile - fx) < e or min(fy, tile - fy) < e
+
+    keep = [own and not near_seam(s) for s, own in zip(seen, owned)]
+    kept_near: list[Seen] = []
+    near = [i for i, s in enumerate(seen) if not keep[i] and near_seam(s)]
+    for i in sorted(near, key=lambda i: not owned[i]):  # own-core estimates first
+        s = seen[i]
+        home = (int(s.gx // tile) * tile, int(s.gy // tile) * tile)
+        if not owned[i] and home not in done:
+            continue  # its centre belongs to a tile not run (no tissue there, or Ctrl-C)
+        if any(o.tile != s.tile and abs(o.gx - s.gx) <= e and abs(o.gy - s.gy) <= e
+               for o in kept_near):
+            continue
+        kept_near.append(s)
+        keep[i] = True
+    return [s for s, k in zip(seen, keep) if k]
 
 
 def write_slide(item: Item, found: SlideDetections, writers: Mapping[str, Any], out: Path,
@@ -216,7 +284,7 @@ def write_slide(item: Item, found: SlideDetections, writers: Mapping[str, Any], 
                             found.classes)
     try:
         for writer in writers.values():
-            outputs.append(out / f"{item.id}{writer.suffix}")
+            outputs.append(unlink_link(out / f"{item.id}{writer.suffix}"))
             writer.write(outputs[-1], dets, info)
         outputs.append(out / f"{item.id}.tissue.png")
         _save_mask(outputs[-1], found.tissue)
@@ -241,7 +309,8 @@ def predict_slide(item: Item, detector: DetectorLike, writers: Mapping[str, Any]
                   roi: Sequence[Sequence[np.ndarray]] | None = None, tile: int = 1024,
                   margin: int = 64, overlay: bool = True,
                   on_tile: Callable[[int, int], None] | None = None,
-                  extra: Callable[[SlideOutput], list[str]] | None = None) -> Result:
+                  extra: Callable[[SlideOutput], list[str]] | None = None,
+                  roi_name: str = "roi") -> Result:
     """Detect on the tissue of one slide (:func:`detect_slide`), then write every format
     (level-0 px), the overlay (on the thumbnail), ``<id>.tissue.png`` and what ``extra`` (the
     plugins) adds (:func:`write_slide`): ``partsup predict`` on a slide.
@@ -254,7 +323,8 @@ def predict_slide(item: Item, detector: DetectorLike, writers: Mapping[str, Any]
     ``on_tile(done, total)`` is called after each tile."""
     t0 = time.perf_counter()
     found = detect_slide(item.path, detector, mpp=mpp, default_mpp=default_mpp,
-                         model_mpp=model_mpp, roi=roi, tile=tile, margin=margin, on_tile=on_tile)
+                         model_mpp=model_mpp, roi=roi, tile=tile, margin=margin, on_tile=on_tile,
+                         roi_name=roi_name)
     return slide_result(item, found, writers, out, t0, label=label, overlay=overlay,
                         extra=extra, in_roi=roi is not None)
 
@@ -301,5 +371,4 @@ def summary_line(name: str, found: SlideDetections, in_roi: bool = False) -> str
 
 def _save_mask(path: Path, mask: np.ndarray) -> None:
     from PIL import Image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
+    save_png(path, Image.fromarray(mask.astype(np.uint8) * 255))

@@ -7,6 +7,7 @@ import csv
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from partsup.output.atomic import replacing
 from partsup.prediction.counts import ImageCount, merge_classes, pool_counts
 from partsup.prediction.result import Result
 from partsup.slides.reader import is_slide
@@ -71,14 +72,14 @@ def write_summary_csv(path: Path, results: Sequence[Result], model_sha256: str |
                       ) -> Path:
     """One row per input (file, id, status, count, width and height px, mpp um/px, area mm^2,
     count per mm^2, seconds, error); after a labelling second look, then one ``count_<class>``
-    column per class (empty for a failed input).
+    column per class (empty for a failed input). Status: ``ok``, ``failed``, or
+    ``interrupted`` (Ctrl-C stopped a slide: its count is of the tiles done).
 
     The last column, ``model_sha256``, is the SHA-256 of the model file the run used, on every
     row (empty when unknown)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     sha = model_sha256 or ""
     classes = list(merge_classes(r.count.classes for r in results if r.count is not None))
-    with path.open("w", newline="") as fh:
+    with replacing(path, "w", newline="") as fh:
         w = csv.writer(fh, lineterminator="\n")
         w.writerow(["file", "id", "status", "count", "width", "height", "mpp", "area_mm2",
                     "per_mm2", "seconds", "error", *(f"count_{name}" for name in classes),
@@ -89,7 +90,8 @@ def write_summary_csv(path: Path, results: Sequence[Result], model_sha256: str |
                 w.writerow([r.item.path, r.item.id, "failed", "", "", "", "", "", "",
                             f"{r.seconds:.3f}", r.error, *([""] * len(classes)), sha])
             else:
-                w.writerow([r.item.path, r.item.id, "ok", c.count, c.width, c.height, c.mpp,
+                w.writerow([r.item.path, r.item.id, "interrupted" if r.interrupted else "ok",
+                            c.count, c.width, c.height, c.mpp,
                             f"{c.area_mm2:.6f}", f"{c.per_mm2:.4f}", f"{r.seconds:.3f}", "",
                             *(c.classes.get(name, 0) for name in classes), sha])
     return path

@@ -20,6 +20,7 @@ from partsup.checkpoint.payload import model_payload
 from partsup.errors import CheckpointError, PartsupError, RecipeError
 from partsup.training.rundir import RunDir
 from partsup.training.stages import Stage
+from partsup.training.step import non_finite
 
 if TYPE_CHECKING:
     from partsup.training.run import Run
@@ -77,7 +78,8 @@ def state_of(ckpt: dict[str, Any] | None) -> RunState:
 def starting_checkpoint(run_dir: RunDir, recipe: dict[str, Any], resume: bool
                         ) -> dict[str, Any] | None:
     """The checkpoint a run starts from: None for a new run (refused when ``run_dir`` already
-    holds checkpoints), else the newest readable one, whose recipe must match ``recipe``."""
+    holds checkpoints), else the newest readable one, whose recipe must match ``recipe`` and
+    whose weights must be finite (:func:`check_finite_weights`)."""
     existing = run_dir.existing()
     if not resume:
         if existing:
@@ -89,7 +91,27 @@ def starting_checkpoint(run_dir: RunDir, recipe: dict[str, Any], resume: bool
         raise CheckpointError(f"--resume: no checkpoint in {run_dir.checkpoints} "
                               f"(nothing to resume; run without --resume)")
     check_resumable(ckpt["recipe"], recipe)
+    check_finite_weights(ckpt, run_dir)
     return ckpt
+
+
+def check_finite_weights(ckpt: dict[str, Any], run_dir: RunDir) -> None:
+    """Refuse to resume from a checkpoint whose weights hold NaN/inf (training never writes
+    one, so the file was damaged or replaced): it is not a good checkpoint to go on from.
+
+    Raises:
+        CheckpointError: one line naming the file, the tensors and what to do.
+    """
+    bad = non_finite(ckpt.get("model") or {})
+    if not bad:
+        return
+    path = run_dir.checkpoint_path(int(ckpt["iteration"]))
+    earlier = [p for i, p in run_dir.existing() if i < int(ckpt["iteration"])]
+    then = (f"move it out of {run_dir.checkpoints} to resume from {earlier[-1].name}"
+            if earlier else "no earlier checkpoint is left: start a new run in another --out")
+    raise CheckpointError(f"--resume: {path} is not a good checkpoint: its weights are not "
+                          f"finite (NaN/inf in {len(bad)} tensor(s), e.g. {', '.join(bad[:3])}); "
+                          f"{then}")
 
 
 def check_resumable(old: dict[str, Any], new: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from rich.table import Table
 
@@ -46,7 +47,15 @@ class SynthCommand:
                             help="allow a non-empty output folder")
 
     def run(self, args: argparse.Namespace, ctx) -> int:
+        from partsup.plugin import DataError
         from partsup_mitosis.synth import MANIFEST, generate
+        out = Path(args.out)
+        for path in (out, *out.parents):  # the first that exists must be a folder
+            if path.exists():
+                if not path.is_dir():
+                    raise DataError(f"synth: {path} is a file, not a folder; give a new or "
+                                    f"empty folder to write the dataset into")
+                break
         ds = generate(args.out, like=args.like, n_images=args.images, seed=args.seed,
                       size=args.size, density=args.density, mimic_ratio=args.mimics,
                       val_fraction=args.val_fraction, test_fraction=args.test_fraction,
