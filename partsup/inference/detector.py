@@ -26,7 +26,7 @@ from partsup.runtime import resolve_device
 from partsup.types import Detection
 
 __all__ = ["DetectParams", "Detector", "build_detector", "check_threshold", "default_checkpoint",
-           "load_detector", "model_mpp_of", "params_from_checkpoint", "provenance_of"]
+           "load_detector", "model_mpp_of", "params_from_checkpoint"]
 
 
 class Detector:
@@ -195,13 +195,6 @@ def load_detector(checkpoint: str | Path, registries: Registries,
     return Detector(model, params, registries, dev, model_mpp=model_mpp_of(ckpt),
                     normalizer=normalizer, second_look=second_look, model_name=source.name,
                     model_sha256=file_sha256(source)), ckpt
-
-
-def provenance_of(detector: Any) -> dict[str, str]:
-    """:meth:`Detector.provenance` of ``detector``; ``{}`` for an object without it (any
-    object with ``detect`` can predict)."""
-    get = getattr(detector, "provenance", None)
-    return dict(get()) if callable(get) else {}
 
 
 def build_detector(checkpoint: Path, registries: Registries, device: str | torch.device,

@@ -21,10 +21,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.inference.detector import provenance_of
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import points_file, read_points, second_look_of
-from partsup.prediction.result import Result
+from partsup.prediction.result import Result, provenance_of
 from partsup.prediction.slide import SlideDetections, SlideOutput, classes_of, slide_result
 from partsup.slides.reader import open_slide
 from partsup.slides.tissue import tissue_mask

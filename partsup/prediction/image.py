@@ -17,12 +17,11 @@ import numpy as np
 
 from partsup.data.images import read_image
 from partsup.errors import DataError
-from partsup.inference.detector import provenance_of
 from partsup.output.atomic import unlink_link
 from partsup.prediction.counts import ImageCount, count_classes
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import look_classes, points_file, read_points, second_look_of
-from partsup.prediction.result import DetectorLike, Result
+from partsup.prediction.result import DetectorLike, Result, provenance_of
 from partsup.slides.reader import file_mpp
 from partsup.types import Detection
 

@@ -20,13 +20,13 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Protocol, 
 
 from partsup.data.images import IMAGE_SUFFIXES
 from partsup.errors import DataError, PartsupError
-from partsup.inference.detector import build_detector, provenance_of
+from partsup.inference.detector import build_detector
 from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction.given import predict_slide_at
 from partsup.prediction.image import predict_one
 from partsup.prediction.inputs import (Item, check_not_input, check_output_folder,
                                       check_summary_clash, collect_inputs, planned_outputs)
-from partsup.prediction.result import DetectorLike, Result, failure_message
+from partsup.prediction.result import DetectorLike, Result, failure_message, provenance_of
 from partsup.prediction.settings import PredictSettings, model_mpp, polygons_of, slide_extra
 from partsup.prediction.slide import predict_slide
 from partsup.prediction.summary import summary_lines, write_summary_csv

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -52,3 +52,10 @@ def exit_code(results: Sequence[Result]) -> int:
     if any(r.interrupted for r in results):
         return 130
     return 1 if any(r.count is None for r in results) else 0
+
+
+def provenance_of(detector: Any) -> dict[str, str]:
+    """:meth:`Detector.provenance` of ``detector``; ``{}`` for an object without it (any
+    object with ``detect`` can predict)."""
+    get = getattr(detector, "provenance", None)
+    return dict(get()) if callable(get) else {}
