@@ -25,14 +25,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from partsup.errors import DataError
-from partsup.inference.detector import provenance_of
 from partsup.output.outdir import check_not_foreign, record_owned
 from partsup.prediction.counts import ImageCount, count_classes
 from partsup.output.atomic import unlink_link
 from partsup.prediction.image import detect_as_given, save_png, write_overlay
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import look_classes
-from partsup.prediction.result import DetectorLike, Result
+from partsup.prediction.result import DetectorLike, Result, provenance_of
 from partsup.prediction.summary import class_line
 from partsup.slides.reader import SlideReader, open_slide
 from partsup.slides.tissue import check_roi_extent, rasterize, tissue_mask
