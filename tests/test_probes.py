@@ -476,15 +476,10 @@ PROBES = [
           ("empty", np.zeros((0, 0, 3), np.uint8), r"\(0, 0, 3\)"),
           ("no-rows", np.zeros((0, 40, 3), np.uint8), r"\(0, 40, 3\)"),
           ("grey", np.zeros((40, 40), np.uint8), r"\(40, 40\)")]],
-    # evaluate and calibrate: being fixed in another change
     Probe("evaluate-no-ap-for-unscored-csv", None, unscored_detections, 0, "carry no scores",
-          check=no_ap_without_scores,
-          marks=(pytest.mark.xfail(strict=True,
-                                   reason="evaluate/calibrate: being fixed in another change"),)),
+          check=no_ap_without_scores, writes=("data", "det")),
     Probe("calibrate-refuses-a-run-in-training", None, calibrate_while_training, 2,
-          r"train(\.lock|ing)", writes=("run",),
-          marks=(pytest.mark.xfail(strict=True,
-                                   reason="evaluate/calibrate: being fixed in another change"),)),
+          r"train(\.lock|ing)", writes=("run", "data")),
 ]
 
 

@@ -119,6 +119,14 @@ class CsvWriter:
                for v in number_rows(path, 3, header=("x", "y"), optional=1)]
         return np.asarray(out, np.float64).reshape(-1, 3)
 
+    @staticmethod
+    def scored(path: Path) -> bool:
+        """Whether every data line has a score (a third field); ``x,y`` files carry none."""
+        with Path(path).open(newline="") as fh:
+            rows = [r for r in csv.reader(fh) if any(c.strip() for c in r)]
+        body = rows[1:] if rows and [c.strip().lower() for c in rows[0][:2]] == ["x", "y"] else rows
+        return all(len(r) > 2 and r[2].strip() != "" for r in body)
+
 
 class GeoJsonWriter:
     """GeoJSON FeatureCollection that QuPath (0.4+) imports as point detections.

@@ -266,3 +266,24 @@ def _holder(path: Path) -> str:
     with contextlib.suppress(OSError, IndexError):
         return path.read_text().split()[0]
     return "unknown"
+
+
+def training_holder(root: Path) -> str | None:
+    """The PID (text) of a training that holds the run folder ``root``'s lock now, else None.
+
+    Probes ``root/train.lock`` with a non-blocking shared ``flock``, released at once; a
+    folder without a lock file is not in use. Commands that read a run's ``best.pt`` and write
+    to it (``partsup calibrate``) refuse while a training holds it."""
+    path = Path(root) / LOCK
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EAGAIN, errno.EACCES):
+            raise
+        return _holder(path)
+    finally:
+        os.close(fd)  # closing releases the probe's shared lock
+    return None

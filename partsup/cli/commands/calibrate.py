@@ -33,7 +33,7 @@ from partsup.evaluation.calibration import (MapCache, combine, plot_f1_vs_w, swe
 from partsup.cli.common import (add_checkpoint_arguments, add_normalize_arguments,
                                 add_option_argument, apply_normalize_arguments, normalize_label,
                                 parse_options, progress_bar, staged_dir, take_checkpoint)
-from partsup.errors import DataError, RecipeError
+from partsup.errors import DataError, PartsupError, RecipeError
 from partsup.data.datasets import open_dataset
 from partsup.evaluation.protocols import protocol_dict, resolve_protocol
 from partsup.evaluation.second_look import parse_verify_grid
@@ -133,6 +133,7 @@ class CalibrateCommand:
 
         take_checkpoint(args)
         args.checkpoint = str(checkpoint_file(args.checkpoint))  # a run folder: its best.pt
+        refuse_while_training(Path(args.checkpoint))
         detector, ckpt = load_detector(args.checkpoint, ctx.registries, args.device)
         normalize = apply_normalize_arguments(detector, args, ctx.registries)
         look, classifier = second_look_of(args, ckpt, detector, ctx.registries)
@@ -265,3 +266,14 @@ def second_look_of(args: argparse.Namespace, ckpt: dict[str, Any], detector: Any
 
 
 COMMAND = CalibrateCommand
+
+
+def refuse_while_training(checkpoint: Path) -> None:
+    """PartsupError when a training holds the checkpoint's run folder (``train.lock``): it may
+    replace ``best.pt`` while calibration tunes it, and the stored values would belong to
+    other weights."""
+    from partsup.training.rundir import LOCK, training_holder
+    pid = training_holder(checkpoint.parent)
+    if pid is not None:
+        raise PartsupError(f"{checkpoint}: its run folder is in training (PID {pid} holds "
+                           f"{checkpoint.parent / LOCK}); calibrate it after the training ends")
