@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the real names, for type checkers and editors
     from partsup.model.partial import (Branch, load_strict, named_normalization, read_weights,
                                        state_dict_of)
     from partsup.options import Option, check_range
+    from partsup.output.atomic import replacing
     from partsup.output.outdir import check_not_foreign
     from partsup.output.writers import GeoJsonWriter, json_number, load_json, number_rows, prepare
     from partsup.prediction.counts import ImageCount, SetCount, area_mm2, pool_counts
@@ -97,6 +98,7 @@ _EXPORTS: dict[str, str] = {
     "json_number": "partsup.output.writers",
     "number_rows": "partsup.output.writers",
     "check_not_foreign": "partsup.output.outdir",
+    "replacing": "partsup.output.atomic",
     # counts and slides
     "ImageCount": "partsup.prediction.counts",
     "SetCount": "partsup.prediction.counts",

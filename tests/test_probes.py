@@ -131,6 +131,22 @@ def dangling_link(w: World) -> None:
     (w.out / "a.csv").symlink_to(Path("..") / "created.txt")  # points nowhere (yet)
 
 
+def slide_links_to_victims(w: World) -> None:
+    """A slide's outputs, then the plugin's heatmap and hotspot replaced by links to files
+    outside --out (the mitosis plugin writes them through partsup.plugin.replacing)."""
+    make_slide(w.root / "case.tif", scale=0.5, mpp=0.5, tile=128)
+    assert predict(w, w.root / "case.tif", "--out", w.out, "--no-overlay").rc == 0
+    for name, victim in (("case.heatmap.png", "victim.txt"), ("case.hotspot.geojson", "v2.txt")):
+        (w.root / victim).write_text("mine\n")
+        (w.out / name).unlink()
+        (w.out / name).symlink_to(Path("..") / victim)
+
+
+def slide_outputs_are_files(w: World, o: Outcome) -> None:
+    for name in ("case.heatmap.png", "case.hotspot.geojson"):
+        assert (w.out / name).is_file() and not (w.out / name).is_symlink()
+
+
 # -- item 14: silently wrong ---------------------------------------------------------------------
 
 def symlinked_sub_folders(w: World) -> None:
@@ -385,6 +401,9 @@ PROBES = [
     # 12: data loss
     Probe("predict-replaces-owned-links", links_to_victims,
           lambda w: predict(w, w.root / "in", "--out", w.out), 0, check=outputs_are_files),
+    Probe("predict-replaces-a-plugins-owned-links", slide_links_to_victims,
+          lambda w: predict(w, w.root / "case.tif", "--out", w.out, "--no-overlay"), 0,
+          check=slide_outputs_are_files),
     Probe("predict-refuses-a-planted-link", dangling_link,
           lambda w: predict(w, w.root / "in", "--out", w.out), 2,
           r"error: .*out/a\.csv is a symbolic link and was not written by partsup"),

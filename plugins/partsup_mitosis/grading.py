@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from partsup.plugin import (GeoJsonWriter, Option, PartsupError, best_window,
+from partsup.plugin import (GeoJsonWriter, Option, PartsupError, best_window, replacing,
                             check_not_foreign, check_range, read_roi)
 from partsup_mitosis.counts import hpf_mm2
 from partsup_mitosis.heatmap import write_heatmap
@@ -195,9 +195,9 @@ def write_hotspot_geojson(path: Path, slide: Any, win: Hotspot) -> Path:
                        "classification": {"name": "Hotspot", "color": [255, 31, 31]},
                        "measurements": {"mitoses": win.count,
                                         "area_mm2": counted_mm2(win)}}})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}, indent=1)
-                    + "\n")
+    with replacing(path) as fh:  # a link planted at the name is replaced, not written through
+        fh.write(json.dumps({"type": "FeatureCollection", "features": features}, indent=1)
+                 + "\n")
     return path
 
 

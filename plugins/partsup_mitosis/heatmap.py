@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from partsup.plugin import density_map
+from partsup.plugin import density_map, replacing
 
 #: colour of the counts: ColorBrewer's single-hue sequential blues, whose lightness falls
 #: steadily from pale (1) to dark (the top); H&E holds no blue, so cells never read as stain
@@ -44,8 +44,8 @@ def write_heatmap(path: Path, slide: Any, win: Any, field_mm2: float, title: str
     """Write the heatmap PNG of ``slide`` (:func:`heatmap_figure`) to ``path``."""
     import matplotlib.pyplot as plt
     fig = heatmap_figure(slide, win, field_mm2, title, roi)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    with replacing(path, "wb") as fh:  # a link planted at the name is replaced
+        fig.savefig(fh, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
 

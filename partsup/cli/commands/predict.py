@@ -43,10 +43,8 @@ from partsup.prediction.counts import merge_classes
 from partsup.prediction.inputs import Item, collect_inputs
 from partsup.prediction.points import second_look_of
 from partsup.prediction.result import Result, exit_code
-from partsup.prediction.settings import BASE_DEFAULTS, PredictSettings, make_writers
-
-#: accepted --mpp (um/px): wide, but finite and physically possible
-MPP_RANGE = (0.01, 100.0)
+from partsup.prediction.settings import (BASE_DEFAULTS, MPP_RANGE, PredictSettings,
+                                        make_writers)
 
 
 def parse_formats(text: str, registries: Registries) -> dict[str, Any]:
