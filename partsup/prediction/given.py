@@ -20,11 +20,11 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from partsup.errors import DataError
 from partsup.prediction.inputs import Item
 from partsup.prediction.points import points_file, read_points, second_look_of
 from partsup.prediction.result import Result, provenance_of
-from partsup.prediction.slide import SlideDetections, SlideOutput, classes_of, slide_result
+from partsup.prediction.slide import (SlideDetections, SlideOutput, classes_of, slide_mpp,
+                                      slide_result)
 from partsup.slides.reader import open_slide
 from partsup.slides.tissue import tissue_mask
 from partsup.types import Detection
@@ -56,10 +56,7 @@ def classify_slide(path: Path, detector: Any, points: np.ndarray, *, mpp: float 
     pts = np.asarray(points, np.float64).reshape(-1, 2)
     with open_slide(path) as slide:
         width, height = slide.dimensions
-        use_mpp = mpp or slide.mpp or default_mpp
-        if not use_mpp:
-            raise DataError(f"{path}: no --mpp given and the slide records no resolution "
-                            f"(um/px); pass --mpp")
+        use_mpp = slide_mpp(path, slide, mpp, default_mpp)
         level = slide.best_level((look.spec.mpp or use_mpp) / use_mpp)
         lv = slide.levels[level]
         level_mpp = use_mpp * lv.downsample

@@ -138,6 +138,18 @@ def classes_of(detector: Any) -> dict[str, Any]:
     return {"prob_classes": probs, "label_classes": labels}
 
 
+def slide_mpp(path: Path, slide: Any, mpp: float | None, default_mpp: float | None) -> float:
+    """The um/px a slide is read at: ``mpp``, else the file's, else ``default_mpp``.
+
+    Raises:
+        DataError: none of them (naming ``path``)."""
+    use_mpp = mpp or slide.mpp or default_mpp
+    if not use_mpp:
+        raise DataError(f"{path}: no --mpp given and the slide records no resolution "
+                        f"(um/px); pass --mpp")
+    return use_mpp
+
+
 def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None,
                  default_mpp: float | None = None, model_mpp: float | None = None,
                  roi: Sequence[Sequence[np.ndarray]] | None = None, tile: int = 1024,
@@ -164,10 +176,7 @@ def detect_slide(path: Path, detector: DetectorLike, *, mpp: float | None = None
         raise DataError(f"{path}: slide tiles need tile >= 32 and margin >= 0 px")
     with open_slide(path) as slide:
         width, height = slide.dimensions
-        use_mpp = mpp or slide.mpp or default_mpp
-        if not use_mpp:
-            raise DataError(f"{path}: no --mpp given and the slide records no resolution "
-                            f"(um/px); pass --mpp")
+        use_mpp = slide_mpp(path, slide, mpp, default_mpp)
         target = model_mpp or use_mpp
         r = use_mpp / target  # model px per level-0 px
         thumb, scale = slide.thumbnail()
