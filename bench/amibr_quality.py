@@ -29,6 +29,12 @@ the same maps: ``calibrated`` (its own ``detect`` rule, as if it had no second l
 kept when the crop classifier's verify probability reaches its threshold; AP ranks them by
 that probability): what ``partsup predict`` now does.
 
+``--shift NAME`` changes every field's colours or sharpness before the model sees it, a
+scanner or stain the training never showed (a robustness check, not a tuning view):
+``pale`` (30 % less contrast towards white, a faded or over-exposed scan), ``hed-`` (haematoxylin
+x0.75, eosin x1.35: weak nuclei, strong eosin), ``hed+`` (haematoxylin x1.3, eosin x0.7), ``blur``
+(a Gaussian of sigma 1.2 px, a scan slightly out of focus).
+
 ``--fields N`` scores a seeded subset of N fields per density (quicker; say so when quoting).
 Skips with a message when ../shared/data/ami-br is absent.
 """
@@ -71,6 +77,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--fixed-from", type=Path, default=None,
                     help="a calibration.json whose best fixed-threshold row is scored too")
     ap.add_argument("--tta", action="store_true", help="dihedral test-time augmentation")
+    ap.add_argument("--shift", default="none", choices=sorted(SHIFTS),
+                    help="change every field's colours or sharpness first (default none)")
     ap.add_argument("--root", type=Path, default=AMIBR, help="the AMi-Br folder")
     ap.add_argument("--out", type=Path, default=None, help="JSON file for the results")
     return ap.parse_args(argv)
@@ -85,6 +93,33 @@ def best_row(calibration: Path, otsu: bool) -> dict[str, Any]:
         kind = "Otsu" if otsu else "fixed-threshold"
         raise SystemExit(f"{calibration}: no {kind} row (calibrate with --threshold otsu,0.5,...)")
     return max(rows, key=lambda r: r.get("mean_f1", r["f1"]))  # several views: their mean F1
+
+
+def hed_scale(image: np.ndarray, h: float, e: float) -> np.ndarray:
+    """``image`` (H, W, 3) uint8 with its haematoxylin and eosin densities scaled by ``h``, ``e``
+    (colour deconvolution, :func:`skimage.color.rgb2hed`)."""
+    from skimage.color import hed2rgb, rgb2hed
+    hed = rgb2hed(image)
+    hed[..., 0] *= h
+    hed[..., 1] *= e
+    return (np.clip(hed2rgb(hed), 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def pale(image: np.ndarray) -> np.ndarray:
+    """30 % less contrast towards white: ``255 - 0.7 (255 - image)``."""
+    return (255 - 0.7 * (255 - image.astype(np.float32)) + 0.5).astype(np.uint8)
+
+
+def blur(image: np.ndarray) -> np.ndarray:
+    """A Gaussian of sigma 1.2 px over each channel."""
+    from scipy.ndimage import gaussian_filter
+    smooth = gaussian_filter(image.astype(np.float32), (1.2, 1.2, 0))
+    return np.clip(smooth + 0.5, 0, 255).astype(np.uint8)
+
+
+#: ``--shift`` choices: name -> (H, W, 3) uint8 -> (H, W, 3) uint8 (None: unchanged)
+SHIFTS = {"none": None, "pale": pale, "blur": blur,
+          "hed-": lambda im: hed_scale(im, 0.75, 1.35), "hed+": lambda im: hed_scale(im, 1.3, 0.7)}
 
 
 #: px: a false alarm this close to a decoy disc's centre sits on the decoy's nucleus
@@ -138,6 +173,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     protocol = regs.protocols.build("midog")
     sources = args.sources.split(",") if args.sources else None
     out: dict[str, Any] = {"checkpoint": str(args.checkpoint), "split": args.split,
+                           "shift": args.shift,
                            "fields": args.fields, "sources": sources, "tta": args.tta,
                            "rules": {k: dataclasses.asdict(v) for k, v in rules.items()},
                            "densities": {}}
@@ -156,7 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             options = {**options, "density": density, "hard_negatives": True}  # decoy centres
         reader = regs.datasets.build(name, root=args.root, split=args.split,
                                      fields=args.fields, sources=sources, **options)
-        row = score_reader(reader, detector, rules, regs, protocol)
+        row = score_reader(reader, detector, rules, regs, protocol, SHIFTS[args.shift])
         key = "crops" if layout == "crops" else f"{density:g}"
         if layout == "discs":
             out["densities"][key] = row
@@ -171,8 +207,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def score_reader(reader: Any, detector: Any, rules: dict[str, Any], regs: Registries,
-                 protocol: Any) -> dict[str, Any]:
-    """One view: maps once per field, then every rule, overall and per source."""
+                 protocol: Any, shift: Any = None) -> dict[str, Any]:
+    """One view: maps once per field (of its image changed by ``shift`` first, when given),
+    then every rule, overall and per source."""
     from partsup.inference.blobs import candidates_from_maps
     t0 = time.perf_counter()
     maps, source, looks = [], [], []
@@ -180,14 +217,15 @@ def score_reader(reader: Any, detector: Any, rules: dict[str, Any], regs: Regist
     look = detector.second_look
     for i in range(len(reader)):
         s = reader[i]
-        maps.append((*detector.maps(s.image), s.points.astype(np.float64), s.mpp,
+        image = s.image if shift is None else shift(s.image)
+        maps.append((*detector.maps(image), s.points.astype(np.float64), s.mpp,
                      reader.hard_negatives(i).astype(np.float64)))
         source.append(reader.by_slide[groups[i]][0].source)
         if look is not None:  # the candidates' verify probabilities, as predict computes them
             cands, keep = candidates_from_maps(maps[-1][0], maps[-1][1], detector.params,
                                                s.mpp, regs)
             xy = np.array([[d.x, d.y] for d in cands], np.float64).reshape(-1, 2)[keep]
-            looks.append((xy, verify_probability(look, s.image, xy, s.mpp)))
+            looks.append((xy, verify_probability(look, image, xy, s.mpp)))
     seconds = time.perf_counter() - t0
     radius = protocol.radius_for(reader.mpp(0))
     row: dict[str, Any] = {"fields": len(reader), "figures": int(sum(len(m[2]) for m in maps)),
