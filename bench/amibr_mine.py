@@ -23,7 +23,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 AMIBR = REPO.parent / "shared" / "data" / "ami-br"
@@ -48,16 +47,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def options(pairs: list[str]) -> dict:
-    found = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--option: expected KEY=VALUE, got {pair!r}")
-        found[key] = yaml.safe_load(value)
-    return found
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not (args.root / "metadata.csv").is_file():
@@ -66,12 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists() and any(args.out.iterdir()):
         raise SystemExit(f"--out {args.out}: not empty; give a new folder")
     import partsup
+    from partsup.cli.common import parse_options
     from partsup.evaluation.matching import match
     detector = partsup.Detector.from_checkpoint(args.checkpoint, device="cpu",
                                                 threshold=args.threshold, s1=args.s1)
     detector.second_look = None  # the candidates themselves
     reader = detector.registries.datasets.build("ami-br", root=args.root, split=args.split,
-                                                **{**options(args.option),
+                                                **{**parse_options(args.option),
                                                    **({"fields": args.fields}
                                                       if args.fields else {})})
     t0, total, hits = time.perf_counter(), 0, 0
